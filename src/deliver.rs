@@ -1,0 +1,133 @@
+//! The default command: one message from standard input to the ingress.
+
+use std::io::{self, IsTerminal, Read, Write};
+
+use crate::cli::DeliverArgs;
+use crate::config::{io_reason, Config};
+use crate::message::{self, Input, Message};
+use crate::outcome::{Cause, Class, Outcome};
+use crate::reject;
+use crate::relay::Relay;
+
+const HOW_TO_USE: &str =
+    "reads one email on standard input, e.g. `chatwoot-ingress --dry-run < message.eml`; see --help";
+
+pub fn run(
+    args: &DeliverArgs,
+    config: Result<Config, Outcome>,
+    stdin: &mut (impl Read + IsTerminal),
+) -> Outcome {
+    if stdin.is_terminal() {
+        return Outcome::new(Cause::Usage, HOW_TO_USE);
+    }
+    if let Some(recipient) = &args.recipient {
+        if let Err(e) = message::check_recipient(recipient) {
+            return Outcome::new(Cause::Usage, e);
+        }
+    }
+    let config = match config {
+        Ok(config) => config,
+        Err(outcome) => return outcome,
+    };
+    let refuse = |outcome: Outcome, head: &[u8], rest: &mut dyn Read| refuse(&config, outcome, head, rest);
+
+    let limit = config.max_size.value;
+    let raw = match message::read_limited(stdin, limit) {
+        Ok(Input::Complete(raw)) => raw,
+        Ok(Input::TooLarge(head)) => {
+            let outcome = Outcome::new(
+                Cause::TooLarge,
+                format!("message too large: over max_size of {limit} bytes ({})", config.max_size.source),
+            );
+            return refuse(outcome, &head, stdin);
+        }
+        Err(e) => {
+            return Outcome::new(Cause::InputError, format!("cannot read standard input: {}", io_reason(&e)))
+        }
+    };
+    let message = match Message::prepare(raw.clone(), args.recipient.as_deref()) {
+        Ok(message) => message,
+        Err(invalid) => {
+            return refuse(Outcome::new(Cause::Invalid, invalid.to_string()), &raw, &mut io::empty())
+        }
+    };
+    drop(raw);
+
+    if args.dry_run {
+        return dry_run(&message, &config, args.recipient.is_some());
+    }
+    let target = match config.target() {
+        Ok(target) => target,
+        Err(e) => return Outcome::new(Cause::Config, e.to_string()),
+    };
+    let relay = match Relay::new(target) {
+        Ok(relay) => relay,
+        Err(outcome) => return outcome,
+    };
+    let outcome = relay.deliver(&message);
+    if outcome.class() == Class::Permanent {
+        return refuse(outcome, &message.to_vec(), &mut io::empty());
+    }
+    outcome
+}
+
+/// A permanent refusal, first saved to the reject directory if there is one.
+/// If it cannot be saved, the caller must keep the message: temporary.
+fn refuse(config: &Config, outcome: Outcome, head: &[u8], rest: &mut dyn Read) -> Outcome {
+    let Some(dir) = &config.reject_dir else {
+        // Read to the end anyway: OpenSMTPD fails a delivery agent that
+        // exits before it has read all of its input.
+        let _ = io::copy(rest, &mut io::sink());
+        return outcome;
+    };
+    match reject::save(&dir.value, head, rest, &outcome.to_string()) {
+        Ok(path) => outcome.saved_as(path),
+        Err(e) => Outcome::new(
+            Cause::InputError,
+            format!(
+                "could not save the refused message in {}: {} (it was refused: {outcome})",
+                dir.value.display(),
+                io_reason(&e)
+            ),
+        ),
+    }
+}
+
+fn dry_run(message: &Message, config: &Config, has_recipient: bool) -> Outcome {
+    let parsed = mail_parser::MessageParser::default().parse_headers(&message.body[..]);
+    let header = |name: &str| {
+        parsed
+            .as_ref()
+            .and_then(|m| m.header_raw(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| "(none)".into())
+    };
+    let original_to = if !message.prefix.is_empty() {
+        format!("added ({})", String::from_utf8_lossy(&message.prefix).trim_end())
+    } else if message.had_original_to {
+        "already present, left as is".into()
+    } else if has_recipient {
+        "not added".into()
+    } else {
+        "not added (no --recipient)".into()
+    };
+    let destination = match &config.url {
+        Some(url) => format!("{} (from {})", url.value, url.source),
+        None => "(no url configured)".into(),
+    };
+    let mut out = io::stdout().lock();
+    let lines = [
+        ("size", format!("{} bytes", message.len())),
+        ("Message-ID", header("Message-ID")),
+        ("From", header("From")),
+        ("To", header("To")),
+        ("Subject", header("Subject")),
+        ("From_ line", if message.from_line_stripped { "stripped" } else { "none" }.into()),
+        ("X-Original-To", original_to),
+        ("would POST to", destination),
+    ];
+    for (name, value) in lines {
+        let _ = writeln!(out, "{name:>14}: {value}");
+    }
+    Outcome::new(Cause::DryRun, "dry run: the message is valid; nothing was sent")
+}

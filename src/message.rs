@@ -1,0 +1,287 @@
+//! The message as the ingress will receive it.
+//!
+//! The ingress stores anything it is sent, so this is the only place where
+//! input that cannot be an email is stopped. Everything that a mail server
+//! would accept passes, however ugly; what is relayed is the input byte for
+//! byte, minus one leading mbox `From ` line, plus at most one X-Original-To.
+
+use std::io::{self, Read};
+
+use bytes::Bytes;
+
+/// Standard input, read up to a limit.
+pub enum Input {
+    Complete(Vec<u8>),
+    /// The first `limit + 1` bytes; the rest is still unread.
+    TooLarge(Vec<u8>),
+}
+
+/// Read everything, or stop one byte past `limit` so an oversized message
+/// never has to fit in memory.
+pub fn read_limited(reader: &mut impl Read, limit: u64) -> io::Result<Input> {
+    let mut buf = Vec::new();
+    reader.take(limit.saturating_add(1)).read_to_end(&mut buf)?;
+    Ok(if buf.len() as u64 > limit { Input::TooLarge(buf) } else { Input::Complete(buf) })
+}
+
+/// Why the input cannot be an email. The text completes "not an email: …".
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not an email: {0}")]
+pub struct Invalid(String);
+
+/// A validated message, ready to relay.
+#[derive(Clone, Debug)]
+pub struct Message {
+    /// The input without its From_ line. Cheap to clone for retries.
+    pub body: Bytes,
+    /// An X-Original-To header line to send before `body`, or empty.
+    pub prefix: Bytes,
+    pub from_line_stripped: bool,
+    /// Why no X-Original-To was added, when a recipient was given.
+    pub had_original_to: bool,
+}
+
+impl Message {
+    /// Validate `raw` and prepare it for `recipient` (the envelope recipient).
+    pub fn prepare(raw: Vec<u8>, recipient: Option<&str>) -> Result<Message, Invalid> {
+        let raw = Bytes::from(raw);
+        let start = from_line_len(&raw);
+        let body = raw.slice(start..);
+        let headers = validate(&body)?;
+        let had_original_to = headers.original_to > 0;
+        let prefix = match recipient.map(str::trim) {
+            Some(addr) if !addr.is_empty() && !had_original_to => {
+                let eol: &[u8] = if headers.crlf { b"\r\n" } else { b"\n" };
+                Bytes::from([b"X-Original-To: ", addr.as_bytes(), eol].concat())
+            }
+            _ => Bytes::new(),
+        };
+        Ok(Message { body, prefix, from_line_stripped: start > 0, had_original_to })
+    }
+
+    pub fn len(&self) -> u64 {
+        (self.prefix.len() + self.body.len()) as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes the ingress receives, in order.
+    pub fn reader(&self) -> impl Read + Send + 'static {
+        io::Cursor::new(self.prefix.clone()).chain(io::Cursor::new(self.body.clone()))
+    }
+
+    /// The bytes the ingress receives, as one buffer (for tests and hashing).
+    pub fn to_vec(&self) -> Vec<u8> {
+        [&self.prefix[..], &self.body[..]].concat()
+    }
+}
+
+/// An envelope recipient must be one address: a CR or LF in it would let the
+/// caller write arbitrary headers.
+pub fn check_recipient(addr: &str) -> Result<(), String> {
+    if addr.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!("--recipient {addr:?} is not one address"));
+    }
+    Ok(())
+}
+
+/// The length of a leading mbox `From ` envelope line (Exim's default
+/// message_prefix, getmail's unixfrom, Postfix's flag F), including its end.
+pub fn from_line_len(raw: &[u8]) -> usize {
+    if !raw.starts_with(b"From ") {
+        return 0;
+    }
+    match raw.iter().position(|&b| b == b'\n') {
+        Some(end) => end + 1,
+        None => raw.len(),
+    }
+}
+
+/// What validation learned about the header section.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HeaderSection {
+    pub fields: usize,
+    pub original_to: usize,
+    pub crlf: bool,
+}
+
+/// Fields of which a real message has at least one. A header-shaped text
+/// file (`name: value` lines) has none of them.
+const MAIL_FIELDS: &[&str] = &[
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "date",
+    "message-id",
+    "subject",
+    "received",
+    "return-path",
+    "sender",
+    "reply-to",
+    "delivered-to",
+    "x-original-to",
+    "mime-version",
+    "content-type",
+    "in-reply-to",
+    "references",
+];
+
+/// Accept what a mail server accepts: any header section of well-formed
+/// field lines (8-bit values, CRLF or LF, no body at all), ended by an empty
+/// line or by the first body-like text line (Postfix takes it as the body's
+/// start too). Refuse empty input, input that does not begin with a header
+/// field, binary in the header section, and header-shaped non-mail.
+pub fn validate(message: &[u8]) -> Result<HeaderSection, Invalid> {
+    if message.iter().all(u8::is_ascii_whitespace) {
+        return Err(Invalid("the message is empty".into()));
+    }
+    let mut section = HeaderSection { fields: 0, original_to: 0, crlf: false };
+    let mut mail_fields = 0;
+    for (index, line) in message.split(|&b| b == b'\n').enumerate() {
+        let number = index + 1;
+        let line = match line.strip_suffix(b"\r") {
+            Some(line) => {
+                section.crlf |= index == 0;
+                line
+            }
+            None => line,
+        };
+        if line.is_empty() {
+            break;
+        }
+        if line.contains(&0) {
+            return Err(Invalid(format!("NUL byte in the header section (line {number})")));
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            if section.fields == 0 {
+                return Err(Invalid("the first line is a continuation, not a header field".into()));
+            }
+            continue;
+        }
+        match field_name(line) {
+            Some(name) => {
+                section.fields += 1;
+                let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+                mail_fields += usize::from(MAIL_FIELDS.contains(&name.as_str()));
+                section.original_to += usize::from(name == "x-original-to");
+            }
+            None if section.fields == 0 => {
+                return Err(Invalid(format!(
+                    "no header section (the first line is {})",
+                    describe_line(line)
+                )));
+            }
+            None if is_text(line) => break,
+            None => {
+                return Err(Invalid(format!(
+                    "unparseable header section: line {number} is neither a header field nor text"
+                )));
+            }
+        }
+    }
+    if mail_fields == 0 {
+        return Err(Invalid("no email header field (From, To, Date, Subject, Message-ID, Received…)".into()));
+    }
+    Ok(section)
+}
+
+/// `Name:` with an RFC 5322 field name made of token characters (which
+/// rules out JSON's `{"key":`), optionally followed by white space before the
+/// colon (obsolete syntax that real mail still has).
+fn field_name(line: &[u8]) -> Option<&[u8]> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    let name = line[..colon].trim_ascii_end();
+    let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    (!name.is_empty() && name.iter().all(token)).then_some(name)
+}
+
+fn is_text(line: &[u8]) -> bool {
+    std::str::from_utf8(line).is_ok_and(|s| !s.chars().any(|c| c.is_control() && c != '\t'))
+}
+
+fn describe_line(line: &[u8]) -> String {
+    if !is_text(line) {
+        return "binary data".into();
+    }
+    let text = String::from_utf8_lossy(line);
+    let shown: String = text.chars().take(40).collect();
+    let ellipsis = if text.chars().count() > 40 { "…" } else { "" };
+    format!("{shown:?}{ellipsis}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(input: &[u8]) -> Message {
+        Message::prepare(input.to_vec(), Some("inbox@example.com"))
+            .unwrap_or_else(|e| panic!("{e}: {input:?}"))
+    }
+
+    fn refused(input: &[u8]) -> String {
+        Message::prepare(input.to_vec(), None).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn accepts_ugly_real_mail() {
+        ok(b"From: a@b\n\nbody");
+        ok(b"From: a@b\r\nSubject: \xe9t\xe9\r\n\r\n\xff\xfe body");
+        ok(b"Received: from x\n  by y\nSubject : obsolete space\n"); // headers only
+        ok(b"Subject: no blank line\nthis text starts the body\n");
+        ok(b"X-Mailer: 1\nDate: Mon, 1 Jan 2024 00:00:00 +0000\n\n");
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_mail() {
+        assert_eq!(refused(b""), "not an email: the message is empty");
+        assert_eq!(refused(b" \r\n\n"), "not an email: the message is empty");
+        assert!(refused(b"not an email at all")
+            .contains("no header section (the first line is \"not an email at all\")"));
+        assert!(refused(b"{\"from\": \"a@b\"}\n").contains("no header section"));
+        assert!(refused(b"\x89PNG\r\n\x1a\n\0\0").contains("binary data"));
+        assert!(refused(b"From: a\nX: \0\n\n").contains("NUL byte"));
+        assert!(refused(b"From: a\n\xff\xfe\x01garbage\n").contains("unparseable header section: line 2"));
+        assert!(refused(b"name: chatwoot\nversion: 1\n").contains("no email header field"));
+        assert!(refused(b" continued: x\nFrom: a\n").contains("continuation"));
+    }
+
+    #[test]
+    fn from_line_is_stripped_and_nothing_else_changes() {
+        let m = ok(b"From MAILER-DAEMON Mon Jan  1 00:00:00 2024\nFrom: a@b\n\nbody\n");
+        assert!(m.from_line_stripped);
+        assert_eq!(m.to_vec(), b"X-Original-To: inbox@example.com\nFrom: a@b\n\nbody\n");
+        // A "From:" header is not an envelope line.
+        assert!(!ok(b"From: a@b\n\n").from_line_stripped);
+    }
+
+    #[test]
+    fn x_original_to_matches_line_endings_and_is_never_doubled() {
+        let m = ok(b"From: a@b\r\n\r\nx");
+        assert_eq!(&m.prefix[..], b"X-Original-To: inbox@example.com\r\n");
+        let m = ok(b"From: a@b\nx-original-to: other@example.com\n\n");
+        assert!(m.prefix.is_empty() && m.had_original_to);
+        let m = Message::prepare(b"From: a\n\n".to_vec(), Some("")).unwrap();
+        assert!(m.prefix.is_empty());
+    }
+
+    #[test]
+    fn recipients_cannot_inject_headers() {
+        assert!(check_recipient("reply+abc@inbox.example.com").is_ok());
+        assert!(check_recipient("a@b\r\nBcc: evil@x").is_err());
+    }
+
+    #[test]
+    fn read_limited_stops_past_the_limit() {
+        let mut input: &[u8] = b"0123456789";
+        assert!(matches!(read_limited(&mut input, 10).unwrap(), Input::Complete(v) if v.len() == 10));
+        let mut input: &[u8] = b"0123456789";
+        match read_limited(&mut input, 4).unwrap() {
+            Input::TooLarge(head) => assert_eq!(head, b"01234"),
+            Input::Complete(_) => panic!("over the limit"),
+        }
+        assert_eq!(input, b"56789");
+    }
+}

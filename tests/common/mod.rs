@@ -1,0 +1,291 @@
+//! A recording HTTP server that misbehaves on demand, and a runner that
+//! starts the built binary the way a mail system does.
+#![allow(dead_code)] // each test crate uses a different part
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_chatwoot-ingress");
+pub const PASSWORD: &str = "s3cret+p@ss/word";
+pub const MTAS: [&str; 7] = ["sysexits", "postfix", "exim", "qmail", "opensmtpd", "getmail", "fetchmail"];
+
+/// What the server does with one request.
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    /// Read the whole request, answer with this status and extra headers.
+    Status(u16, Vec<(&'static str, String)>),
+    /// Read the request, never answer.
+    Hang,
+    /// Read the headers only, then close: the unread body makes it a reset.
+    Reset,
+    /// Read the body a little at a time, then answer 204.
+    SlowReader,
+}
+
+pub use Behaviour::*;
+
+pub fn status(code: u16) -> Behaviour {
+    Status(code, Vec::new())
+}
+
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+pub struct Server {
+    pub port: u16,
+    received: Arc<Mutex<Vec<Request>>>,
+}
+
+impl Server {
+    /// Serve `script` in order, one behaviour per request; the last one repeats.
+    pub fn start(script: Vec<Behaviour>) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(VecDeque::from(script)));
+        let log = received.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (log, script) = (log.clone(), script.clone());
+                thread::spawn(move || serve(stream, &log, &script));
+            }
+        });
+        Server { port, received }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Requests whose body arrived in full.
+    pub fn received(&self) -> Vec<Request> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn bodies(&self) -> Vec<Vec<u8>> {
+        self.received().into_iter().map(|r| r.body).collect()
+    }
+}
+
+fn next(script: &Mutex<VecDeque<Behaviour>>) -> Behaviour {
+    let mut script = script.lock().unwrap();
+    if script.len() > 1 {
+        script.pop_front().unwrap()
+    } else {
+        script.front().cloned().unwrap_or(status(204))
+    }
+}
+
+fn serve(stream: TcpStream, log: &Mutex<Vec<Request>>, script: &Mutex<VecDeque<Behaviour>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let Some((method, path, headers)) = read_head(&mut reader) else { return };
+        let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let behaviour = next(script);
+        if let Reset = behaviour {
+            return; // dropping both halves with the body unread sends RST
+        }
+        let mut body = vec![0; length];
+        if let SlowReader = behaviour {
+            for chunk in body.chunks_mut(1024) {
+                if reader.read_exact(chunk).is_err() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        } else if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        log.lock().unwrap().push(Request { method, path, headers, body });
+        let (code, extra) = match behaviour {
+            Status(code, extra) => (code, extra),
+            Hang => {
+                thread::sleep(Duration::from_secs(600));
+                return;
+            }
+            _ => (204, Vec::new()),
+        };
+        let mut response = format!("HTTP/1.1 {code} Test\r\nContent-Length: 0\r\n");
+        for (name, value) in extra {
+            response.push_str(&format!("{name}: {value}\r\n"));
+        }
+        response.push_str("\r\n");
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn read_head(reader: &mut impl BufRead) -> Option<(String, String, HashMap<String, String>)> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok().filter(|&n| n > 0)?;
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next()?.to_string(), parts.next()?.to_string());
+    let mut headers = HashMap::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok().filter(|&n| n > 0)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            return Some((method, path, headers));
+        }
+        let (name, value) = line.split_once(':')?;
+        headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
+    }
+}
+
+/// A finished run of the binary.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A hermetic invocation: an empty environment (as Postfix gives), a config
+/// file of our own, and stdin from bytes.
+pub struct Invocation {
+    command: Command,
+    stdin: Vec<u8>,
+}
+
+pub fn ingress(args: &[&str]) -> Invocation {
+    let mut command = Command::new(BIN);
+    command
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("CHATWOOT_INGRESS_CONFIG", empty_config())
+        .args(args);
+    Invocation { command, stdin: Vec::new() }
+}
+
+/// An invocation aimed at `server` with the right password.
+pub fn to(server: &Server, args: &[&str]) -> Invocation {
+    let mut invocation = ingress(args);
+    invocation.command.arg("--url").arg(server.url()).env("CHATWOOT_INGRESS_PASSWORD", PASSWORD);
+    invocation
+}
+
+impl Invocation {
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdin = bytes.into();
+        self
+    }
+
+    pub fn env(mut self, name: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.command.env(name, value);
+        self
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.command.arg(arg);
+        self
+    }
+
+    pub fn spawn(mut self) -> (std::process::Child, thread::JoinHandle<()>) {
+        let mut child =
+            self.command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let bytes = std::mem::take(&mut self.stdin);
+        // A writer thread: the binary may answer before it has read everything.
+        let writer = thread::spawn(move || {
+            let _ = stdin.write_all(&bytes);
+        });
+        (child, writer)
+    }
+
+    pub fn run(self) -> Run {
+        let (child, writer) = self.spawn();
+        let output = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// The one line a failure writes: on stderr, beginning with `code`.
+    #[track_caller]
+    pub fn failed(&self, exit: i32, code: &str) -> &Self {
+        assert_eq!(self.code, exit, "{self:#?}");
+        assert!(self.stderr.starts_with(&format!("{code} ")), "expected {code}: {self:#?}");
+        assert_eq!(self.stderr.lines().count(), 1, "{self:#?}");
+        self.no_secrets()
+    }
+
+    #[track_caller]
+    pub fn delivered(&self) -> &Self {
+        assert_eq!((self.code, self.stderr.as_str()), (0, ""), "{self:#?}");
+        self.no_secrets()
+    }
+
+    #[track_caller]
+    pub fn no_secrets(&self) -> &Self {
+        assert!(!self.stdout.contains(PASSWORD) && !self.stderr.contains(PASSWORD), "{self:#?}");
+        self
+    }
+}
+
+/// Exit codes by class, as each caller expects them.
+pub fn temporary(mta: &str) -> i32 {
+    if mta == "qmail" {
+        111
+    } else {
+        75
+    }
+}
+
+pub fn permanent(mta: &str) -> i32 {
+    if mta == "qmail" {
+        100
+    } else {
+        65
+    }
+}
+
+fn empty_config() -> PathBuf {
+    let path = std::env::temp_dir().join(format!("chatwoot-ingress-test-{}.toml", std::process::id()));
+    if !path.exists() {
+        std::fs::write(&path, "# empty: tests configure by flags and environment\n").unwrap();
+    }
+    path
+}
+
+pub fn corpus(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus").join(name)).unwrap()
+}
+
+pub fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
+}
+
+/// A 30 MiB message with base64 attachments, built at run time.
+pub fn large_message() -> Vec<u8> {
+    let mut message = b"From: big@example.com\r\nTo: inbox@example.com\r\nSubject: attachments\r\nMessage-ID: <large@example.com>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n".to_vec();
+    let line = b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0\r\n";
+    for part in 0..3 {
+        message.extend_from_slice(
+            format!("--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"part{part}.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n").as_bytes(),
+        );
+        while message.len() < (part + 1) * 10 * 1024 * 1024 {
+            message.extend_from_slice(line);
+        }
+    }
+    message.extend_from_slice(b"--b--\r\n");
+    message
+}
