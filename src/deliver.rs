@@ -2,6 +2,8 @@
 
 use std::io::{self, IsTerminal, Read, Write};
 
+use bytes::Bytes;
+
 use crate::cli::DeliverArgs;
 use crate::config::{io_reason, Config};
 use crate::message::{self, Input, Message};
@@ -45,13 +47,14 @@ pub fn run(
             return Outcome::new(Cause::InputError, format!("cannot read standard input: {}", io_reason(&e)))
         }
     };
+    // Bytes: the message is never copied, however often it is sent.
+    let raw = Bytes::from(raw);
     let message = match Message::prepare(raw.clone(), args.recipient.as_deref()) {
         Ok(message) => message,
         Err(invalid) => {
             return refuse(Outcome::new(Cause::Invalid, invalid.to_string()), &raw, &mut io::empty())
         }
     };
-    drop(raw);
 
     if args.dry_run {
         return dry_run(&message, &config, args.recipient.is_some());

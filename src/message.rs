@@ -43,8 +43,8 @@ pub struct Message {
 
 impl Message {
     /// Validate `raw` and prepare it for `recipient` (the envelope recipient).
-    pub fn prepare(raw: Vec<u8>, recipient: Option<&str>) -> Result<Message, Invalid> {
-        let raw = Bytes::from(raw);
+    pub fn prepare(raw: impl Into<Bytes>, recipient: Option<&str>) -> Result<Message, Invalid> {
+        let raw: Bytes = raw.into();
         let start = from_line_len(&raw);
         let body = raw.slice(start..);
         let headers = validate(&body)?;
