@@ -2,8 +2,6 @@
 
 use std::io::{self, IsTerminal, Read, Write};
 
-use bytes::Bytes;
-
 use crate::cli::DeliverArgs;
 use crate::config::{io_reason, Config};
 use crate::message::{self, Input, Message};
@@ -22,54 +20,54 @@ pub fn run(
     if stdin.is_terminal() {
         return Outcome::new(Cause::Usage, HOW_TO_USE);
     }
-    if let Some(recipient) = &args.recipient {
-        if let Err(e) = message::check_recipient(recipient) {
-            return Outcome::new(Cause::Usage, e);
-        }
+    let outcome = deliver(args, config, stdin);
+    // Whatever happened, read to the end: OpenSMTPD fails a delivery agent
+    // that exits before reading all of its input, and logs that instead of
+    // our reason.
+    let _ = io::copy(stdin, &mut io::sink());
+    outcome
+}
+
+fn deliver(args: &DeliverArgs, config: Result<Config, Outcome>, stdin: &mut impl Read) -> Outcome {
+    let recipient = args.recipient.as_deref();
+    if let Some(Err(e)) = recipient.map(message::check_recipient) {
+        return Outcome::new(Cause::Usage, e);
     }
     let config = match config {
         Ok(config) => config,
         Err(outcome) => return outcome,
     };
-    let refuse = |outcome: Outcome, head: &[u8], rest: &mut dyn Read| refuse(&config, outcome, head, rest);
-
     let limit = config.max_size.value;
-    let raw = match message::read_limited(stdin, limit) {
+    let raw = match message::read_limited(stdin, limit, recipient) {
         Ok(Input::Complete(raw)) => raw,
         Ok(Input::TooLarge(head)) => {
-            let outcome = Outcome::new(
-                Cause::TooLarge,
-                format!("message too large: over max_size of {limit} bytes ({})", config.max_size.source),
-            );
-            return refuse(outcome, &head, stdin);
+            let reason =
+                format!("message too large: over max_size of {limit} bytes ({})", config.max_size.source);
+            return refuse(&config, Outcome::new(Cause::TooLarge, reason), head.input(), stdin);
         }
         Err(e) => {
             return Outcome::new(Cause::InputError, format!("cannot read standard input: {}", io_reason(&e)))
         }
     };
-    // Bytes: the message is never copied, however often it is sent.
-    let raw = Bytes::from(raw);
-    let message = match Message::prepare(raw.clone(), args.recipient.as_deref()) {
+    let message = match Message::prepare(raw, recipient) {
         Ok(message) => message,
-        Err(invalid) => {
-            return refuse(Outcome::new(Cause::Invalid, invalid.to_string()), &raw, &mut io::empty())
+        Err((invalid, raw)) => {
+            let outcome = Outcome::new(Cause::Invalid, invalid.to_string());
+            return refuse(&config, outcome, raw.input(), &mut io::empty());
         }
     };
 
     if args.dry_run {
-        return dry_run(&message, &config, args.recipient.is_some());
+        return dry_run(&message, &config, recipient);
     }
-    let target = match config.target() {
-        Ok(target) => target,
-        Err(e) => return Outcome::new(Cause::Config, e.to_string()),
-    };
-    let relay = match Relay::new(target) {
-        Ok(relay) => relay,
-        Err(outcome) => return outcome,
-    };
+    let relay =
+        match config.target().map_err(|e| Outcome::new(Cause::Config, e.to_string())).and_then(Relay::new) {
+            Ok(relay) => relay,
+            Err(outcome) => return outcome,
+        };
     let outcome = relay.deliver(&message);
     if outcome.class() == Class::Permanent {
-        return refuse(outcome, &message.to_vec(), &mut io::empty());
+        return refuse(&config, outcome, &message.bytes, &mut io::empty());
     }
     outcome
 }
@@ -78,9 +76,6 @@ pub fn run(
 /// If it cannot be saved, the caller must keep the message: temporary.
 fn refuse(config: &Config, outcome: Outcome, head: &[u8], rest: &mut dyn Read) -> Outcome {
     let Some(dir) = &config.reject_dir else {
-        // Read to the end anyway: OpenSMTPD fails a delivery agent that
-        // exits before it has read all of its input.
-        let _ = io::copy(rest, &mut io::sink());
         return outcome;
     };
     match reject::save(&dir.value, head, rest, &outcome.to_string()) {
@@ -96,8 +91,8 @@ fn refuse(config: &Config, outcome: Outcome, head: &[u8], rest: &mut dyn Read) -
     }
 }
 
-fn dry_run(message: &Message, config: &Config, has_recipient: bool) -> Outcome {
-    let parsed = mail_parser::MessageParser::default().parse_headers(&message.body[..]);
+fn dry_run(message: &Message, config: &Config, recipient: Option<&str>) -> Outcome {
+    let parsed = mail_parser::MessageParser::default().parse_headers(&message.bytes[..]);
     let header = |name: &str| {
         parsed
             .as_ref()
@@ -105,14 +100,11 @@ fn dry_run(message: &Message, config: &Config, has_recipient: bool) -> Outcome {
             .map(|v| v.trim().to_string())
             .unwrap_or_else(|| "(none)".into())
     };
-    let original_to = if !message.prefix.is_empty() {
-        format!("added ({})", String::from_utf8_lossy(&message.prefix).trim_end())
-    } else if message.had_original_to {
-        "already present, left as is".into()
-    } else if has_recipient {
-        "not added".into()
-    } else {
-        "not added (no --recipient)".into()
+    let original_to = match recipient {
+        Some(addr) if message.added_original_to => format!("added ({addr})"),
+        _ if message.had_original_to => "already present, left as is".into(),
+        Some(_) => "not added".into(),
+        None => "not added (no --recipient)".into(),
     };
     let destination = match &config.url {
         Some(url) => format!("{} (from {})", url.value, url.source),

@@ -9,20 +9,49 @@ use std::io::{self, Read};
 
 use bytes::Bytes;
 
+/// Input bytes with spare room in front, so that the X-Original-To line can
+/// be written just before the message instead of copying the message after it.
+#[derive(Debug)]
+pub struct Raw {
+    buf: Vec<u8>,
+    headroom: usize,
+}
+
+impl Raw {
+    /// An empty buffer with room for the header that `recipient` needs.
+    pub fn with_room_for(recipient: Option<&str>) -> Raw {
+        let headroom = recipient.map_or(0, |addr| ORIGINAL_TO.len() + addr.len() + 2);
+        Raw { buf: vec![0; headroom], headroom }
+    }
+
+    pub fn from_slice(input: &[u8], recipient: Option<&str>) -> Raw {
+        let mut raw = Raw::with_room_for(recipient);
+        raw.buf.extend_from_slice(input);
+        raw
+    }
+
+    /// The bytes as they were read.
+    pub fn input(&self) -> &[u8] {
+        &self.buf[self.headroom..]
+    }
+}
+
 /// Standard input, read up to a limit.
 pub enum Input {
-    Complete(Vec<u8>),
+    Complete(Raw),
     /// The first `limit + 1` bytes; the rest is still unread.
-    TooLarge(Vec<u8>),
+    TooLarge(Raw),
 }
 
 /// Read everything, or stop one byte past `limit` so an oversized message
 /// never has to fit in memory.
-pub fn read_limited(reader: &mut impl Read, limit: u64) -> io::Result<Input> {
-    let mut buf = Vec::new();
-    reader.take(limit.saturating_add(1)).read_to_end(&mut buf)?;
-    Ok(if buf.len() as u64 > limit { Input::TooLarge(buf) } else { Input::Complete(buf) })
+pub fn read_limited(reader: &mut impl Read, limit: u64, recipient: Option<&str>) -> io::Result<Input> {
+    let mut raw = Raw::with_room_for(recipient);
+    reader.take(limit.saturating_add(1)).read_to_end(&mut raw.buf)?;
+    Ok(if raw.input().len() as u64 > limit { Input::TooLarge(raw) } else { Input::Complete(raw) })
 }
+
+const ORIGINAL_TO: &str = "X-Original-To: ";
 
 /// Why the input cannot be an email. The text completes "not an email: …".
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -32,49 +61,53 @@ pub struct Invalid(String);
 /// A validated message, ready to relay.
 #[derive(Clone, Debug)]
 pub struct Message {
-    /// The input without its From_ line. Cheap to clone for retries.
-    pub body: Bytes,
-    /// An X-Original-To header line to send before `body`, or empty.
-    pub prefix: Bytes,
+    /// Exactly what the ingress receives; cheap to clone for retries.
+    pub bytes: Bytes,
     pub from_line_stripped: bool,
-    /// Why no X-Original-To was added, when a recipient was given.
+    /// The message had an X-Original-To of its own, so none was added.
     pub had_original_to: bool,
+    pub added_original_to: bool,
 }
 
 impl Message {
     /// Validate `raw` and prepare it for `recipient` (the envelope recipient).
-    pub fn prepare(raw: impl Into<Bytes>, recipient: Option<&str>) -> Result<Message, Invalid> {
-        let raw: Bytes = raw.into();
-        let start = from_line_len(&raw);
-        let body = raw.slice(start..);
-        let headers = validate(&body)?;
-        let had_original_to = headers.original_to > 0;
-        let prefix = match recipient.map(str::trim) {
-            Some(addr) if !addr.is_empty() && !had_original_to => {
-                let eol: &[u8] = if headers.crlf { b"\r\n" } else { b"\n" };
-                Bytes::from([b"X-Original-To: ", addr.as_bytes(), eol].concat())
-            }
-            _ => Bytes::new(),
+    /// On refusal the input comes back, to be kept in the reject directory.
+    pub fn prepare(raw: Raw, recipient: Option<&str>) -> Result<Message, (Invalid, Raw)> {
+        let start = raw.headroom + from_line_len(raw.input());
+        let headers = match validate(&raw.buf[start..]) {
+            Ok(headers) => headers,
+            Err(invalid) => return Err((invalid, raw)),
         };
-        Ok(Message { body, prefix, from_line_stripped: start > 0, had_original_to })
+        let had_original_to = headers.original_to > 0;
+        let mut buf = raw.buf;
+        let mut begin = start;
+        let recipient = recipient.map(str::trim).filter(|addr| !addr.is_empty() && !had_original_to);
+        if let Some(addr) = recipient {
+            let eol = if headers.crlf { "\r\n" } else { "\n" };
+            let line = format!("{ORIGINAL_TO}{addr}{eol}");
+            if line.len() <= start {
+                begin = start - line.len();
+                buf[begin..start].copy_from_slice(line.as_bytes());
+            } else {
+                // Not read with room for this recipient: copy once.
+                buf = [line.as_bytes(), &buf[start..]].concat();
+                begin = 0;
+            }
+        }
+        Ok(Message {
+            bytes: Bytes::from(buf).slice(begin..),
+            from_line_stripped: start > raw.headroom,
+            had_original_to,
+            added_original_to: recipient.is_some(),
+        })
     }
 
     pub fn len(&self) -> u64 {
-        (self.prefix.len() + self.body.len()) as u64
+        self.bytes.len() as u64
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The bytes the ingress receives, in order.
-    pub fn reader(&self) -> impl Read + Send + 'static {
-        io::Cursor::new(self.prefix.clone()).chain(io::Cursor::new(self.body.clone()))
-    }
-
-    /// The bytes the ingress receives, as one buffer (for tests and hashing).
-    pub fn to_vec(&self) -> Vec<u8> {
-        [&self.prefix[..], &self.body[..]].concat()
+        self.bytes.is_empty()
     }
 }
 
@@ -216,13 +249,16 @@ fn describe_line(line: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    const TO: Option<&str> = Some("inbox@example.com");
+
     fn ok(input: &[u8]) -> Message {
-        Message::prepare(input.to_vec(), Some("inbox@example.com"))
-            .unwrap_or_else(|e| panic!("{e}: {input:?}"))
+        Message::prepare(Raw::from_slice(input, TO), TO).unwrap_or_else(|(e, _)| panic!("{e}: {input:?}"))
     }
 
     fn refused(input: &[u8]) -> String {
-        Message::prepare(input.to_vec(), None).unwrap_err().to_string()
+        let (invalid, raw) = Message::prepare(Raw::from_slice(input, None), None).unwrap_err();
+        assert_eq!(raw.input(), input, "the input comes back unchanged");
+        invalid.to_string()
     }
 
     #[test]
@@ -251,20 +287,23 @@ mod tests {
     #[test]
     fn from_line_is_stripped_and_nothing_else_changes() {
         let m = ok(b"From MAILER-DAEMON Mon Jan  1 00:00:00 2024\nFrom: a@b\n\nbody\n");
-        assert!(m.from_line_stripped);
-        assert_eq!(m.to_vec(), b"X-Original-To: inbox@example.com\nFrom: a@b\n\nbody\n");
+        assert!(m.from_line_stripped && m.added_original_to);
+        assert_eq!(&m.bytes[..], b"X-Original-To: inbox@example.com\nFrom: a@b\n\nbody\n");
         // A "From:" header is not an envelope line.
         assert!(!ok(b"From: a@b\n\n").from_line_stripped);
     }
 
     #[test]
     fn x_original_to_matches_line_endings_and_is_never_doubled() {
-        let m = ok(b"From: a@b\r\n\r\nx");
-        assert_eq!(&m.prefix[..], b"X-Original-To: inbox@example.com\r\n");
+        assert!(ok(b"From: a@b\r\n\r\nx").bytes.starts_with(b"X-Original-To: inbox@example.com\r\nFrom"));
         let m = ok(b"From: a@b\nx-original-to: other@example.com\n\n");
-        assert!(m.prefix.is_empty() && m.had_original_to);
-        let m = Message::prepare(b"From: a\n\n".to_vec(), Some("")).unwrap();
-        assert!(m.prefix.is_empty());
+        assert!(m.had_original_to && !m.added_original_to);
+        assert_eq!(&m.bytes[..], b"From: a@b\nx-original-to: other@example.com\n\n");
+        let m = Message::prepare(Raw::from_slice(b"From: a\n\n", None), Some("")).unwrap();
+        assert!(!m.added_original_to);
+        // Read without room for the header: still correct.
+        let m = Message::prepare(Raw::from_slice(b"From: a\n\n", None), TO).unwrap();
+        assert_eq!(&m.bytes[..], b"X-Original-To: inbox@example.com\nFrom: a\n\n");
     }
 
     #[test]
@@ -276,10 +315,12 @@ mod tests {
     #[test]
     fn read_limited_stops_past_the_limit() {
         let mut input: &[u8] = b"0123456789";
-        assert!(matches!(read_limited(&mut input, 10).unwrap(), Input::Complete(v) if v.len() == 10));
+        assert!(
+            matches!(read_limited(&mut input, 10, TO).unwrap(), Input::Complete(r) if r.input() == b"0123456789")
+        );
         let mut input: &[u8] = b"0123456789";
-        match read_limited(&mut input, 4).unwrap() {
-            Input::TooLarge(head) => assert_eq!(head, b"01234"),
+        match read_limited(&mut input, 4, None).unwrap() {
+            Input::TooLarge(head) => assert_eq!(head.input(), b"01234"),
             Input::Complete(_) => panic!("over the limit"),
         }
         assert_eq!(input, b"56789");

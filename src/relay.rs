@@ -87,8 +87,9 @@ impl Relay {
         loop {
             attempts += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let body = Body::sized(message.reader(), message.len());
-            let answer = self.post(body, "message/rfc822", remaining);
+            // One buffer, not a reader: reqwest streams a reader from a second
+            // thread, whose failure can mask the real connection error.
+            let answer = self.post(message.bytes.clone(), "message/rfc822", remaining);
             let (outcome, retry) = match answer {
                 Answer::Status(status, location) => {
                     let retry = matches!(status.as_u16(), 502..=504);
@@ -173,50 +174,29 @@ impl Relay {
         format!("{}:{}", url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0))
     }
 
-    /// Classify a transport failure by walking its cause chain.
+    /// Classify a transport failure by walking its cause chain. Only what a
+    /// retry cannot fix within the deadline (DNS, TLS, the deadline itself)
+    /// is not retried: resending the same bytes is always safe.
     fn failed(&self, e: &reqwest::Error) -> Answer {
-        let text = chain(e);
-        let io_kind = io_kind(e);
-        let host = self.host();
-        use io::ErrorKind::*;
-        if e.is_timeout() || io_kind == Some(TimedOut) {
+        use io::ErrorKind::{ConnectionRefused, InvalidData, TimedOut};
+        let (text, io_kind, host) = (chain(e), io_kind(e), self.host());
+        let (cause, reason, retry) = if e.is_timeout() || io_kind == Some(TimedOut) {
             return Answer::Failed(self.timed_out(), Retry::No);
-        }
-        if text.contains("dns error") || text.contains("failed to lookup address") {
-            return Answer::Failed(
-                Outcome::new(Cause::Dns, format!("cannot resolve {host}: {text}")),
-                Retry::No,
-            );
-        }
-        match io_kind {
-            Some(ConnectionRefused) => Answer::Failed(
-                Outcome::new(Cause::Refused, format!("cannot connect to {host}: connection refused")),
-                Retry::Yes,
-            ),
-            _ if e.is_connect()
-                && (io_kind == Some(InvalidData)
-                    || ["tls", "certificate", "handshake"].iter().any(|w| text.contains(w))) =>
-            {
-                Answer::Failed(Outcome::new(Cause::Tls, format!("TLS with {host} failed: {text}")), Retry::No)
-            }
-            Some(ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof) => Answer::Failed(
-                Outcome::new(Cause::ConnectionLost, format!("connection to {host} lost: {text}")),
-                Retry::Yes,
-            ),
-            _ if e.is_connect() => Answer::Failed(
-                Outcome::new(Cause::Refused, format!("cannot connect to {host}: {text}")),
-                Retry::Yes,
-            ),
-            // hyper reports a connection closed before any answer this way.
-            _ if text.contains("connection closed") || text.contains("IncompleteMessage") => Answer::Failed(
-                Outcome::new(Cause::ConnectionLost, format!("connection to {host} lost: {text}")),
-                Retry::Yes,
-            ),
-            _ => Answer::Failed(
-                Outcome::new(Cause::ConnectionLost, format!("request to {host} failed: {text}")),
-                Retry::No,
-            ),
-        }
+        } else if text.contains("dns error") || text.contains("failed to lookup address") {
+            (Cause::Dns, format!("cannot resolve {host}: {text}"), Retry::No)
+        } else if io_kind == Some(ConnectionRefused) {
+            (Cause::Refused, format!("cannot connect to {host}: connection refused"), Retry::Yes)
+        } else if e.is_connect()
+            && (io_kind == Some(InvalidData)
+                || ["tls", "certificate", "handshake"].iter().any(|w| text.contains(w)))
+        {
+            (Cause::Tls, format!("TLS with {host} failed: {text}"), Retry::No)
+        } else if e.is_connect() {
+            (Cause::Refused, format!("cannot connect to {host}: {text}"), Retry::Yes)
+        } else {
+            (Cause::ConnectionLost, format!("connection to {host} lost: {text}"), Retry::Yes)
+        };
+        Answer::Failed(Outcome::new(cause, reason), retry)
     }
 }
 

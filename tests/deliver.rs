@@ -154,10 +154,9 @@ fn retries_502_503_504_and_resets_with_the_same_bytes() {
 
 #[test]
 fn network_faults_are_temporary() {
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    // Port 1 (tcpmux) is closed everywhere we run; a freed ephemeral port
+    // could be taken by another test's server meanwhile.
+    let closed = 1;
     let message = corpus("lf.eml");
     let refused =
         ingress(&["--url", &format!("http://127.0.0.1:{closed}")]).env("CHATWOOT_INGRESS_PASSWORD", PASSWORD);
@@ -360,7 +359,7 @@ fn dry_run_shows_and_sends_nothing() {
         "Message-ID: <CAF1234567890@mail.example.org>",
         "From: Customer <customer@example.org>",
         "From_ line: stripped",
-        "X-Original-To: added (X-Original-To: bcc@inbox.example.com)",
+        "X-Original-To: added (bcc@inbox.example.com)",
         "would POST to: http://127.0.0.1",
     ] {
         assert!(run.stdout.contains(expected), "{expected}: {run:#?}");
