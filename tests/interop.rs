@@ -1,0 +1,628 @@
+//! The real thing: a Rails Action Mailbox relay ingress (tests/interop/rails)
+//! behind real Postfix, Exim, getmail + Dovecot and OpenSMTPD, configured
+//! with the files in packaging/. Every assertion is on what Rails stored.
+//!
+//! A component that is not installed is skipped with a message, except with
+//! CI=true, where it fails: `.ci/run` installs them all.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::{corpus, corpus_dir, large_message, BIN};
+
+const PASSWORD: &str = "interop+s3cret/=";
+const DOMAIN: &str = "inbox.test";
+const FROM: &str = "alice@sender.test";
+
+/// The MTAs and Rails share system paths and ports: one scenario at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+/// Whether `component` can be used; in CI its absence is a failure.
+fn available(component: &str, check: impl FnOnce() -> bool) -> bool {
+    if check() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{component} is missing: .ci/run must install it (see tests/interop/install-deps)"
+    );
+    eprintln!("SKIPPED: {component} is not installed (run tests/interop/install-deps as root)");
+    false
+}
+
+fn succeeds(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn rails_available() -> bool {
+    available("Rails 6.1 (ruby-rails, ruby-sqlite3, ruby-webrick)", || {
+        succeeds("ruby", &["-e", "require 'rails'; require 'active_support/all'; require 'action_mailbox'; require 'sqlite3'; require 'webrick'"])
+    })
+}
+
+/// Run a harness script in tests/interop/mta; it must succeed.
+fn script(name: &str, args: &[&str], stdin: &[u8]) -> String {
+    let output = run_script(name, args, stdin);
+    assert!(
+        output.status.success(),
+        "{name} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn run_script(name: &str, args: &[&str], stdin: &[u8]) -> Output {
+    // Output goes through files, not pipes: a daemon a script starts
+    // inherits them and would keep a pipe open for ever.
+    let (out, err) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
+    let mut child = Command::new("bash")
+        .arg(root().join("tests/interop/mta").join(name))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(out.try_clone().unwrap())
+        .stderr(err.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let _ = input.write_all(stdin);
+    drop(input);
+    let status = child.wait().unwrap();
+    let read = |mut file: fs::File| {
+        let mut bytes = Vec::new();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        file.read_to_end(&mut bytes).unwrap();
+        bytes
+    };
+    Output { status, stdout: read(out), stderr: read(err) }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running Rails relay ingress, stopped on drop.
+struct Rails {
+    child: Child,
+    port: u16,
+    data: tempfile::TempDir,
+}
+
+impl Rails {
+    fn start(password: Option<&str>, ingress: &str) -> Rails {
+        let data = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut command = Command::new(root().join("tests/interop/rails/server"));
+        command
+            .arg(port.to_string())
+            .arg(data.path())
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("INGRESS", ingress)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(password) = password {
+            command.env("RAILS_INBOUND_EMAIL_PASSWORD", password);
+        }
+        let mut rails = Rails { child: command.spawn().unwrap(), port, data };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !rails.healthy() {
+            if let Ok(Some(status)) = rails.child.try_wait() {
+                panic!("Rails exited with {status}: {}", rails.log());
+            }
+            assert!(Instant::now() < deadline, "Rails did not start: {}", rails.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        rails
+    }
+
+    fn healthy(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let _ = stream.write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200")
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.data.path().join("rails.log")).unwrap_or_default()
+    }
+
+    /// Every message the app processed, in order, as the bytes it stored.
+    fn stored(&self) -> Vec<Vec<u8>> {
+        let journal = fs::read_to_string(self.data.path().join("received.jsonl")).unwrap_or_default();
+        journal
+            .lines()
+            .map(|line| {
+                let sha = line.split("\"sha256\":\"").nth(1).unwrap().split('"').next().unwrap();
+                fs::read(self.data.path().join("messages").join(format!("{sha}.eml"))).unwrap()
+            })
+            .collect()
+    }
+
+    /// How many stored messages are `message` as an MTA delivers it: its
+    /// Message-ID and its body intact. MTAs add trace headers (getmail even
+    /// inside the header section), Postfix turns CRLF into LF and OpenSMTPD
+    /// appends an empty line; the direct test proves our own relaying byte
+    /// for byte.
+    fn count(&self, message: &[u8]) -> usize {
+        let lf = |bytes: &[u8]| String::from_utf8_lossy(bytes).replace("\r\n", "\n");
+        let message = lf(message);
+        let (head, body) = message.split_once("\n\n").unwrap();
+        let id = head.lines().find(|l| l.starts_with("Message-ID:")).unwrap();
+        let body = body.trim_end_matches('\n');
+        self.stored()
+            .iter()
+            .map(|s| lf(s))
+            .filter(|s| s.contains(id) && s.trim_end_matches('\n').ends_with(body))
+            .count()
+    }
+}
+
+impl Drop for Rails {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The relayer as a mail system runs it: the binary and its config in a
+/// directory the MTA's unprivileged user can reach.
+struct Relayer {
+    dir: tempfile::TempDir,
+}
+
+impl Relayer {
+    fn new() -> Relayer {
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::copy(BIN, dir.path().join("chatwoot-ingress")).unwrap();
+        Relayer { dir }
+    }
+
+    fn bin(&self) -> String {
+        self.dir.path().join("chatwoot-ingress").display().to_string()
+    }
+
+    fn config(&self) -> String {
+        self.dir.path().join("config.toml").display().to_string()
+    }
+
+    /// Rewrite the configuration, as an administrator fixing it would.
+    fn configure(&self, url: &str, password: &str, extra: &str) {
+        fs::write(
+            self.config(),
+            format!("url = \"{url}\"\npassword = \"{password}\"\ntimeout = 10\n{extra}"),
+        )
+        .unwrap();
+        fs::set_permissions(self.config(), fs::Permissions::from_mode(0o644)).unwrap();
+    }
+}
+
+fn message(id: &str, to: &str) -> Vec<u8> {
+    format!(
+        "From: Customer <customer@sender.test>\nTo: {to}\nSubject: interop {id}\nMessage-ID: <{id}@sender.test>\nDate: Mon, 23 Nov 2026 10:00:00 +0000\n\nbody of {id}\n"
+    )
+    .into_bytes()
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn direct_invocation_stores_the_corpus_byte_for_byte_and_nothing_invalid() {
+    let _serial = serial();
+    if !rails_available() {
+        return;
+    }
+    let rails = Rails::start(Some(PASSWORD), "relay");
+    let mut expected = Vec::new();
+    let mut files: Vec<_> = fs::read_dir(corpus_dir()).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for path in files.iter().filter(|p| p.is_file()) {
+        let raw = fs::read(path).unwrap();
+        common::ingress(&["--url", &rails.url()])
+            .env("CHATWOOT_INGRESS_PASSWORD", PASSWORD)
+            .stdin(raw.clone())
+            .run()
+            .delivered();
+        let start =
+            if raw.starts_with(b"From ") { raw.iter().position(|&b| b == b'\n').unwrap() + 1 } else { 0 };
+        // from-line.eml without its From_ line is lf.eml: the ingress
+        // deduplicates identical bytes, so it is stored once.
+        if !expected.contains(&raw[start..].to_vec()) {
+            expected.push(raw[start..].to_vec());
+        }
+    }
+    // The same bytes again: the ingress deduplicates, so a retry is harmless.
+    common::ingress(&["--url", &rails.url()])
+        .env("CHATWOOT_INGRESS_PASSWORD", PASSWORD)
+        .stdin(corpus("lf.eml"))
+        .run()
+        .delivered();
+    for entry in fs::read_dir(corpus_dir().join("invalid")).unwrap() {
+        let input = fs::read(entry.unwrap().path()).unwrap();
+        common::ingress(&["--url", &rails.url()])
+            .env("CHATWOOT_INGRESS_PASSWORD", PASSWORD)
+            .stdin(input)
+            .run()
+            .failed(65, "5.6.0");
+    }
+    let stored = rails.stored();
+    assert!(
+        stored == expected,
+        "stored {} messages, expected {}; first difference at {:?}",
+        stored.len(),
+        expected.len(),
+        stored.iter().zip(&expected).position(|(a, b)| a != b)
+    );
+
+    // The same faults the recording server simulates, from the real app.
+    let direct = |rails: &Rails, password: &str| {
+        common::ingress(&["--url", &rails.url()])
+            .env("CHATWOOT_INGRESS_PASSWORD", password)
+            .stdin(corpus("lf.eml"))
+            .run()
+    };
+    direct(&rails, "wrong").failed(75, "4.7.0");
+    let no_password = Rails::start(None, "relay");
+    direct(&no_password, PASSWORD).failed(75, "4.3.0");
+    let other_ingress = Rails::start(Some(PASSWORD), "postmark");
+    direct(&other_ingress, PASSWORD).failed(75, "4.3.5");
+    assert!(no_password.stored().is_empty() && other_ingress.stored().is_empty());
+}
+
+/// The scenarios every MTA goes through, in its own words.
+trait Mta {
+    /// Inject one message for `to` and let the MTA finish with it.
+    fn send(&self, to: &str, message: &[u8]);
+    /// Retry what is queued (or still on the server) and let it finish.
+    fn retry(&self);
+    /// Messages the MTA still holds.
+    fn held(&self) -> usize;
+    /// The MTA's record of why it deferred or bounced.
+    fn log(&self) -> String;
+}
+
+/// Scenarios 2-6 of issue 3 for one MTA.
+fn deliver_defer_recover_bounce(mta: &dyn Mta, relayer: &Relayer, rails: &Rails, temporary_log: &str) {
+    // Delivered, X-Original-To from the envelope.
+    let first = message("first", &format!("reply+1@{DOMAIN}"));
+    mta.send(&format!("reply+1@{DOMAIN}"), &first);
+    assert_eq!(rails.count(&first), 1, "delivered once");
+    let stored = rails.stored().pop().unwrap();
+    assert!(!stored.starts_with(b"From "), "an mbox From_ line reached the ingress");
+    assert!(contains(&stored, &format!("X-Original-To: reply+1@{DOMAIN}")));
+
+    // BCC: the inbox address is only in the envelope.
+    let bcc = message("bcc", "someone@elsewhere.test");
+    mta.send(&format!("reply+bcc@{DOMAIN}"), &bcc);
+    assert_eq!(rails.count(&bcc), 1);
+    assert!(contains(rails.stored().last().unwrap(), &format!("X-Original-To: reply+bcc@{DOMAIN}")));
+
+    // Wrong password: kept, then delivered exactly once after the fix.
+    relayer.configure(&rails.url(), "wrong-password", "");
+    let kept = message("wrong-password", &format!("reply+2@{DOMAIN}"));
+    mta.send(&format!("reply+2@{DOMAIN}"), &kept);
+    assert_eq!((rails.count(&kept), mta.held()), (0, 1), "kept while the password is wrong");
+    assert!(mta.log().contains(temporary_log), "{}", mta.log());
+    relayer.configure(&rails.url(), PASSWORD, "");
+    mta.retry();
+    assert_eq!((rails.count(&kept), mta.held()), (1, 0), "delivered once after the fix");
+    mta.retry();
+    assert_eq!(rails.count(&kept), 1, "never twice");
+
+    // Ingress down: the same.
+    relayer.configure(&format!("http://127.0.0.1:{}", free_port()), PASSWORD, "");
+    let down = message("ingress-down", &format!("reply+3@{DOMAIN}"));
+    mta.send(&format!("reply+3@{DOMAIN}"), &down);
+    assert_eq!((rails.count(&down), mta.held()), (0, 1), "kept while the ingress is down");
+    relayer.configure(&rails.url(), PASSWORD, "");
+    mta.retry();
+    assert_eq!((rails.count(&down), mta.held()), (1, 0));
+}
+
+#[test]
+fn postfix_delivers_defers_recovers_and_bounces() {
+    let _serial = serial();
+    if !rails_available()
+        || !available("Postfix", || Path::new("/usr/sbin/postfix").exists())
+        || !available("Postfix harness", || run_script("postfix.sh", &["setup"], b"").status.success())
+    {
+        return;
+    }
+    struct Postfix(PathBuf);
+    impl Postfix {
+        fn dir(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+    impl Mta for Postfix {
+        fn send(&self, to: &str, message: &[u8]) {
+            script("postfix.sh", &["send", self.dir(), FROM, to], message);
+            script("postfix.sh", &["wait", self.dir(), "120"], b"");
+        }
+        fn retry(&self) {
+            script("postfix.sh", &["flush", self.dir(), "120"], b"");
+        }
+        fn held(&self) -> usize {
+            script("postfix.sh", &["queue", self.dir()], b"").lines().count()
+        }
+        fn log(&self) -> String {
+            script("postfix.sh", &["log", self.dir()], b"")
+        }
+    }
+    impl Drop for Postfix {
+        fn drop(&mut self) {
+            let _ = run_script("postfix.sh", &["stop", self.dir()], b"");
+        }
+    }
+
+    let rails = Rails::start(Some(PASSWORD), "relay");
+    let relayer = Relayer::new();
+    relayer.configure(&rails.url(), PASSWORD, "");
+    let work = tempfile::tempdir().unwrap();
+    let postfix = Postfix(work.path().to_path_buf());
+    script("postfix.sh", &["start", postfix.dir(), &relayer.bin(), &relayer.config(), DOMAIN], b"");
+
+    deliver_defer_recover_bounce(&postfix, &relayer, &rails, "dsn=4.7.0, status=deferred");
+    assert!(postfix.log().contains("dsn=4.4.1, status=deferred"), "{}", postfix.log());
+
+    // A 30 MiB message arrives intact.
+    let large = large_message();
+    postfix.send(&format!("reply+large@{DOMAIN}"), &large);
+    assert_eq!(rails.count(&large), 1);
+
+    // A permanent refusal bounces (to the sender) instead of being retried.
+    relayer.configure(&rails.url(), PASSWORD, "max_size = \"1K\"\n");
+    let big = [message("too-big", &format!("reply+4@{DOMAIN}")), vec![b'x'; 4096]].concat();
+    postfix.send(&format!("reply+4@{DOMAIN}"), &big);
+    assert_eq!((rails.count(&big), postfix.held()), (0, 0));
+    assert!(postfix.log().contains("dsn=5.3.4, status=bounced"), "{}", postfix.log());
+    let sink = script("postfix.sh", &["sink", postfix.dir()], b"");
+    assert!(!sink.trim().is_empty(), "the sender got no bounce");
+}
+
+#[test]
+fn exim_delivers_without_its_from_line_defers_recovers_and_bounces() {
+    let _serial = serial();
+    if !rails_available()
+        || !available("Exim 4 (unpacked by exim.sh setup)", || {
+            run_script("exim.sh", &["setup"], b"").status.success()
+        })
+    {
+        return;
+    }
+    struct Exim(PathBuf);
+    impl Exim {
+        fn dir(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+    impl Mta for Exim {
+        fn send(&self, to: &str, message: &[u8]) {
+            script("exim.sh", &["deliver", self.dir(), FROM, to], message);
+        }
+        fn retry(&self) {
+            script("exim.sh", &["flush", self.dir()], b"");
+            script("exim.sh", &["wait", self.dir()], b"");
+        }
+        fn held(&self) -> usize {
+            script("exim.sh", &["queue", self.dir()], b"").lines().filter(|l| l.contains('<')).count()
+        }
+        fn log(&self) -> String {
+            script("exim.sh", &["log", self.dir()], b"")
+        }
+    }
+    impl Drop for Exim {
+        fn drop(&mut self) {
+            let _ = run_script("exim.sh", &["stop", self.dir()], b"");
+        }
+    }
+
+    let rails = Rails::start(Some(PASSWORD), "relay");
+    let relayer = Relayer::new();
+    relayer.configure(&rails.url(), PASSWORD, "");
+    let work = tempfile::tempdir().unwrap();
+    let exim = Exim(work.path().to_path_buf());
+    script("exim.sh", &["start", exim.dir(), &relayer.bin(), &relayer.config(), DOMAIN], b"");
+
+    deliver_defer_recover_bounce(&exim, &relayer, &rails, "4.7.0 the ingress rejected the password");
+
+    relayer.configure(&rails.url(), PASSWORD, "max_size = \"1K\"\n");
+    let big = [message("too-big", &format!("reply+4@{DOMAIN}")), vec![b'x'; 4096]].concat();
+    exim.send(&format!("reply+4@{DOMAIN}"), &big);
+    assert_eq!((rails.count(&big), exim.held()), (0, 0));
+    assert!(exim.log().contains("5.3.4 message too large"), "{}", exim.log());
+    let sink = script("exim.sh", &["sink", exim.dir()], b"");
+    assert!(sink.contains("5.3.4"), "the sender's bounce names the reason: {sink}");
+}
+
+#[test]
+fn getmail_leaves_undelivered_mail_on_the_server_and_delivers_it_once_later() {
+    let _serial = serial();
+    if !rails_available()
+        || !available("getmail6", || succeeds("getmail", &["--version"]))
+        || !available("Dovecot IMAP", || run_script("dovecot.sh", &["setup"], b"").status.success())
+        || !available("getmail harness", || run_script("getmail.sh", &["setup"], b"").status.success())
+    {
+        return;
+    }
+    struct Getmail {
+        imap: PathBuf,
+        work: PathBuf,
+        port: String,
+        relayer: Relayer,
+    }
+    impl Getmail {
+        fn run(&self) -> Output {
+            let args = [
+                "run",
+                self.work.to_str().unwrap(),
+                &self.relayer.bin(),
+                &self.relayer.config(),
+                &self.port,
+                "support",
+                "imap-pass",
+            ];
+            run_script("getmail.sh", &args, b"")
+        }
+    }
+    impl Mta for Getmail {
+        fn send(&self, _to: &str, message: &[u8]) {
+            script("dovecot.sh", &["append", self.imap.to_str().unwrap()], message);
+            self.run();
+        }
+        fn retry(&self) {
+            self.run();
+        }
+        fn held(&self) -> usize {
+            script("dovecot.sh", &["count", self.imap.to_str().unwrap()], b"").trim().parse().unwrap()
+        }
+        fn log(&self) -> String {
+            let output = self.run();
+            String::from_utf8_lossy(&[output.stdout, output.stderr].concat()).into_owned()
+        }
+    }
+    impl Drop for Getmail {
+        fn drop(&mut self) {
+            let _ = run_script("dovecot.sh", &["stop", self.imap.to_str().unwrap()], b"");
+        }
+    }
+
+    let rails = Rails::start(Some(PASSWORD), "relay");
+    let (imap, work) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let port = free_port().to_string();
+    script("dovecot.sh", &["start", imap.path().to_str().unwrap(), &port, "support", "imap-pass"], b"");
+    let getmail =
+        Getmail { imap: imap.path().into(), work: work.path().into(), port, relayer: Relayer::new() };
+    getmail.relayer.configure(&rails.url(), PASSWORD, "");
+
+    let first = message("getmail-first", "support@example.com");
+    getmail.send("", &first);
+    assert_eq!((rails.count(&first), getmail.held()), (1, 0));
+
+    getmail.relayer.configure(&rails.url(), "wrong-password", "");
+    let kept = message("getmail-kept", "support@example.com");
+    getmail.send("", &kept);
+    assert_eq!((rails.count(&kept), getmail.held()), (0, 1), "left on the server");
+    assert!(getmail.log().contains("4.7.0"));
+    getmail.relayer.configure(&format!("http://127.0.0.1:{}", free_port()), PASSWORD, "");
+    getmail.retry();
+    assert_eq!((rails.count(&kept), getmail.held()), (0, 1), "left on the server while the ingress is down");
+    getmail.relayer.configure(&rails.url(), PASSWORD, "");
+    getmail.retry();
+    getmail.retry();
+    assert_eq!((rails.count(&kept), getmail.held()), (1, 0), "delivered once after the fix");
+
+    // getmail cannot bounce: a refusal saved to the reject dir lets it move on.
+    let rejects = work.path().join("rejected");
+    fs::create_dir(&rejects).unwrap();
+    fs::set_permissions(&rejects, fs::Permissions::from_mode(0o777)).unwrap();
+    getmail.relayer.configure(
+        &rails.url(),
+        PASSWORD,
+        &format!("max_size = \"1K\"\nreject_dir = \"{}\"\n", rejects.display()),
+    );
+    let big = [message("getmail-too-big", "support@example.com"), vec![b'x'; 4096]].concat();
+    getmail.send("", &big);
+    assert_eq!((rails.count(&big), getmail.held()), (0, 0));
+    let saved: Vec<_> = fs::read_dir(&rejects).unwrap().map(|e| e.unwrap().path()).collect();
+    let saved_big = |p: &PathBuf| {
+        fs::read(p).is_ok_and(|b| b.ends_with(&[b'x'; 4096]) && contains(&b, "getmail-too-big"))
+    };
+    assert!(saved.iter().any(saved_big), "{saved:?}");
+}
+
+#[test]
+fn opensmtpd_delivers_defers_recovers_and_bounces() {
+    let _serial = serial();
+    if !rails_available()
+        || !available("OpenSMTPD (unpacked by opensmtpd.sh setup)", || {
+            run_script("opensmtpd.sh", &["setup"], b"").status.success()
+        })
+    {
+        return;
+    }
+    struct Smtpd {
+        dir: PathBuf,
+        tries: std::cell::Cell<u32>,
+    }
+    impl Smtpd {
+        fn dir(&self) -> &str {
+            self.dir.to_str().unwrap()
+        }
+    }
+    impl Mta for Smtpd {
+        fn send(&self, to: &str, message: &[u8]) {
+            script("opensmtpd.sh", &["send", self.dir(), "alice@bounce.test", to], message);
+            self.tries.set(1);
+            script("opensmtpd.sh", &["wait", self.dir(), "1"], b"");
+        }
+        fn retry(&self) {
+            self.tries.set(self.tries.get() + 1);
+            script("opensmtpd.sh", &["flush", self.dir()], b"");
+            script("opensmtpd.sh", &["wait", self.dir(), &self.tries.get().to_string()], b"");
+        }
+        fn held(&self) -> usize {
+            script("opensmtpd.sh", &["queue", self.dir()], b"")
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .count()
+        }
+        fn log(&self) -> String {
+            script("opensmtpd.sh", &["queue", self.dir()], b"")
+        }
+    }
+    impl Drop for Smtpd {
+        fn drop(&mut self) {
+            let _ = run_script("opensmtpd.sh", &["stop", self.dir()], b"");
+        }
+    }
+
+    let rails = Rails::start(Some(PASSWORD), "relay");
+    let relayer = Relayer::new();
+    relayer.configure(&rails.url(), PASSWORD, "");
+    let work = tempfile::tempdir().unwrap();
+    let smtpd = Smtpd { dir: work.path().into(), tries: 0.into() };
+    let port = free_port().to_string();
+    script("opensmtpd.sh", &["start", smtpd.dir(), &relayer.bin(), &relayer.config(), &port, DOMAIN], b"");
+
+    deliver_defer_recover_bounce(&smtpd, &relayer, &rails, "4.7.0");
+
+    relayer.configure(&rails.url(), PASSWORD, "max_size = \"1K\"\n");
+    let big = [message("too-big", &format!("reply+4@{DOMAIN}")), vec![b'x'; 4096]].concat();
+    smtpd.send(&format!("reply+4@{DOMAIN}"), &big);
+    assert_eq!((rails.count(&big), smtpd.held()), (0, 0));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !script("opensmtpd.sh", &["bounces", smtpd.dir()], b"").contains("5.3.4") {
+        assert!(Instant::now() < deadline, "no bounce naming 5.3.4");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
