@@ -312,26 +312,27 @@ fn files() -> Roff {
 }
 
 fn exit_status() -> Roff {
+    let columns: Vec<String> =
+        EXIT_COLUMNS.iter().enumerate().map(|(i, (names, _))| format!("{}) for {names}", i + 1)).collect();
     let mut roff = Roff::new();
-    roff.control("SH", ["EXIT STATUS"]).text([roman(
+    roff.control("SH", ["EXIT STATUS"]).text([roman(format!(
         "A failure prints one line on standard error that begins with an RFC 3463 status code; \
          a success prints nothing there (with --verbose, a 2.0.0 line on standard output). \
          The class of the code (2, 4 or 5: delivered, try again later, never retry) decides \
-         the exit status, in the codes of the program named by --mta:",
-    )]);
+         the exit status, in the codes of the program named by --mta. Each status below gives \
+         its exit status 1) for {}.",
+        columns.join(", ").trim_start_matches("1) for ")
+    ))]);
     for row in exit_rows() {
         let exits = if row.exits.iter().all(|e| *e == row.exits[0]) {
             format!("Exit status {} for every caller.", row.exits[0])
         } else {
-            let each: Vec<String> = EXIT_COLUMNS
-                .iter()
-                .zip(&row.exits)
-                .map(|((names, _), exit)| format!("{names}: {exit}"))
-                .collect();
-            format!("Exit status {}.", each.join("; "))
+            format!("Exit status {}.", row.exits.join(", "))
         };
         let mut body = with_code(row.meaning);
-        body.push(roman("."));
+        if !row.meaning.ends_with(['.', '…']) {
+            body.push(roman("."));
+        }
         roff.control("TP", []).text([bold(row.code)]).text(body).control("br", []).text([roman(exits)]);
     }
     roff
@@ -343,16 +344,23 @@ fn examples() -> Roff {
     let examples = [
         (
             "Check a message and the configuration without sending anything:",
-            format!("{BIN} --dry-run < message.eml"),
+            vec![format!("{BIN} --dry-run < message.eml")],
         ),
         (
             "Relay a message as Postfix's pipe(8) does (see the examples directory for master.cf):",
-            format!("{BIN} --mta postfix --config {SYSTEM_CONFIG} --recipient support@inbox.example.com"),
+            vec![
+                format!("{BIN} --mta postfix --config {SYSTEM_CONFIG} \\"),
+                "    --recipient support@inbox.example.com < message.eml".into(),
+            ],
         ),
     ];
-    for (what, command) in examples {
+    for (what, lines) in examples {
         roff.control("PP", []).text([roman(what)]);
-        roff.control("IP", []).text([bold(command)]);
+        roff.control("RS", ["4"]).control("nf", []);
+        for line in lines {
+            roff.text([bold(line)]);
+        }
+        roff.control("fi", []).control("RE", []);
     }
     roff
 }
