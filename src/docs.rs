@@ -110,7 +110,7 @@ fn pages_for(root: Command) -> Vec<(String, Vec<u8>)> {
     root.build();
     let mut subcommands = Vec::new();
     collect_subcommands(&root, &mut subcommands);
-    let see_also: Vec<String> = subcommands.iter().map(|c| page_name(c)).collect();
+    let see_also: Vec<String> = subcommands.iter().map(page_name).collect();
 
     let mut pages = vec![(file_name(&root), root_page(&root, &see_also))];
     for sub in &subcommands {

@@ -120,7 +120,7 @@ fn readme_exit_table_is_current() {
         panic!(
             "the exit table in {} is out of date: {}\n{REFRESH}",
             path.display(),
-            first_difference(readme[start..end].as_bytes(), expected.as_bytes())
+            first_difference(&readme.as_bytes()[start..end], expected.as_bytes())
         );
     }
 }
