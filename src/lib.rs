@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod deliver;
+pub mod docs;
 pub mod message;
 pub mod outcome;
 pub mod reject;

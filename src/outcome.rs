@@ -235,29 +235,58 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// The callers that share a column of exit codes in the exit table.
+pub const EXIT_COLUMNS: [(&str, Mta); 3] = [
+    ("sysexits, postfix, exim, opensmtpd", Mta::Sysexits),
+    ("qmail", Mta::Qmail),
+    ("getmail, fetchmail", Mta::Getmail),
+];
+
+/// One row of the exit table: a status code, what it means, and the exit
+/// status for each of [`EXIT_COLUMNS`], in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExitRow {
+    pub code: &'static str,
+    pub meaning: &'static str,
+    pub exits: Vec<String>,
+}
+
+/// The exit table, one row per cause in [`Cause::ALL`] order: the single
+/// source that [`exit_table`] and the man page render.
+pub fn exit_rows() -> Vec<ExitRow> {
+    Cause::ALL
+        .into_iter()
+        .map(|cause| ExitRow {
+            code: cause.code(),
+            meaning: cause.meaning(),
+            exits: EXIT_COLUMNS
+                .iter()
+                .map(|&(_, mta)| {
+                    let exit = mta.exit_code(cause.class());
+                    if cause.class() == Class::Permanent && mta.cannot_bounce() {
+                        format!("{exit} (0 once saved by --reject-dir)")
+                    } else {
+                        exit.to_string()
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
 /// The exit-code table as Markdown, the single source for README and man page.
 pub fn exit_table() -> String {
-    let columns = [
-        ("sysexits, postfix, exim, opensmtpd", Mta::Sysexits),
-        ("qmail", Mta::Qmail),
-        ("getmail, fetchmail", Mta::Getmail),
-    ];
     let mut table = String::from("| status | meaning |");
-    for (name, _) in columns {
+    for (name, _) in EXIT_COLUMNS {
         table.push_str(&format!(" {name} |"));
     }
     table.push_str("\n|---|---|");
-    table.push_str(&"---|".repeat(columns.len()));
+    table.push_str(&"---|".repeat(EXIT_COLUMNS.len()));
     table.push('\n');
-    for cause in Cause::ALL {
-        table.push_str(&format!("| {} | {} |", cause.code(), cause.meaning()));
-        for (_, mta) in columns {
-            let exit = mta.exit_code(cause.class());
-            if cause.class() == Class::Permanent && mta.cannot_bounce() {
-                table.push_str(&format!(" {exit} (0 once saved by --reject-dir) |"));
-            } else {
-                table.push_str(&format!(" {exit} |"));
-            }
+    for row in exit_rows() {
+        table.push_str(&format!("| {} | {} |", row.code, row.meaning));
+        for exit in &row.exits {
+            table.push_str(&format!(" {exit} |"));
         }
         table.push('\n');
     }

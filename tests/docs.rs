@@ -1,0 +1,190 @@
+//! The checked-in man pages, completions, README exit table and example
+//! configuration must be what the code generates. Refresh them with
+//! `UPDATE_DOCS=1 cargo test --release --test docs`.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::path::PathBuf;
+
+use chatwoot_ingress::cli::ConfigArgs;
+use chatwoot_ingress::config::Config;
+use chatwoot_ingress::docs;
+use chatwoot_ingress::outcome::exit_table;
+
+const REFRESH: &str = "run `UPDATE_DOCS=1 cargo test --release --test docs` to refresh";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn updating() -> bool {
+    std::env::var_os("UPDATE_DOCS").is_some_and(|v| v == "1")
+}
+
+/// The first line where two texts differ, to say what drifted.
+fn first_difference(found: &[u8], expected: &[u8]) -> String {
+    let found = String::from_utf8_lossy(found);
+    let expected = String::from_utf8_lossy(expected);
+    let mut found_lines = found.lines();
+    for (n, want) in expected.lines().enumerate() {
+        match found_lines.next() {
+            Some(have) if have == want => continue,
+            Some(have) => return format!("line {}: has {have:?}, should be {want:?}", n + 1),
+            None => return format!("ends at line {}, should go on with {want:?}", n + 1),
+        }
+    }
+    match found_lines.next() {
+        Some(extra) => format!("has extra lines from {extra:?}"),
+        None => "differs in whitespace or line endings".into(),
+    }
+}
+
+/// Make `dir` hold exactly `files` (only among names that `ours` claims),
+/// or with UPDATE_DOCS=1 write them; returns what differs.
+fn sync_dir(dir: &str, files: &[(String, Vec<u8>)], ours: impl Fn(&str) -> bool) -> Vec<String> {
+    let dir = root().join(dir);
+    let mut problems = Vec::new();
+    if updating() {
+        fs::create_dir_all(&dir).unwrap();
+    }
+    for (name, expected) in files {
+        let path = dir.join(name);
+        let found = fs::read(&path).ok();
+        if found.as_deref() == Some(expected.as_slice()) {
+            continue;
+        }
+        if updating() {
+            fs::write(&path, expected).unwrap();
+            eprintln!("rewrote {}", path.display());
+        } else if let Some(found) = found {
+            problems.push(format!(
+                "{} is out of date: {}",
+                path.display(),
+                first_difference(&found, expected)
+            ));
+        } else {
+            problems.push(format!("{} is missing", path.display()));
+        }
+    }
+    let wanted: BTreeSet<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+    for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if ours(&name) && !wanted.contains(name.as_str()) {
+            if updating() {
+                fs::remove_file(entry.path()).unwrap();
+                eprintln!("removed {}", entry.path().display());
+            } else {
+                problems.push(format!("{} is no longer generated", entry.path().display()));
+            }
+        }
+    }
+    problems
+}
+
+fn assert_current(problems: Vec<String>) {
+    assert!(problems.is_empty(), "{}\n{REFRESH}", problems.join("\n"));
+}
+
+#[test]
+fn man_pages_are_current() {
+    let pages = docs::man_pages();
+    assert!(pages.iter().any(|(name, _)| name == "chatwoot-ingress.1"));
+    assert_current(sync_dir("man", &pages, |name| name.ends_with(".1")));
+}
+
+#[test]
+fn completions_are_current() {
+    let files = docs::completion_files();
+    assert_current(sync_dir("completions", &files, |_| true));
+}
+
+#[test]
+fn readme_exit_table_is_current() {
+    const START: &str = "<!-- exit-table -->";
+    const END: &str = "<!-- /exit-table -->";
+    let path = root().join("README.md");
+    let readme = fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let (start, end) = match (readme.find(START), readme.find(END)) {
+        (Some(start), Some(end)) if start < end => (start + START.len(), end),
+        _ => panic!("{} has no {START} ... {END} markers around the exit table", path.display()),
+    };
+    let expected = format!("\n{}", exit_table());
+    if readme[start..end] == expected {
+        return;
+    }
+    if updating() {
+        fs::write(&path, format!("{}{expected}{}", &readme[..start], &readme[end..])).unwrap();
+        eprintln!("rewrote the exit table in {}", path.display());
+    } else {
+        panic!(
+            "the exit table in {} is out of date: {}\n{REFRESH}",
+            path.display(),
+            first_difference(&readme.as_bytes()[start..end], expected.as_bytes())
+        );
+    }
+}
+
+/// `# key = value` lines of the example configuration, uncommented.
+fn example_settings(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# "))
+        .filter_map(|line| {
+            let (key, _) = line.split_once(" = ")?;
+            key.chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_')
+                .then(|| (key.to_string(), line.to_string()))
+        })
+        .collect()
+}
+
+fn load(text: &str) -> Result<Config, String> {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    let args = ConfigArgs { config: Some(file.path().into()), ..Default::default() };
+    Config::load_with(&args, |_| None).map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_documented_keys_are_the_keys_the_parser_accepts() {
+    // serde lists the fields it expects when it meets an unknown one.
+    let error = load("no_such_key = 1\n").unwrap_err();
+    let accepted: BTreeSet<&str> = error.split('`').skip(3).step_by(2).collect();
+    let documented: BTreeSet<&str> = docs::config_keys().iter().map(|(key, _, _)| *key).collect();
+    assert_eq!(accepted, documented, "from the error {error:?}");
+}
+
+#[test]
+fn the_example_configuration_shows_every_key_and_parses() {
+    let path = root().join("packaging/config.toml");
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(load(&text).is_ok(), "{} must load as shipped (every key commented out)", path.display());
+    let settings = example_settings(&text);
+    let shown: BTreeSet<&str> = settings.iter().map(|(key, _)| key.as_str()).collect();
+    let documented: BTreeSet<&str> = docs::config_keys().iter().map(|(key, _, _)| *key).collect();
+    assert_eq!(shown, documented, "keys shown as `# key = value` in {}", path.display());
+    // Uncommented, every line must be valid; password_file would have to
+    // exist, and excludes password, so it is left out.
+    let uncommented: String = settings
+        .iter()
+        .filter(|(key, _)| key != "password_file")
+        .map(|(_, line)| format!("{line}\n"))
+        .collect();
+    let config = load(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+    assert!(config.url.is_some() && config.password.is_some() && config.reject_dir.is_some());
+}
+
+#[test]
+fn both_packages_ship_the_generated_files() {
+    let manifest = fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    // Man pages go by a glob, so a new subcommand's page is packaged too.
+    let mut sources = vec!["man/*.1".to_string()];
+    sources.extend(docs::completion_files().into_iter().map(|(name, _)| format!("completions/{name}")));
+    for source in sources {
+        let found = manifest.matches(&format!("\"{source}\"")).count();
+        assert_eq!(
+            found, 2,
+            "Cargo.toml should list {source:?} once for cargo-deb and once for cargo-generate-rpm"
+        );
+    }
+}
