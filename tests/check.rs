@@ -128,6 +128,11 @@ fn network_faults_stop_at_the_step_that_failed() {
     line(&tls, "✓", "tcp");
     assert!(line(&tls, "✗", "tls").contains("set ca_file for a private CA"), "{tls:#?}");
     assert!(plain.received().is_empty());
+
+    let hang = Server::start(vec![Hang]);
+    let run = check(&hang, &["--timeout", "1"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(line(&run, "✗", "http").contains("no answer from 127.0.0.1"), "{run:#?}");
 }
 
 #[test]
@@ -159,6 +164,11 @@ fn a_world_readable_password_file_is_a_warning() {
     );
     assert!(line(&run, "!", "password").contains("readable by every user: chmod o-r it"), "{run:#?}");
     only_probes(&server, 1);
+
+    // A pasted password with a trailing space is sent as is: worth a word.
+    fs::write(&file, format!("{PASSWORD} \n")).unwrap();
+    let run = ingress(&["check", "--url", &server.url(), "--password-file", file.to_str().unwrap()]).run();
+    assert!(run.stdout.contains("! password: begins or ends with white space"), "{run:#?}");
 }
 
 #[test]
