@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{error::ErrorKind, Args, Parser, ValueEnum};
+use clap::{error::ErrorKind, Args, Parser, Subcommand, ValueEnum};
 
 use crate::outcome::{Cause, Mta, Outcome};
 
@@ -23,51 +23,63 @@ pub struct Cli {
 
     #[command(flatten)]
     pub deliver: DeliverArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Commands other than delivery, which is the default.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    // No doc comment: CheckArgs' own is the help text.
+    Check(crate::check::CheckArgs),
 }
 
 /// Where the ingress is and how to reach it; every option overrides the
-/// environment and the configuration file.
+/// environment and the configuration file. Global, so that every command
+/// reads the same configuration.
 #[derive(Debug, Default, Args)]
 pub struct ConfigArgs {
     /// Configuration file (TOML) [default: $CHATWOOT_INGRESS_CONFIG, then
     /// the user config dir, then /etc/chatwoot-ingress/config.toml]
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
 
     /// Chatwoot's base URL, or the full relay ingress URL [env:
     /// CHATWOOT_INGRESS_URL, URL]
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", global = true)]
     pub url: Option<String>,
 
     /// File whose first line is the ingress password (there is no --password:
     /// command lines are visible to every user) [env:
     /// CHATWOOT_INGRESS_PASSWORD, INGRESS_PASSWORD]
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub password_file: Option<PathBuf>,
 
     /// Give up after this many seconds in all, retries included [default: 30]
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", global = true)]
     pub timeout: Option<u64>,
 
     /// Refuse larger messages permanently (bytes; K, M, G suffixes are
     /// binary) [default: 64M]
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", global = true)]
     pub max_size: Option<String>,
 
     /// Trust this PEM certificate authority in addition to the system's
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub ca_file: Option<PathBuf>,
 
     /// Keep a copy of every permanently refused message here (fsync'd, with
     /// its reason beside it)
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     pub reject_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Args)]
 pub struct DeliverArgs {
-    /// The program that runs this one; it decides the exit codes
-    #[arg(long, value_enum, value_name = "NAME", default_value_t = Mta::Sysexits)]
+    /// The program that runs this one; it decides the exit codes (and, for
+    /// check, which user's access to test)
+    #[arg(long, value_enum, value_name = "NAME", default_value_t = Mta::Sysexits, global = true)]
     pub mta: Mta,
 
     /// The envelope recipient; added as X-Original-To when the message has

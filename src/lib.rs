@@ -6,6 +6,7 @@
 //! [`message`] reads and validates the input, [`relay`] POSTs it, and
 //! [`outcome`] turns the result into a status line and an exit code.
 
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod deliver;
@@ -19,7 +20,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::process::ExitCode;
 use std::sync::Mutex;
 
-use cli::Cli;
+use cli::{Cli, Command};
 use config::Config;
 use outcome::{Cause, Mta, Outcome};
 
@@ -29,6 +30,11 @@ pub fn run(cli: Cli) -> ExitCode {
     let mta = cli.deliver.mta;
     exit_on_signal(mta);
     let panic_message = quiet_panics();
+    if let Some(Command::Check(args)) = &cli.command {
+        return panic::catch_unwind(AssertUnwindSafe(|| check::run(args, &cli.config, mta))).unwrap_or_else(
+            |_| check::internal_error(&panic_message.lock().map(|m| m.clone()).unwrap_or_default()),
+        );
+    }
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
         // The fault-injection tests need a real panic in the real binary.
         if std::env::var_os("CHATWOOT_INGRESS_TEST_PANIC").is_some() {

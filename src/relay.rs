@@ -8,8 +8,10 @@ use std::fs;
 use std::io;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use reqwest::blocking::{Body, Client, Response};
 use reqwest::header::{HeaderValue, CONTENT_TYPE, LOCATION};
+use reqwest::tls::TlsInfo;
 use reqwest::{redirect, StatusCode, Url};
 
 use crate::config::Target;
@@ -52,7 +54,9 @@ impl Relay {
             .redirect(redirect::Policy::none())
             .connect_timeout(CONNECT_TIMEOUT.min(target.timeout))
             .timeout(target.timeout)
-            .pool_max_idle_per_host(8);
+            .pool_max_idle_per_host(8)
+            // Keeps the server's certificate on the response, for `check`.
+            .tls_info(true);
         if let Some(path) = &target.ca_file {
             let pem = fs::read(path).map_err(|e| {
                 Outcome::new(
@@ -108,20 +112,44 @@ impl Relay {
 
     /// One POST, with at most `timeout` for all of it.
     pub fn post(&self, body: impl Into<Body>, content_type: &'static str, timeout: Duration) -> Answer {
-        if timeout.is_zero() {
-            return Answer::Failed(self.timed_out(), Retry::No);
+        self.send(body, content_type, timeout).map_or_else(|failed| failed, answer)
+    }
+
+    /// The credentials with an empty text/plain body. The relay controller
+    /// checks the ingress mode (404), then the password (401), then the
+    /// content type (415): so 415 means all three are right, and nothing is
+    /// stored. Also returns the server's certificate (DER) if TLS was used.
+    pub fn probe(&self) -> (Answer, Option<Vec<u8>>) {
+        match self.send(Bytes::new(), "text/plain", self.target.timeout) {
+            Ok(response) => {
+                let certificate = response
+                    .extensions()
+                    .get::<TlsInfo>()
+                    .and_then(TlsInfo::peer_certificate)
+                    .map(<[u8]>::to_vec);
+                (answer(response), certificate)
+            }
+            Err(failed) => (failed, None),
         }
-        let request = self
-            .client
+    }
+
+    fn send(
+        &self,
+        body: impl Into<Body>,
+        content_type: &'static str,
+        timeout: Duration,
+    ) -> Result<Response, Answer> {
+        if timeout.is_zero() {
+            return Err(Answer::Failed(self.timed_out(), Retry::No));
+        }
+        self.client
             .post(self.target.url.clone())
             .basic_auth(USER, Some(self.target.password.expose()))
             .header(CONTENT_TYPE, HeaderValue::from_static(content_type))
             .timeout(timeout)
-            .body(body);
-        match request.send() {
-            Ok(response) => answer(response),
-            Err(e) => self.failed(&e),
-        }
+            .body(body)
+            .send()
+            .map_err(|e| self.failed(&e))
     }
 
     /// Turn an HTTP status into the outcome a mail administrator can act on.

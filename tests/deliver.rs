@@ -7,24 +7,6 @@ use std::fs;
 
 use common::*;
 
-fn basic_auth() -> String {
-    // base64("actionmailbox:" + PASSWORD), computed by hand to stay dependency-free
-    let raw = format!("actionmailbox:{PASSWORD}");
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in raw.as_bytes().chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(alphabet[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    format!("Basic {out}")
-}
-
 #[test]
 fn relays_every_corpus_message_byte_for_byte_under_every_mta() {
     let server = Server::start(vec![status(204)]);
