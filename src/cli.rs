@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{error::ErrorKind, Args, Parser, ValueEnum};
+use clap::{error::ErrorKind, Args, Parser, Subcommand, ValueEnum};
 
 use crate::outcome::{Cause, Mta, Outcome};
 
@@ -18,11 +18,22 @@ use crate::outcome::{Cause, Mta, Outcome};
 #[derive(Debug, Parser)]
 #[command(name = "chatwoot-ingress", version, max_term_width = 100)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     #[command(flatten)]
     pub config: ConfigArgs,
 
     #[command(flatten)]
     pub deliver: DeliverArgs,
+}
+
+/// Commands other than the default one (one message from standard input).
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Relay mbox files, Maildir folders and .eml files in bulk: concurrent,
+    /// resumable, with progress and a summary
+    Import(crate::import::ImportArgs),
 }
 
 /// Where the ingress is and how to reach it; every option overrides the
@@ -31,36 +42,36 @@ pub struct Cli {
 pub struct ConfigArgs {
     /// Configuration file (TOML) [default: $CHATWOOT_INGRESS_CONFIG, then
     /// the user config dir, then /etc/chatwoot-ingress/config.toml]
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
     /// Chatwoot's base URL, or the full relay ingress URL [env:
     /// CHATWOOT_INGRESS_URL, URL]
-    #[arg(long, value_name = "URL")]
+    #[arg(long, global = true, value_name = "URL")]
     pub url: Option<String>,
 
     /// File whose first line is the ingress password (there is no --password:
     /// command lines are visible to every user) [env:
     /// CHATWOOT_INGRESS_PASSWORD, INGRESS_PASSWORD]
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
 
     /// Give up after this many seconds in all, retries included [default: 30]
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, global = true, value_name = "SECONDS")]
     pub timeout: Option<u64>,
 
     /// Refuse larger messages permanently (bytes; K, M, G suffixes are
     /// binary) [default: 64M]
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, global = true, value_name = "SIZE")]
     pub max_size: Option<String>,
 
     /// Trust this PEM certificate authority in addition to the system's
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
 
     /// Keep a copy of every permanently refused message here (fsync'd, with
     /// its reason beside it)
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR")]
     pub reject_dir: Option<PathBuf>,
 }
 

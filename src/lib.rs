@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod deliver;
+pub mod import;
 pub mod message;
 pub mod outcome;
 pub mod reject;
@@ -18,13 +19,21 @@ use std::panic::{self, AssertUnwindSafe};
 use std::process::ExitCode;
 use std::sync::Mutex;
 
-use cli::Cli;
+use cli::{Cli, Command};
 use config::Config;
 use outcome::{Cause, Mta, Outcome};
 
-/// Run a parsed command line to its exit code. Panics and signals end as
-/// temporary outcomes, so a bug or a shutdown never loses or bounces mail.
+/// Run a parsed command line to its exit code.
 pub fn run(cli: Cli) -> ExitCode {
+    match &cli.command {
+        Some(Command::Import(args)) => import::run(args, &cli.config),
+        None => deliver_one(cli),
+    }
+}
+
+/// Deliver mode. Panics and signals end as temporary outcomes, so a bug or
+/// a shutdown never loses or bounces mail.
+fn deliver_one(cli: Cli) -> ExitCode {
     let mta = cli.deliver.mta;
     exit_on_signal(mta);
     let panic_message = quiet_panics();
