@@ -30,9 +30,8 @@ use crate::relay::{Answer, Relay};
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Also check that this user can read the configuration and password
-    /// files and run this program [default with --mta postfix or exim:
-    /// nobody; with qmail, opensmtpd, getmail or fetchmail: chatwoot-ingress,
-    /// as in our packaging]
+    /// files and run this program [default with any --mta: chatwoot-ingress,
+    /// the account our packaged caller configs run it as]
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
 
@@ -254,8 +253,7 @@ fn is_loopback(host: &str) -> bool {
 fn default_user(mta: Mta) -> Option<&'static str> {
     match mta {
         Mta::Sysexits => None,
-        Mta::Postfix | Mta::Exim => Some("nobody"),
-        Mta::Qmail | Mta::Opensmtpd | Mta::Getmail | Mta::Fetchmail => Some("chatwoot-ingress"),
+        _ => Some("chatwoot-ingress"),
     }
 }
 

@@ -18,21 +18,24 @@ use crate::outcome::{Cause, Mta, Outcome};
 #[derive(Debug, Parser)]
 #[command(name = "chatwoot-ingress", version, max_term_width = 100)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     #[command(flatten)]
     pub config: ConfigArgs,
 
     #[command(flatten)]
     pub deliver: DeliverArgs,
-
-    #[command(subcommand)]
-    pub command: Option<Command>,
 }
 
-/// Commands other than delivery, which is the default.
+/// Commands other than delivery (one message from standard input), the default.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     // No doc comment: CheckArgs' own is the help text.
     Check(crate::check::CheckArgs),
+    /// Relay mbox files, Maildir folders and .eml files in bulk: concurrent,
+    /// resumable, with progress and a summary
+    Import(crate::import::ImportArgs),
 }
 
 /// Where the ingress is and how to reach it; every option overrides the

@@ -74,7 +74,7 @@ fn deliver(args: &DeliverArgs, config: Result<Config, Outcome>, stdin: &mut impl
 
 /// A permanent refusal, first saved to the reject directory if there is one.
 /// If it cannot be saved, the caller must keep the message: temporary.
-fn refuse(config: &Config, outcome: Outcome, head: &[u8], rest: &mut dyn Read) -> Outcome {
+pub fn refuse(config: &Config, outcome: Outcome, head: &[u8], rest: &mut dyn Read) -> Outcome {
     let Some(dir) = &config.reject_dir else {
         return outcome;
     };

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod docs;
+pub mod import;
 pub mod message;
 pub mod outcome;
 pub mod reject;
@@ -24,32 +25,42 @@ use cli::{Cli, Command};
 use config::Config;
 use outcome::{Cause, Mta, Outcome};
 
-/// Run a parsed command line to its exit code. Panics and signals end as
-/// temporary outcomes, so a bug or a shutdown never loses or bounces mail.
+/// Run a parsed command line to its exit code. A panic in any command is
+/// caught and reported in that command's own terms, never as exit 101.
 pub fn run(cli: Cli) -> ExitCode {
-    let mta = cli.deliver.mta;
-    exit_on_signal(mta);
     let panic_message = quiet_panics();
-    if let Some(Command::Check(args)) = &cli.command {
-        return panic::catch_unwind(AssertUnwindSafe(|| check::run(args, &cli.config, mta))).unwrap_or_else(
-            |_| check::internal_error(&panic_message.lock().map(|m| m.clone()).unwrap_or_default()),
-        );
-    }
-    let result = panic::catch_unwind(AssertUnwindSafe(|| {
-        // The fault-injection tests need a real panic in the real binary.
-        if std::env::var_os("CHATWOOT_INGRESS_TEST_PANIC").is_some() {
-            panic!("CHATWOOT_INGRESS_TEST_PANIC is set");
-        }
-        let config = Config::load(&cli.config).map_err(|e| Outcome::new(Cause::Config, e.to_string()));
-        let warnings = config.as_ref().map(|c| c.warnings.clone()).unwrap_or_default();
-        let outcome = deliver::run(&cli.deliver, config, &mut std::io::stdin().lock());
-        (outcome, warnings)
+    let mta = cli.deliver.mta;
+    let result = panic::catch_unwind(AssertUnwindSafe(|| match &cli.command {
+        None => deliver_one(&cli),
+        Some(Command::Check(args)) => check::run(args, &cli.config, mta),
+        Some(Command::Import(args)) => import::run(args, &cli.config),
     }));
-    let (outcome, warnings) = result.unwrap_or_else(|_| {
+    result.unwrap_or_else(|_| {
         let message = panic_message.lock().map(|m| m.clone()).unwrap_or_default();
-        (Outcome::new(Cause::Bug, format!("internal error, please report it: {message}")), Vec::new())
-    });
-    outcome.report(mta, cli.deliver.verbose, &warnings)
+        match &cli.command {
+            Some(Command::Check(_)) => check::internal_error(&message),
+            _ => Outcome::new(Cause::Bug, format!("internal error, please report it: {message}")).report(
+                mta,
+                false,
+                &[],
+            ),
+        }
+    })
+}
+
+/// Deliver mode: a signal ends it as a temporary outcome, so a shutdown
+/// never loses or bounces mail. (Import handles signals itself: it finishes
+/// what is in flight.)
+fn deliver_one(cli: &Cli) -> ExitCode {
+    exit_on_signal(cli.deliver.mta);
+    // The fault-injection tests need a real panic in the real binary.
+    if std::env::var_os("CHATWOOT_INGRESS_TEST_PANIC").is_some() {
+        panic!("CHATWOOT_INGRESS_TEST_PANIC is set");
+    }
+    let config = Config::load(&cli.config).map_err(|e| Outcome::new(Cause::Config, e.to_string()));
+    let warnings = config.as_ref().map(|c| c.warnings.clone()).unwrap_or_default();
+    let outcome = deliver::run(&cli.deliver, config, &mut std::io::stdin().lock());
+    outcome.report(cli.deliver.mta, cli.deliver.verbose, &warnings)
 }
 
 /// Replace the default panic output (which would come before our status

@@ -34,6 +34,16 @@ impl Raw {
     pub fn input(&self) -> &[u8] {
         &self.buf[self.headroom..]
     }
+
+    /// Append input, for readers that cut messages out of a stream.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Keep only the first `len` bytes of input.
+    pub fn truncate(&mut self, len: usize) {
+        self.buf.truncate(self.headroom + len);
+    }
 }
 
 /// Standard input, read up to a limit.

@@ -145,14 +145,16 @@ impl Cause {
             Cause::NoIngress => "HTTP 404: wrong path, or Chatwoot's ingress is not `relay`",
             Cause::Redirected => "HTTP 3xx: redirects are never followed; use the Location",
             Cause::MediaTypeRefused => "HTTP 415: something rewrote the Content-Type",
-            Cause::Busy => "HTTP 408, 429, 502, 503 or 504 (5xx after retries)",
+            Cause::Busy => "HTTP 408 or 429, or 502, 503 or 504 after retries",
             Cause::ServerError => {
                 "HTTP 500 and other 5xx: no ingress password on the server, or it is failing"
             }
             Cause::UnexpectedStatus => "any other HTTP status",
             Cause::Config => "configuration missing or invalid (file, key, value, password file)",
             Cause::Usage => "unknown flag or bad argument",
-            Cause::InputError => "standard input could not be read",
+            Cause::InputError => {
+                "standard input could not be read, or a refusal could not be saved in --reject-dir"
+            }
             Cause::Interrupted => "stopped by SIGTERM, SIGINT or SIGHUP",
             Cause::Bug => "an internal error (a bug: please report it)",
             Cause::Invalid => "not an email: empty, no or broken header section, binary, JSON…",

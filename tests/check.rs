@@ -195,15 +195,16 @@ fn json_has_every_step_and_never_the_password() {
 #[test]
 fn mta_checks_what_its_user_can_read() {
     let server = Server::start(vec![status(415)]);
-    // A root-only config file in a root-only directory: as Postfix's `nobody`, unreadable.
+    // A root-only config file in a root-only directory: unreadable for `nobody`.
     let dir = tempfile::tempdir().unwrap();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
     let config = dir.path().join("config.toml");
     fs::write(&config, format!("url = \"{}\"\n", server.url())).unwrap();
     fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
-    let run = ingress(&["check", "--mta", "postfix", "--config", config.to_str().unwrap()])
-        .env("CHATWOOT_INGRESS_PASSWORD", PASSWORD)
-        .run();
+    let run =
+        ingress(&["check", "--mta", "postfix", "--user", "nobody", "--config", config.to_str().unwrap()])
+            .env("CHATWOOT_INGRESS_PASSWORD", PASSWORD)
+            .run();
     assert_eq!(run.code, 1, "{run:#?}");
     let access = line(&run, "✗", "access");
     assert!(access.contains("nobody cannot read the configuration file: cannot enter directory"), "{access}");
