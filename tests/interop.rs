@@ -626,3 +626,119 @@ fn opensmtpd_delivers_defers_recovers_and_bounces() {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+#[test]
+fn check_names_each_fault_against_the_real_ingress_and_stores_nothing() {
+    let _serial = serial();
+    if !rails_available() {
+        return;
+    }
+    let check = |url: &str, password: &str, extra: &[&str]| {
+        let mut args = vec!["check", "--url", url];
+        args.extend_from_slice(extra);
+        common::ingress(&args).env("CHATWOOT_INGRESS_PASSWORD", password).run()
+    };
+    let http_line =
+        |run: &common::Run| run.stdout.lines().find(|l| l.contains(" http: ")).unwrap_or("").to_string();
+
+    let rails = Rails::start(Some(PASSWORD), "relay");
+    let good = check(&rails.url(), PASSWORD, &[]);
+    assert_eq!(good.code, 0, "{good:#?}");
+    assert!(http_line(&good).starts_with("✓ http: HTTP 415"), "{good:#?}");
+
+    let wrong_password = check(&rails.url(), "wrong", &[]);
+    assert_eq!(wrong_password.code, 1);
+    assert!(http_line(&wrong_password).contains("rejected the password (HTTP 401)"), "{wrong_password:#?}");
+
+    let wrong_path = check(&format!("{}/wrong/path", rails.url()), PASSWORD, &[]);
+    assert_eq!(wrong_path.code, 1);
+    assert!(http_line(&wrong_path).contains("HTTP 404"), "{wrong_path:#?}");
+
+    let other_mode = Rails::start(Some(PASSWORD), "postmark");
+    let wrong_mode = check(&other_mode.url(), PASSWORD, &[]);
+    assert_eq!(wrong_mode.code, 1);
+    assert!(http_line(&wrong_mode).contains("RAILS_INBOUND_EMAIL_SERVICE=relay"), "{wrong_mode:#?}");
+
+    let no_password = Rails::start(None, "relay");
+    let unset = check(&no_password.url(), PASSWORD, &[]);
+    assert_eq!(unset.code, 1);
+    assert!(http_line(&unset).contains("HTTP 500"), "{unset:#?}");
+
+    // The probes created no inbound email anywhere.
+    assert!(rails.stored().is_empty() && other_mode.stored().is_empty() && no_password.stored().is_empty());
+
+    // --send-test proves routing end to end: exactly one marked message.
+    let sent = check(&rails.url(), PASSWORD, &["--send-test", "reply+check@inbox.test"]);
+    assert_eq!(sent.code, 0, "{sent:#?}");
+    let stored = rails.stored();
+    assert_eq!(stored.len(), 1);
+    assert!(contains(&stored[0], "chatwoot-ingress test message"));
+    assert!(contains(&stored[0], "X-Original-To: reply+check@inbox.test"));
+}
+
+#[test]
+fn import_stores_an_mbox_and_a_maildir_exactly_once() {
+    let _serial = serial();
+    if !rails_available() {
+        return;
+    }
+    let rails = Rails::start(Some(PASSWORD), "relay");
+    let dir = tempfile::tempdir().unwrap();
+    let mut mbox = Vec::new();
+    let mut messages = Vec::new();
+    for i in 0..30 {
+        let mut m = message(&format!("mbox-{i}"), &format!("reply+{i}@{DOMAIN}"));
+        // A body line that mboxrd must quote and unquote.
+        m.extend_from_slice(b">From the archive\n");
+        mbox.extend_from_slice(
+            format!("From customer@sender.test Mon Nov 23 10:00:{:02} 2026\n", i % 60).as_bytes(),
+        );
+        mbox.extend_from_slice(&m);
+        mbox.extend_from_slice(b"\n");
+        messages.push(m);
+    }
+    // mboxrd: the body's ">From " was written as ">>From ".
+    let mbox = String::from_utf8(mbox).unwrap().replace("\n>From the archive", "\n>>From the archive");
+    fs::write(dir.path().join("history.mbox"), mbox).unwrap();
+    let maildir = dir.path().join("Maildir");
+    for sub in ["new", "cur", "tmp"] {
+        fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    for i in 0..5 {
+        let m = message(&format!("maildir-{i}"), &format!("reply+m{i}@{DOMAIN}"));
+        let sub = if i % 2 == 0 { "new" } else { "cur" };
+        fs::write(maildir.join(sub).join(format!("{i}.host:2,")), &m).unwrap();
+        messages.push(m);
+    }
+    let journal = dir.path().join("journal");
+    let import = |journal: &Path| {
+        common::ingress(&[
+            "import",
+            "--url",
+            &rails.url(),
+            "--jobs",
+            "4",
+            "--journal",
+            journal.to_str().unwrap(),
+            dir.path().join("history.mbox").to_str().unwrap(),
+            maildir.to_str().unwrap(),
+        ])
+        .env("CHATWOOT_INGRESS_PASSWORD", PASSWORD)
+        .run()
+    };
+    let first = import(&journal);
+    assert_eq!(first.code, 0, "{first:#?}");
+    assert!(first.stdout.contains("35 delivered"), "{first:#?}");
+    // Again with the journal: skipped. With a new journal: the ingress
+    // deduplicates the identical bytes. Either way, stored once.
+    let again = import(&journal);
+    assert!(again.code == 0 && again.stdout.contains("35 already delivered"), "{again:#?}");
+    let fresh = import(&dir.path().join("new-journal"));
+    assert_eq!(fresh.code, 0, "{fresh:#?}");
+    assert_eq!(rails.stored().len(), 35);
+    for m in &messages {
+        assert_eq!(rails.count(m), 1, "{}", String::from_utf8_lossy(m));
+    }
+    assert!(rails.stored().iter().all(|s| !s.starts_with(b"From ")));
+    assert!(rails.stored().iter().filter(|s| contains(s, "\n>From the archive\n")).count() == 30);
+}
