@@ -133,8 +133,11 @@ impl Cli {
         Cli::try_parse_from(&args).map_err(|error| match error.kind() {
             ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Early::Print(error),
             _ => {
-                let first_line = error.to_string();
-                let first_line = first_line.lines().next().unwrap_or("").trim_start_matches("error: ");
+                // clap's first paragraph, e.g. "required arguments were not
+                // provided:" and the next line naming them, on one line.
+                let text = error.to_string();
+                let paragraph = text.split("\n\n").next().unwrap_or("").trim_start_matches("error: ");
+                let first_line = paragraph.split_whitespace().collect::<Vec<_>>().join(" ");
                 let outcome = Outcome::new(
                     Cause::Usage,
                     format!("bad command line: {first_line} (see chatwoot-ingress --help)"),
@@ -187,5 +190,11 @@ mod tests {
     #[test]
     fn help_is_printed_not_reported() {
         assert!(matches!(Cli::parse_for_mail(["ci", "--help"]), Err(Early::Print(_))));
+    }
+
+    #[test]
+    fn a_missing_argument_is_named() {
+        let (_, outcome) = usage(&["ci", "import"]);
+        assert!(outcome.reason().contains("not provided: <PATH>..."), "{outcome}");
     }
 }
