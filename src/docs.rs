@@ -179,9 +179,8 @@ impl Page {
     }
 }
 
-fn root_page(cmd: &Command, see_also: &[String]) -> Vec<u8> {
-    let man = man(cmd, cmd);
-    let mut page = Page::new(&man);
+/// The sections clap_mangen renders from the command itself.
+fn clap_sections(page: &mut Page, man: &Man, cmd: &Command) {
     page.add(|w| man.render_name_section(w));
     page.add(|w| man.render_synopsis_section(w));
     page.add(|w| man.render_description_section(w));
@@ -191,6 +190,12 @@ fn root_page(cmd: &Command, see_also: &[String]) -> Vec<u8> {
     if cmd.has_subcommands() {
         page.add(|w| man.render_subcommands_section(w));
     }
+}
+
+fn root_page(cmd: &Command, see_also: &[String]) -> Vec<u8> {
+    let man = man(cmd, cmd);
+    let mut page = Page::new(&man);
+    clap_sections(&mut page, &man, cmd);
     page.roff(&environment());
     page.roff(&configuration_file());
     page.roff(&files());
@@ -204,15 +209,7 @@ fn root_page(cmd: &Command, see_also: &[String]) -> Vec<u8> {
 fn subcommand_page(cmd: &Command, root: &Command) -> Vec<u8> {
     let man = man(cmd, root);
     let mut page = Page::new(&man);
-    page.add(|w| man.render_name_section(w));
-    page.add(|w| man.render_synopsis_section(w));
-    page.add(|w| man.render_description_section(w));
-    if cmd.get_arguments().any(|a| !a.is_hide_set()) {
-        page.add(|w| man.render_options_section(w));
-    }
-    if cmd.has_subcommands() {
-        page.add(|w| man.render_subcommands_section(w));
-    }
+    clap_sections(&mut page, &man, cmd);
     let mut roff = Roff::new();
     roff.control("SH", ["SEE ALSO"]).text([
         bold(root.get_name()),

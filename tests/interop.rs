@@ -98,6 +98,33 @@ fn run_script(name: &str, args: &[&str], stdin: &[u8]) -> Output {
     Output { status, stdout: read(out), stderr: read(err) }
 }
 
+/// One instance of a harness script in tests/interop/mta with its own work
+/// directory, stopped on drop.
+struct Harness {
+    script: &'static str,
+    work: tempfile::TempDir,
+}
+
+impl Harness {
+    fn start(script: &'static str, args: &[&str]) -> Harness {
+        let harness = Harness { script, work: tempfile::tempdir().unwrap() };
+        harness.run("start", args, b"");
+        harness
+    }
+
+    /// `SCRIPT COMMAND WORKDIR ARGS...`, which must succeed.
+    fn run(&self, command: &str, args: &[&str], stdin: &[u8]) -> String {
+        let dir = self.work.path().to_str().unwrap();
+        script(self.script, &[&[command, dir], args].concat(), stdin)
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = run_script(self.script, &["stop", self.work.path().to_str().unwrap()], b"");
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -151,6 +178,15 @@ impl Rails {
 
     fn log(&self) -> String {
         fs::read_to_string(self.data.path().join("rails.log")).unwrap_or_default()
+    }
+
+    /// What Rails logged as going wrong, for failure messages.
+    fn errors(&self) -> String {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("Error") || l.contains("Exception"))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Every message the app processed, in order, as the bytes it stored.
@@ -357,39 +393,27 @@ fn postfix_delivers_defers_recovers_and_bounces() {
     {
         return;
     }
-    struct Postfix(PathBuf);
-    impl Postfix {
-        fn dir(&self) -> &str {
-            self.0.to_str().unwrap()
-        }
-    }
+    struct Postfix(Harness);
     impl Mta for Postfix {
         fn send(&self, to: &str, message: &[u8]) {
-            script("postfix.sh", &["send", self.dir(), FROM, to], message);
-            script("postfix.sh", &["wait", self.dir(), "120"], b"");
+            self.0.run("send", &[FROM, to], message);
+            self.0.run("wait", &["120"], b"");
         }
         fn retry(&self) {
-            script("postfix.sh", &["flush", self.dir(), "120"], b"");
+            self.0.run("flush", &["120"], b"");
         }
         fn held(&self) -> usize {
-            script("postfix.sh", &["queue", self.dir()], b"").lines().count()
+            self.0.run("queue", &[], b"").lines().count()
         }
         fn log(&self) -> String {
-            script("postfix.sh", &["log", self.dir()], b"")
-        }
-    }
-    impl Drop for Postfix {
-        fn drop(&mut self) {
-            let _ = run_script("postfix.sh", &["stop", self.dir()], b"");
+            self.0.run("log", &[], b"")
         }
     }
 
     let rails = Rails::start(Some(PASSWORD), "relay");
     let relayer = Relayer::new();
     relayer.configure(&rails.url(), PASSWORD, "");
-    let work = tempfile::tempdir().unwrap();
-    let postfix = Postfix(work.path().to_path_buf());
-    script("postfix.sh", &["start", postfix.dir(), &relayer.bin(), &relayer.config(), DOMAIN], b"");
+    let postfix = Postfix(Harness::start("postfix.sh", &[&relayer.bin(), &relayer.config(), DOMAIN]));
 
     deliver_defer_recover_bounce(&postfix, &relayer, &rails, "dsn=4.7.0, status=deferred");
     assert!(postfix.log().contains("dsn=4.4.1, status=deferred"), "{}", postfix.log());
@@ -405,7 +429,7 @@ fn postfix_delivers_defers_recovers_and_bounces() {
     postfix.send(&format!("reply+4@{DOMAIN}"), &big);
     assert_eq!((rails.count(&big), postfix.held()), (0, 0));
     assert!(postfix.log().contains("dsn=5.3.4, status=bounced"), "{}", postfix.log());
-    let sink = script("postfix.sh", &["sink", postfix.dir()], b"");
+    let sink = postfix.0.run("sink", &[], b"");
     assert!(!sink.trim().is_empty(), "the sender got no bounce");
 }
 
@@ -419,39 +443,27 @@ fn exim_delivers_without_its_from_line_defers_recovers_and_bounces() {
     {
         return;
     }
-    struct Exim(PathBuf);
-    impl Exim {
-        fn dir(&self) -> &str {
-            self.0.to_str().unwrap()
-        }
-    }
+    struct Exim(Harness);
     impl Mta for Exim {
         fn send(&self, to: &str, message: &[u8]) {
-            script("exim.sh", &["deliver", self.dir(), FROM, to], message);
+            self.0.run("deliver", &[FROM, to], message);
         }
         fn retry(&self) {
-            script("exim.sh", &["flush", self.dir()], b"");
-            script("exim.sh", &["wait", self.dir()], b"");
+            self.0.run("flush", &[], b"");
+            self.0.run("wait", &[], b"");
         }
         fn held(&self) -> usize {
-            script("exim.sh", &["queue", self.dir()], b"").lines().filter(|l| l.contains('<')).count()
+            self.0.run("queue", &[], b"").lines().filter(|l| l.contains('<')).count()
         }
         fn log(&self) -> String {
-            script("exim.sh", &["log", self.dir()], b"")
-        }
-    }
-    impl Drop for Exim {
-        fn drop(&mut self) {
-            let _ = run_script("exim.sh", &["stop", self.dir()], b"");
+            self.0.run("log", &[], b"")
         }
     }
 
     let rails = Rails::start(Some(PASSWORD), "relay");
     let relayer = Relayer::new();
     relayer.configure(&rails.url(), PASSWORD, "");
-    let work = tempfile::tempdir().unwrap();
-    let exim = Exim(work.path().to_path_buf());
-    script("exim.sh", &["start", exim.dir(), &relayer.bin(), &relayer.config(), DOMAIN], b"");
+    let exim = Exim(Harness::start("exim.sh", &[&relayer.bin(), &relayer.config(), DOMAIN]));
 
     deliver_defer_recover_bounce(&exim, &relayer, &rails, "4.7.0 the ingress rejected the password");
 
@@ -460,7 +472,7 @@ fn exim_delivers_without_its_from_line_defers_recovers_and_bounces() {
     exim.send(&format!("reply+4@{DOMAIN}"), &big);
     assert_eq!((rails.count(&big), exim.held()), (0, 0));
     assert!(exim.log().contains("5.3.4 message too large"), "{}", exim.log());
-    let sink = script("exim.sh", &["sink", exim.dir()], b"");
+    let sink = exim.0.run("sink", &[], b"");
     assert!(sink.contains("5.3.4"), "the sender's bounce names the reason: {sink}");
 }
 
@@ -475,53 +487,39 @@ fn getmail_leaves_undelivered_mail_on_the_server_and_delivers_it_once_later() {
         return;
     }
     struct Getmail {
-        imap: PathBuf,
-        work: PathBuf,
+        imap: Harness,
+        work: tempfile::TempDir,
         port: String,
         relayer: Relayer,
     }
     impl Getmail {
         fn run(&self) -> Output {
-            let args = [
-                "run",
-                self.work.to_str().unwrap(),
-                &self.relayer.bin(),
-                &self.relayer.config(),
-                &self.port,
-                "support",
-                "imap-pass",
-            ];
-            run_script("getmail.sh", &args, b"")
+            let work = self.work.path().to_str().unwrap();
+            let (bin, config) = (self.relayer.bin(), self.relayer.config());
+            run_script("getmail.sh", &["run", work, &bin, &config, &self.port, "support", "imap-pass"], b"")
         }
     }
     impl Mta for Getmail {
         fn send(&self, _to: &str, message: &[u8]) {
-            script("dovecot.sh", &["append", self.imap.to_str().unwrap()], message);
+            self.imap.run("append", &[], message);
             self.run();
         }
         fn retry(&self) {
             self.run();
         }
         fn held(&self) -> usize {
-            script("dovecot.sh", &["count", self.imap.to_str().unwrap()], b"").trim().parse().unwrap()
+            self.imap.run("count", &[], b"").trim().parse().unwrap()
         }
         fn log(&self) -> String {
             let output = self.run();
             String::from_utf8_lossy(&[output.stdout, output.stderr].concat()).into_owned()
         }
     }
-    impl Drop for Getmail {
-        fn drop(&mut self) {
-            let _ = run_script("dovecot.sh", &["stop", self.imap.to_str().unwrap()], b"");
-        }
-    }
 
     let rails = Rails::start(Some(PASSWORD), "relay");
-    let (imap, work) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let port = free_port().to_string();
-    script("dovecot.sh", &["start", imap.path().to_str().unwrap(), &port, "support", "imap-pass"], b"");
-    let getmail =
-        Getmail { imap: imap.path().into(), work: work.path().into(), port, relayer: Relayer::new() };
+    let imap = Harness::start("dovecot.sh", &[&port, "support", "imap-pass"]);
+    let getmail = Getmail { imap, work: tempfile::tempdir().unwrap(), port, relayer: Relayer::new() };
     getmail.relayer.configure(&rails.url(), PASSWORD, "");
 
     let first = message("getmail-first", "support@example.com");
@@ -542,7 +540,7 @@ fn getmail_leaves_undelivered_mail_on_the_server_and_delivers_it_once_later() {
     assert_eq!((rails.count(&kept), getmail.held()), (1, 0), "delivered once after the fix");
 
     // getmail cannot bounce: a refusal saved to the reject dir lets it move on.
-    let rejects = work.path().join("rejected");
+    let rejects = getmail.work.path().join("rejected");
     fs::create_dir(&rejects).unwrap();
     fs::set_permissions(&rejects, fs::Permissions::from_mode(0o777)).unwrap();
     getmail.relayer.configure(
@@ -571,48 +569,34 @@ fn opensmtpd_delivers_defers_recovers_and_bounces() {
         return;
     }
     struct Smtpd {
-        dir: PathBuf,
+        harness: Harness,
         tries: std::cell::Cell<u32>,
-    }
-    impl Smtpd {
-        fn dir(&self) -> &str {
-            self.dir.to_str().unwrap()
-        }
     }
     impl Mta for Smtpd {
         fn send(&self, to: &str, message: &[u8]) {
-            script("opensmtpd.sh", &["send", self.dir(), "alice@bounce.test", to], message);
+            self.harness.run("send", &["alice@bounce.test", to], message);
             self.tries.set(1);
-            script("opensmtpd.sh", &["wait", self.dir(), "1"], b"");
+            self.harness.run("wait", &["1"], b"");
         }
         fn retry(&self) {
             self.tries.set(self.tries.get() + 1);
-            script("opensmtpd.sh", &["flush", self.dir()], b"");
-            script("opensmtpd.sh", &["wait", self.dir(), &self.tries.get().to_string()], b"");
+            self.harness.run("flush", &[], b"");
+            self.harness.run("wait", &[&self.tries.get().to_string()], b"");
         }
         fn held(&self) -> usize {
-            script("opensmtpd.sh", &["queue", self.dir()], b"")
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .count()
+            self.harness.run("queue", &[], b"").lines().filter(|l| !l.trim().is_empty()).count()
         }
         fn log(&self) -> String {
-            script("opensmtpd.sh", &["queue", self.dir()], b"")
-        }
-    }
-    impl Drop for Smtpd {
-        fn drop(&mut self) {
-            let _ = run_script("opensmtpd.sh", &["stop", self.dir()], b"");
+            self.harness.run("queue", &[], b"")
         }
     }
 
     let rails = Rails::start(Some(PASSWORD), "relay");
     let relayer = Relayer::new();
     relayer.configure(&rails.url(), PASSWORD, "");
-    let work = tempfile::tempdir().unwrap();
-    let smtpd = Smtpd { dir: work.path().into(), tries: 0.into() };
     let port = free_port().to_string();
-    script("opensmtpd.sh", &["start", smtpd.dir(), &relayer.bin(), &relayer.config(), &port, DOMAIN], b"");
+    let harness = Harness::start("opensmtpd.sh", &[&relayer.bin(), &relayer.config(), &port, DOMAIN]);
+    let smtpd = Smtpd { harness, tries: 0.into() };
 
     deliver_defer_recover_bounce(&smtpd, &relayer, &rails, "4.7.0");
 
@@ -621,7 +605,7 @@ fn opensmtpd_delivers_defers_recovers_and_bounces() {
     smtpd.send(&format!("reply+4@{DOMAIN}"), &big);
     assert_eq!((rails.count(&big), smtpd.held()), (0, 0));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !script("opensmtpd.sh", &["bounces", smtpd.dir()], b"").contains("5.3.4") {
+    while !smtpd.harness.run("bounces", &[], b"").contains("5.3.4") {
         assert!(Instant::now() < deadline, "no bounce naming 5.3.4");
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -735,7 +719,7 @@ fn import_stores_an_mbox_and_a_maildir_exactly_once() {
     assert!(again.code == 0 && again.stdout.contains("35 already delivered"), "{again:#?}");
     let fresh = import(&dir.path().join("new-journal"));
     assert_eq!(fresh.code, 0, "{fresh:#?}");
-    assert_eq!(rails.stored().len(), 35);
+    assert_eq!(rails.stored().len(), 35, "Rails logged: {}", rails.errors());
     for m in &messages {
         assert_eq!(rails.count(m), 1, "{}", String::from_utf8_lossy(m));
     }

@@ -32,15 +32,8 @@ root=${EXIM_UNPACK_DIR:-/opt/exim4-interop}
 
 die() { echo "exim.sh: $*" >&2; exit 1; }
 
-# Exim runs the pipe as user=chatwoot-ingress: the binary and config (and
-# every directory above them, e.g. a 0700 mktemp dir) must be usable by it.
-open_for_mda() { # FILE MODE
-  local f=$1 d
-  chmod "o+$2" "$f"
-  d=$(dirname "$f")
-  while [ "$d" != / ]; do chmod o+x "$d"; d=$(dirname "$d"); done
-  runuser -u chatwoot-ingress -- test -r "$f" || die "chatwoot-ingress cannot read $f"
-}
+# shellcheck source=tests/interop/mta/common.sh
+. "$here/common.sh"
 
 # Add/remove one line of the trusted-config list, atomically, under a lock.
 trusted_edit() { # add|del PATH
