@@ -37,5 +37,13 @@ module InteropRails
     config.action_mailbox.ingress = (ENV["INGRESS"].presence || "relay").to_sym
     # The inline adapter can't schedule the future IncinerationJob.
     config.action_mailbox.incinerate = false
+
+    # One request at a time, like Puma with one thread. Rails 6.1 on SQLite
+    # fails concurrent writers with "database is locked" (seen under
+    # `import --jobs 4`); with inline jobs that can fail routing after the
+    # InboundEmail row is committed, and the retry of the same bytes is then
+    # deduplicated and never processed. Chatwoot (PostgreSQL, Sidekiq) has no
+    # such failure; the clients' concurrency is still exercised at HTTP level.
+    config.middleware.insert_before 0, Rack::Lock
   end
 end
