@@ -394,3 +394,51 @@ fn a_panic_is_temporary_and_reported_as_a_bug() {
     }
     assert!(server.received().is_empty());
 }
+
+#[test]
+fn the_shipped_qmail_line_works_as_qmail_local_runs_it() {
+    // qmail-local runs a |command line with /bin/sh -c and this environment;
+    // with virtualdomains "inbox.example.com:chatwoot-ingress", RECIPIENT
+    // carries the prefix, DEFAULT and HOST the original address.
+    let line = fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/qmail/dot-qmail-default"),
+    )
+    .unwrap();
+    let command = line.trim().strip_prefix('|').expect("a |command line");
+    let command = command
+        .replace("/usr/bin/chatwoot-ingress", BIN)
+        .replace(" --config /etc/chatwoot-ingress/config.toml", "");
+    let qmail_local = |server: &Server, password: &str| {
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", &command])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("CHATWOOT_INGRESS_URL", server.url())
+            .env("CHATWOOT_INGRESS_PASSWORD", password)
+            .env("CHATWOOT_INGRESS_CONFIG", "/dev/null")
+            .env("RECIPIENT", "chatwoot-ingress-reply+7@inbox.example.com")
+            .env("DEFAULT", "reply+7")
+            .env("HOST", "inbox.example.com")
+            .env("SENDER", "customer@example.org")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&corpus("lf.eml")).unwrap();
+        let output = child.wait_with_output().unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let server = Server::start(vec![status(204)]);
+    assert_eq!(qmail_local(&server, PASSWORD), (Some(0), String::new()));
+    let expected = [b"X-Original-To: reply+7@inbox.example.com\n".as_slice(), &corpus("lf.eml")].concat();
+    assert_eq!(server.bodies(), vec![expected]);
+    // qmail: 111 is soft (queued, retried), 100 hard.
+    let rejecting = Server::start(vec![status(401)]);
+    let (code, stderr) = qmail_local(&rejecting, "wrong");
+    assert_eq!(code, Some(111), "{stderr}");
+    assert!(stderr.starts_with("4.7.0 "), "{stderr}");
+    let refusing = Server::start(vec![status(413)]);
+    assert_eq!(qmail_local(&refusing, PASSWORD).0, Some(100));
+}

@@ -726,3 +726,80 @@ fn import_stores_an_mbox_and_a_maildir_exactly_once() {
     assert!(rails.stored().iter().all(|s| !s.starts_with(b"From ")));
     assert!(rails.stored().iter().filter(|s| contains(s, "\n>From the archive\n")).count() == 30);
 }
+
+#[test]
+fn fetchmail_keeps_failed_mail_on_the_server_and_delivers_it_once_later() {
+    let _serial = serial();
+    if !rails_available()
+        || !available("fetchmail", || succeeds("fetchmail", &["--version"]))
+        || !available("Dovecot IMAP", || run_script("dovecot.sh", &["setup"], b"").status.success())
+        || !available("getmail harness (creates the chatwoot-ingress user)", || {
+            run_script("getmail.sh", &["setup"], b"").status.success()
+        })
+    {
+        return;
+    }
+    let rails = Rails::start(Some(PASSWORD), "relay");
+    let port = free_port().to_string();
+    let imap = Harness::start("dovecot.sh", &[&port, "support", "imap-pass"]);
+    let relayer = Relayer::new();
+    relayer.configure(&rails.url(), "wrong-password", "");
+
+    // The shipped rc, with only server, credentials, TLS and paths replaced.
+    let home = tempfile::tempdir().unwrap();
+    let mut rc = fs::read_to_string(root().join("packaging/fetchmail/fetchmailrc")).unwrap();
+    for (shipped, test) in [
+        (
+            "poll imap.example.com with proto IMAP port 993",
+            format!("poll 127.0.0.1 with proto IMAP port {port}"),
+        ),
+        (
+            "user \"support@example.com\" there with password \"CHANGE-ME\"",
+            "user \"support\" there with password \"imap-pass\"".into(),
+        ),
+        ("    ssl sslcertck\n", "    sslproto \"\"\n".into()),
+        ("/usr/bin/chatwoot-ingress", relayer.bin()),
+        ("/etc/chatwoot-ingress/config.toml", relayer.config()),
+    ] {
+        assert!(rc.contains(shipped), "packaging/fetchmail/fetchmailrc no longer has {shipped:?}");
+        rc = rc.replace(shipped, &test);
+    }
+    let rc_path = home.path().join("fetchmailrc");
+    fs::write(&rc_path, rc).unwrap();
+    let home_dir = home.path().to_str().unwrap();
+    assert!(succeeds("chown", &["-R", "chatwoot-ingress", home_dir]));
+    fs::set_permissions(home.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::set_permissions(&rc_path, fs::Permissions::from_mode(0o600)).unwrap();
+    // As the rc says: run by the unprivileged user, which needs a home.
+    let fetch = || {
+        let output = Command::new("runuser")
+            .args([
+                "-u",
+                "chatwoot-ingress",
+                "--",
+                "env",
+                &format!("HOME={home_dir}"),
+                &format!("FETCHMAILHOME={home_dir}"),
+            ])
+            .args(["fetchmail", "-f", rc_path.to_str().unwrap(), "-N"])
+            .current_dir(home.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&[output.stdout, output.stderr].concat()).into_owned()
+    };
+    let held = || imap.run("count", &[], b"").trim().parse::<usize>().unwrap();
+
+    let kept = message("fetchmail-kept", "someone@elsewhere.test");
+    imap.run("append", &[], &kept);
+    let output = fetch();
+    assert!(output.contains("4.7.0 the ingress rejected the password"), "{output}");
+    assert_eq!((rails.count(&kept), held()), (0, 1), "left on the server: {output}");
+
+    relayer.configure(&rails.url(), PASSWORD, "");
+    let output = fetch();
+    assert_eq!((rails.count(&kept), held()), (1, 0), "delivered once after the fix: {output}");
+    fetch();
+    assert_eq!(rails.count(&kept), 1, "never twice");
+    // %T is the mailbox's address from the rc ("is ... here").
+    assert!(contains(rails.stored().last().unwrap(), "X-Original-To: support@example.com"));
+}
