@@ -442,3 +442,16 @@ fn the_shipped_qmail_line_works_as_qmail_local_runs_it() {
     let refusing = Server::start(vec![status(413)]);
     assert_eq!(qmail_local(&refusing, PASSWORD).0, Some(100));
 }
+
+#[test]
+fn on_a_terminal_it_says_how_to_use_it_instead_of_waiting() {
+    // util-linux's script(1) gives the program a real terminal as stdin.
+    let output = std::process::Command::new("script")
+        .args(["-qec", &format!("{BIN} --config /dev/null; echo exit=$?"), "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).replace('\r', "");
+    assert!(text.starts_with("4.3.5 reads one email on standard input"), "{text}");
+    assert!(text.contains("exit=75"), "{text}");
+}
