@@ -376,7 +376,8 @@ fn seconds(s: u64, what: &str) -> Result<Duration, ConfigError> {
 /// Accept a base URL (the relay path is appended) or the full relay URL, as the
 /// rake task's `URL` is. Credentials in the URL would end up in logs: refused.
 pub fn parse_url(text: &str) -> Result<Url, String> {
-    let mut url = Url::parse(text.trim()).map_err(|e| format!("{e} ({text:?})"))?;
+    // Not echoed: a URL with credentials in it would put them in mail logs.
+    let mut url = Url::parse(text.trim()).map_err(|e| e.to_string())?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("expected an http:// or https:// URL, not {}://", url.scheme()));
     }
@@ -413,10 +414,20 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// toml's errors are multi-line with a source excerpt; callers want one line
 /// that names the file, the line and what is wrong.
+/// toml's errors quote the offending value, which on a `password` line is
+/// the password: that one is described, never shown.
 fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     let line = e.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
     let at = line.map(|l| format!(" line {l}")).unwrap_or_default();
-    error(format!("bad configuration in {}{at}: {}", path.display(), e.message().trim()))
+    let on_password_line = line
+        .and_then(|l| text.lines().nth(l - 1))
+        .is_some_and(|l| l.trim_start().trim_start_matches('"').starts_with("password"));
+    let message = if on_password_line {
+        "the password value is not valid TOML: write it as a quoted string, password = \"...\"".to_string()
+    } else {
+        e.message().trim().to_string()
+    };
+    error(format!("bad configuration in {}{at}: {message}", path.display()))
 }
 
 #[cfg(test)]
@@ -473,6 +484,17 @@ mod tests {
         let args = ConfigArgs { config: Some(f.path().into()), ..Default::default() };
         let e = load(&args, &[]).unwrap_err().to_string();
         assert!(e.contains("max_size") && e.contains(&f.path().display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn a_malformed_password_is_never_quoted_back() {
+        for line in ["password = 12345678", "password = s3cr3t-unquoted", "password = [\"s3cr3t\"]"] {
+            let f = file(&format!("url = \"https://x\"\n{line}\n"));
+            let args = ConfigArgs { config: Some(f.path().into()), ..Default::default() };
+            let e = load(&args, &[]).unwrap_err().to_string();
+            assert!(e.contains("line 2: the password value is not valid TOML"), "{e}");
+            assert!(!e.contains("12345678") && !e.contains("s3cr3t"), "{e}");
+        }
     }
 
     #[test]
