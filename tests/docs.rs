@@ -188,3 +188,44 @@ fn both_packages_ship_the_generated_files() {
         );
     }
 }
+
+/// Every line of every snippet in the README's "Callers" section stands in a
+/// file under packaging/, which the interop suite runs: the README shows
+/// only configs that were tested.
+#[test]
+fn readme_caller_snippets_are_the_shipped_configs() {
+    fn files(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut shipped_files = Vec::new();
+    files(&root().join("packaging"), &mut shipped_files);
+    let shipped: BTreeSet<String> = shipped_files
+        .iter()
+        .filter_map(|p| fs::read_to_string(p).ok())
+        .flat_map(|text| {
+            text.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect::<Vec<_>>()
+        })
+        .collect();
+    let readme = fs::read_to_string(root().join("README.md")).unwrap();
+    let callers = readme.split("## Callers").nth(1).unwrap().split("### By hand").next().unwrap();
+    let mut checked = 0;
+    for (i, block) in callers.split("```").enumerate().filter(|(i, _)| i % 2 == 1) {
+        for line in block.lines().skip(1).map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")) {
+            if !line.is_empty() {
+                assert!(
+                    shipped.contains(&line),
+                    "README snippet {i}: {line:?} is in no file under packaging/"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 30, "only {checked} snippet lines found");
+}
