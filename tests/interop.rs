@@ -346,6 +346,23 @@ trait Mta {
     fn log(&self) -> String;
 }
 
+/// A running ingress and a relayer configured for it.
+fn ingress_and_relayer() -> (Rails, Relayer) {
+    let rails = Rails::start(Some(PASSWORD), "relay");
+    let relayer = Relayer::new();
+    relayer.configure(&rails.url(), PASSWORD, "");
+    (rails, relayer)
+}
+
+/// A message over max_size: refused for good, so the MTA neither stores
+/// nor keeps it (it bounces; each MTA's test checks how).
+fn refused_permanently(mta: &dyn Mta, relayer: &Relayer, rails: &Rails) {
+    relayer.configure(&rails.url(), PASSWORD, "max_size = \"1K\"\n");
+    let big = [message("too-big", &format!("reply+4@{DOMAIN}")), vec![b'x'; 4096]].concat();
+    mta.send(&format!("reply+4@{DOMAIN}"), &big);
+    assert_eq!((rails.count(&big), mta.held()), (0, 0));
+}
+
 /// Scenarios 2-6 of issue 3 for one MTA.
 fn deliver_defer_recover_bounce(mta: &dyn Mta, relayer: &Relayer, rails: &Rails, temporary_log: &str) {
     // Delivered, X-Original-To from the envelope.
@@ -410,9 +427,7 @@ fn postfix_delivers_defers_recovers_and_bounces() {
         }
     }
 
-    let rails = Rails::start(Some(PASSWORD), "relay");
-    let relayer = Relayer::new();
-    relayer.configure(&rails.url(), PASSWORD, "");
+    let (rails, relayer) = ingress_and_relayer();
     let postfix = Postfix(Harness::start("postfix.sh", &[&relayer.bin(), &relayer.config(), DOMAIN]));
 
     deliver_defer_recover_bounce(&postfix, &relayer, &rails, "dsn=4.7.0, status=deferred");
@@ -424,10 +439,7 @@ fn postfix_delivers_defers_recovers_and_bounces() {
     assert_eq!(rails.count(&large), 1);
 
     // A permanent refusal bounces (to the sender) instead of being retried.
-    relayer.configure(&rails.url(), PASSWORD, "max_size = \"1K\"\n");
-    let big = [message("too-big", &format!("reply+4@{DOMAIN}")), vec![b'x'; 4096]].concat();
-    postfix.send(&format!("reply+4@{DOMAIN}"), &big);
-    assert_eq!((rails.count(&big), postfix.held()), (0, 0));
+    refused_permanently(&postfix, &relayer, &rails);
     assert!(postfix.log().contains("dsn=5.3.4, status=bounced"), "{}", postfix.log());
     let sink = postfix.0.run("sink", &[], b"");
     assert!(!sink.trim().is_empty(), "the sender got no bounce");
@@ -460,17 +472,12 @@ fn exim_delivers_without_its_from_line_defers_recovers_and_bounces() {
         }
     }
 
-    let rails = Rails::start(Some(PASSWORD), "relay");
-    let relayer = Relayer::new();
-    relayer.configure(&rails.url(), PASSWORD, "");
+    let (rails, relayer) = ingress_and_relayer();
     let exim = Exim(Harness::start("exim.sh", &[&relayer.bin(), &relayer.config(), DOMAIN]));
 
     deliver_defer_recover_bounce(&exim, &relayer, &rails, "4.7.0 the ingress rejected the password");
 
-    relayer.configure(&rails.url(), PASSWORD, "max_size = \"1K\"\n");
-    let big = [message("too-big", &format!("reply+4@{DOMAIN}")), vec![b'x'; 4096]].concat();
-    exim.send(&format!("reply+4@{DOMAIN}"), &big);
-    assert_eq!((rails.count(&big), exim.held()), (0, 0));
+    refused_permanently(&exim, &relayer, &rails);
     assert!(exim.log().contains("5.3.4 message too large"), "{}", exim.log());
     let sink = exim.0.run("sink", &[], b"");
     assert!(sink.contains("5.3.4"), "the sender's bounce names the reason: {sink}");
@@ -591,19 +598,14 @@ fn opensmtpd_delivers_defers_recovers_and_bounces() {
         }
     }
 
-    let rails = Rails::start(Some(PASSWORD), "relay");
-    let relayer = Relayer::new();
-    relayer.configure(&rails.url(), PASSWORD, "");
+    let (rails, relayer) = ingress_and_relayer();
     let port = free_port().to_string();
     let harness = Harness::start("opensmtpd.sh", &[&relayer.bin(), &relayer.config(), &port, DOMAIN]);
     let smtpd = Smtpd { harness, tries: 0.into() };
 
     deliver_defer_recover_bounce(&smtpd, &relayer, &rails, "4.7.0");
 
-    relayer.configure(&rails.url(), PASSWORD, "max_size = \"1K\"\n");
-    let big = [message("too-big", &format!("reply+4@{DOMAIN}")), vec![b'x'; 4096]].concat();
-    smtpd.send(&format!("reply+4@{DOMAIN}"), &big);
-    assert_eq!((rails.count(&big), smtpd.held()), (0, 0));
+    refused_permanently(&smtpd, &relayer, &rails);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !smtpd.harness.run("bounces", &[], b"").contains("5.3.4") {
         assert!(Instant::now() < deadline, "no bounce naming 5.3.4");
