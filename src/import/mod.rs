@@ -8,7 +8,7 @@
 
 mod journal;
 mod maildir;
-mod mbox;
+pub mod mbox;
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};

@@ -45,6 +45,7 @@ pub struct Request {
 pub struct Server {
     pub port: u16,
     received: Arc<Mutex<Vec<Request>>>,
+    answered: Arc<Mutex<Vec<u16>>>,
 }
 
 impl Server {
@@ -53,15 +54,16 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let received = Arc::new(Mutex::new(Vec::new()));
+        let answered = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(VecDeque::from(script)));
-        let log = received.clone();
+        let (log, answers) = (received.clone(), answered.clone());
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (log, script) = (log.clone(), script.clone());
-                thread::spawn(move || serve(stream, &log, &script));
+                let (log, answers, script) = (log.clone(), answers.clone(), script.clone());
+                thread::spawn(move || serve(stream, &log, &answers, &script));
             }
         });
-        Server { port, received }
+        Server { port, received, answered }
     }
 
     pub fn url(&self) -> String {
@@ -71,6 +73,11 @@ impl Server {
     /// Requests whose body arrived in full.
     pub fn received(&self) -> Vec<Request> {
         self.received.lock().unwrap().clone()
+    }
+
+    /// The status codes of the answers sent (or being sent), in order.
+    pub fn answered(&self) -> Vec<u16> {
+        self.answered.lock().unwrap().clone()
     }
 
     pub fn bodies(&self) -> Vec<Vec<u8>> {
@@ -87,7 +94,12 @@ fn next(script: &Mutex<VecDeque<Behaviour>>) -> Behaviour {
     }
 }
 
-fn serve(stream: TcpStream, log: &Mutex<Vec<Request>>, script: &Mutex<VecDeque<Behaviour>>) {
+fn serve(
+    stream: TcpStream,
+    log: &Mutex<Vec<Request>>,
+    answers: &Mutex<Vec<u16>>,
+    script: &Mutex<VecDeque<Behaviour>>,
+) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     loop {
@@ -122,6 +134,8 @@ fn serve(stream: TcpStream, log: &Mutex<Vec<Request>>, script: &Mutex<VecDeque<B
             response.push_str(&format!("{name}: {value}\r\n"));
         }
         response.push_str("\r\n");
+        // Logged before it is sent: a client that has read it may look at once.
+        answers.lock().unwrap().push(code);
         if writer.write_all(response.as_bytes()).is_err() {
             return;
         }
@@ -186,6 +200,11 @@ impl Invocation {
 
     pub fn env(mut self, name: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
         self.command.env(name, value);
+        self
+    }
+
+    pub fn args(mut self, args: impl IntoIterator<Item = impl AsRef<std::ffi::OsStr>>) -> Self {
+        self.command.args(args);
         self
     }
 
