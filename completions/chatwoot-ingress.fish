@@ -26,7 +26,7 @@ end
 
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l config -d 'Configuration file (TOML) [default: $CHATWOOT_INGRESS_CONFIG, then the user config dir, then /etc/chatwoot-ingress/config.toml]' -r -F
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l url -d 'Chatwoot\'s base URL, or the full relay ingress URL [env: CHATWOOT_INGRESS_URL, URL]' -r
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l password-file -d 'File whose first line is the ingress password (there is no --password: command lines are visible to every user) [env: CHATWOOT_INGRESS_PASSWORD, INGRESS_PASSWORD]' -r -F
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l password-file -d 'File whose first line is the ingress password (there is no --password: command lines are visible to every user). The environment may instead carry the password itself: CHATWOOT_INGRESS_PASSWORD or INGRESS_PASSWORD' -r -F
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l timeout -d 'Give up after this many seconds in all, retries included [default: 30]' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l max-size -d 'Refuse larger messages permanently (bytes; K, M, G suffixes are binary) [default: 64M]' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l ca-file -d 'Trust this PEM certificate authority in addition to the system\'s' -r -F
@@ -50,7 +50,7 @@ complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check"
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l send-test -d 'When every step is right, also deliver a generated test message to ADDR, an address that reaches a Chatwoot inbox, to prove routing end to end. Unlike the probe, it is stored: it appears in the inbox' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l config -d 'Configuration file (TOML) [default: $CHATWOOT_INGRESS_CONFIG, then the user config dir, then /etc/chatwoot-ingress/config.toml]' -r -F
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l url -d 'Chatwoot\'s base URL, or the full relay ingress URL [env: CHATWOOT_INGRESS_URL, URL]' -r
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l password-file -d 'File whose first line is the ingress password (there is no --password: command lines are visible to every user) [env: CHATWOOT_INGRESS_PASSWORD, INGRESS_PASSWORD]' -r -F
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l password-file -d 'File whose first line is the ingress password (there is no --password: command lines are visible to every user). The environment may instead carry the password itself: CHATWOOT_INGRESS_PASSWORD or INGRESS_PASSWORD' -r -F
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l timeout -d 'Give up after this many seconds in all, retries included [default: 30]' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l max-size -d 'Refuse larger messages permanently (bytes; K, M, G suffixes are binary) [default: 64M]' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l ca-file -d 'Trust this PEM certificate authority in addition to the system\'s' -r -F
@@ -70,7 +70,7 @@ complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l recipient -d 'The envelope recipient of every message: added as X-Original-To to messages that have none' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l config -d 'Configuration file (TOML) [default: $CHATWOOT_INGRESS_CONFIG, then the user config dir, then /etc/chatwoot-ingress/config.toml]' -r -F
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l url -d 'Chatwoot\'s base URL, or the full relay ingress URL [env: CHATWOOT_INGRESS_URL, URL]' -r
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l password-file -d 'File whose first line is the ingress password (there is no --password: command lines are visible to every user) [env: CHATWOOT_INGRESS_PASSWORD, INGRESS_PASSWORD]' -r -F
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l password-file -d 'File whose first line is the ingress password (there is no --password: command lines are visible to every user). The environment may instead carry the password itself: CHATWOOT_INGRESS_PASSWORD or INGRESS_PASSWORD' -r -F
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l timeout -d 'Give up after this many seconds in all, retries included [default: 30]' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l max-size -d 'Refuse larger messages permanently (bytes; K, M, G suffixes are binary) [default: 64M]' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l ca-file -d 'Trust this PEM certificate authority in addition to the system\'s' -r -F

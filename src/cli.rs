@@ -54,8 +54,9 @@ pub struct ConfigArgs {
     pub url: Option<String>,
 
     /// File whose first line is the ingress password (there is no --password:
-    /// command lines are visible to every user) [env:
-    /// CHATWOOT_INGRESS_PASSWORD, INGRESS_PASSWORD]
+    /// command lines are visible to every user). The environment may instead
+    /// carry the password itself: CHATWOOT_INGRESS_PASSWORD or
+    /// INGRESS_PASSWORD
     #[arg(long, value_name = "FILE", global = true)]
     pub password_file: Option<PathBuf>,
 

@@ -4,7 +4,11 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// import's workers may save two messages within the same nanosecond.
+static SAVED: AtomicU64 = AtomicU64::new(0);
 
 /// Write `head` followed by the rest of `rest` to `<dir>/<name>.eml`, and the
 /// reason to `<name>.reason`; both fsync'd, then the directory, so the copy
@@ -12,7 +16,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub fn save(dir: &Path, head: &[u8], rest: &mut dyn Read, reason: &str) -> io::Result<PathBuf> {
     fs::create_dir_all(dir)?;
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let name = format!("{}.{:09}.{}", stamp.as_secs(), stamp.subsec_nanos(), std::process::id());
+    let (pid, n) = (std::process::id(), SAVED.fetch_add(1, Relaxed));
+    let name = format!("{}.{:09}.{pid}.{n}", stamp.as_secs(), stamp.subsec_nanos());
     let eml = dir.join(format!("{name}.eml"));
     write_durably(&eml, |file| {
         file.write_all(head)?;

@@ -216,6 +216,43 @@ fn refusals_are_listed_saved_and_exit_65() {
 }
 
 #[test]
+fn too_large_messages_are_copied_whole_to_the_reject_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let rejects = dir.path().join("rejected");
+    let mut large = message(2);
+    large.extend_from_slice(b">From a quoted line\n");
+    large.extend(std::iter::repeat_n(b'x', 3000));
+    large.push(b'\n');
+    let path = write(dir.path(), "box", &mbox(&[message(1), large.clone(), message(3)]));
+    let eml = write(dir.path(), "large.eml", &large);
+    let server = Server::start(vec![status(204)]);
+    let reject_dir = rejects.to_str().unwrap();
+    let args = ["--jobs", "1", "--max-size", "1K", "--reject-dir", reject_dir, &path, &eml];
+    let run = import(&server, dir.path(), &args).run();
+    assert_eq!(run.code, 65, "{run:#?}");
+    summary(&run, 2, 0, 2, 0);
+    assert_eq!(server.bodies(), vec![message(1), message(3)]);
+    let mut copies: Vec<_> = fs::read_dir(&rejects)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().unwrap() == "eml")
+        .map(|p| fs::read(p).unwrap())
+        .collect();
+    copies.sort();
+    // The mbox message unquoted, as it would have been sent; the file as it is.
+    let mut unquoted = b"From sender@example.com Mon Jan  1 00:00:00 2024\n".to_vec();
+    unquoted.extend(String::from_utf8(large.clone()).unwrap().replace(">From a", "From a").into_bytes());
+    assert_eq!(copies, sorted(vec![unquoted, large.clone()]));
+
+    // Standard input cannot be read again: the refusal says so.
+    let run = import(&server, dir.path(), &["--max-size", "1K", "--reject-dir", reject_dir, "-"])
+        .stdin(mbox(&[large]))
+        .run();
+    assert_eq!(run.code, 65, "{run:#?}");
+    assert!(run.stderr.contains("(read from standard input: not copied to the reject folder)"), "{run:#?}");
+}
+
+#[test]
 fn a_rerun_delivers_what_failed_and_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
     let all: Vec<_> = (1..=10).map(message).collect();

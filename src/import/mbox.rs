@@ -1,7 +1,9 @@
 //! A streaming mbox splitter: it reads one line at a time and holds one
 //! message, so memory does not grow with the size of the mbox.
 
-use std::io::{self, BufRead};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
 
 use crate::message::{Input, Raw};
 
@@ -22,16 +24,25 @@ pub struct Piece {
     pub line: u64,
     /// The message, or its head when it is larger than the limit.
     pub input: Input,
+    /// Where it is in the mbox, to read it again when it was too large to keep.
+    pub at: Span,
+}
+
+/// A message's bytes in an mbox.
+#[derive(Clone, Copy, Debug)]
+pub struct Span {
+    /// Where its first line starts.
+    pub offset: u64,
     /// How many bytes of the mbox it took, separator included.
-    pub span: u64,
+    pub len: u64,
+    /// Its length once unquoted, without the separator.
+    pub message_len: u64,
 }
 
 struct Current {
     raw: Raw,
     line: u64,
-    /// The message's length, which may exceed what `raw` keeps.
-    len: u64,
-    span: u64,
+    at: Span,
 }
 
 /// Split `reader` at every line that begins with `From ` at the start or
@@ -46,7 +57,7 @@ pub fn split(
     mut emit: impl FnMut(Piece) -> bool,
 ) -> io::Result<()> {
     let mut line = Vec::new();
-    let (mut number, mut line_no) = (0, 0);
+    let (mut number, mut line_no, mut offset) = (0, 0, 0);
     let mut current: Option<Current> = None;
     // The length of the previous line if it was blank: a separator candidate.
     let mut blank: Option<usize> = None;
@@ -68,14 +79,14 @@ pub fn split(
         let message = current.get_or_insert_with(|| Current {
             raw: Raw::with_room_for(recipient),
             line: line_no,
-            len: 0,
-            span: 0,
+            at: Span { offset, len: 0, message_len: 0 },
         });
-        message.span += line.len() as u64;
+        offset += line.len() as u64;
+        message.at.len += line.len() as u64;
         let content = if starts_message { &line[..] } else { unquote(&line, flavour) };
-        let room = (limit + 1).saturating_sub(message.len) as usize;
+        let room = (limit + 1).saturating_sub(message.at.message_len) as usize;
         message.raw.extend_from_slice(&content[..content.len().min(room)]);
-        message.len += content.len() as u64;
+        message.at.message_len += content.len() as u64;
         blank = matches!(&line[..], b"\n" | b"\r\n").then_some(line.len());
     }
     if let Some(done) = current {
@@ -88,12 +99,52 @@ pub fn split(
 /// The message without the separating blank line it ends with, if any.
 fn finish(mut message: Current, blank: Option<usize>, number: u64, limit: u64) -> Piece {
     if let Some(blank) = blank {
-        message.len -= blank as u64;
-        let kept = message.raw.input().len().min(message.len as usize);
+        message.at.message_len -= blank as u64;
+        let kept = message.raw.input().len().min(message.at.message_len as usize);
         message.raw.truncate(kept);
     }
-    let input = if message.len > limit { Input::TooLarge(message.raw) } else { Input::Complete(message.raw) };
-    Piece { number, line: message.line, input, span: message.span }
+    let input = if message.at.message_len > limit {
+        Input::TooLarge(message.raw)
+    } else {
+        Input::Complete(message.raw)
+    };
+    Piece { number, line: message.line, input, at: message.at }
+}
+
+/// The message at `at` in the mbox file at `path`, unquoted as `split` gives
+/// it: for copying one that was too large to hold in memory.
+pub fn reread(path: &Path, at: Span, flavour: Flavour) -> io::Result<impl Read> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(at.offset))?;
+    let lines = BufReader::with_capacity(1 << 16, file.take(at.len));
+    Ok(Unquoted { lines, flavour, line: Vec::new(), at: 0, first: true }.take(at.message_len))
+}
+
+struct Unquoted<R> {
+    lines: R,
+    flavour: Flavour,
+    line: Vec<u8>,
+    /// How much of `line` has been read.
+    at: usize,
+    /// The `From ` line that starts the message is never quoted.
+    first: bool,
+}
+
+impl<R: BufRead> Read for Unquoted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.line.len() {
+            self.line.clear();
+            if self.lines.read_until(b'\n', &mut self.line)? == 0 {
+                return Ok(0);
+            }
+            let quoting = self.line.len() - unquote(&self.line, self.flavour).len();
+            self.at = if std::mem::take(&mut self.first) { 0 } else { quoting };
+        }
+        let n = buf.len().min(self.line.len() - self.at);
+        buf[..n].copy_from_slice(&self.line[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 /// A `From ` line quoted by the writer, without its quoting `>`.
@@ -176,5 +227,28 @@ mod tests {
         let out = messages(mbox, Flavour::Mboxrd, 16);
         assert_eq!((out[0].1.len(), out[0].2), (17, true));
         assert_eq!((&out[1].1[..], out[1].2), (&b"From b\nS: 2\n"[..], false));
+    }
+
+    #[test]
+    fn rereading_gives_what_split_gave() {
+        let mbox: &[u8] = b"From a\r\nS: 1\r\n\r\n>From x\r\n\r\nFrom b\nS: 2\n\n>>From y\nFrom z\n\n\nFrom c\nS: 3\n\nlast";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mbox");
+        std::fs::write(&path, mbox).unwrap();
+        for flavour in [Flavour::Mboxrd, Flavour::Mboxo] {
+            let mut pieces = Vec::new();
+            split(mbox, flavour, 1 << 20, None, |piece| {
+                let Input::Complete(raw) = piece.input else { unreachable!() };
+                pieces.push((raw.input().to_vec(), piece.at));
+                true
+            })
+            .unwrap();
+            assert_eq!(pieces.len(), 3);
+            for (bytes, at) in pieces {
+                let mut again = Vec::new();
+                reread(&path, at, flavour).unwrap().read_to_end(&mut again).unwrap();
+                assert_eq!(String::from_utf8(again).unwrap(), String::from_utf8(bytes).unwrap());
+            }
+        }
     }
 }

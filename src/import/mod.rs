@@ -239,9 +239,22 @@ struct Job {
 struct Place {
     /// For the administrator: a file, or an mbox and a position in it.
     origin: String,
-    /// The file that holds exactly this message (not an mbox).
-    file: Option<PathBuf>,
-    maildir: bool,
+    stored: Stored,
+}
+
+/// Where to read a message again.
+enum Stored {
+    /// A file that holds exactly this message.
+    File {
+        path: PathBuf,
+        maildir: bool,
+    },
+    InMbox {
+        path: PathBuf,
+        at: mbox::Span,
+    },
+    /// Gone once read.
+    Stdin,
 }
 
 enum Done {
@@ -310,15 +323,12 @@ impl Batch<'_> {
     fn read_all(&self, sources: &[Source], queue: &SyncSender<Job>) {
         for source in sources {
             let (name, result) = match source {
-                Source::Stdin => {
-                    ("standard input".into(), self.read_mbox("standard input", io::stdin().lock(), queue))
-                }
+                Source::Stdin => ("standard input".into(), self.read_mbox(None, io::stdin().lock(), queue)),
                 Source::Mbox(path) => {
-                    let name = path.display().to_string();
                     let result = File::open(path).and_then(|file| {
-                        self.read_mbox(&name, BufReader::with_capacity(1 << 16, file), queue)
+                        self.read_mbox(Some(path), BufReader::with_capacity(1 << 16, file), queue)
                     });
-                    (name, result)
+                    (path.display().to_string(), result)
                 }
                 Source::Files { paths, maildir } => {
                     for path in paths {
@@ -339,12 +349,23 @@ impl Batch<'_> {
         !self.stopping() && queue.send(job).is_ok()
     }
 
-    fn read_mbox(&self, name: &str, reader: impl BufRead, queue: &SyncSender<Job>) -> io::Result<()> {
+    /// An mbox file, or standard input when `path` is None.
+    fn read_mbox(
+        &self,
+        path: Option<&Path>,
+        reader: impl BufRead,
+        queue: &SyncSender<Job>,
+    ) -> io::Result<()> {
         let limit = self.config.max_size.value;
+        let name = path.map_or("standard input".into(), |p| p.display().to_string());
         mbox::split(reader, self.flavour, limit, self.recipient, |piece| {
-            self.read.fetch_add(piece.span, Relaxed);
+            self.read.fetch_add(piece.at.len, Relaxed);
             let origin = format!("{name} message {} (line {})", piece.number, piece.line);
-            self.send(queue, Job { place: Place { origin, file: None, maildir: false }, input: piece.input })
+            let stored = match path {
+                Some(path) => Stored::InMbox { path: path.to_path_buf(), at: piece.at },
+                None => Stored::Stdin,
+            };
+            self.send(queue, Job { place: Place { origin, stored }, input: piece.input })
         })
     }
 
@@ -356,7 +377,8 @@ impl Batch<'_> {
         self.read.fetch_add(file.metadata()?.len(), Relaxed);
         let input = message::read_limited(&mut file, self.config.max_size.value, self.recipient)?;
         let origin = path.display().to_string();
-        self.send(queue, Job { place: Place { origin, file: Some(path.to_path_buf()), maildir }, input });
+        let stored = Stored::File { path: path.to_path_buf(), maildir };
+        self.send(queue, Job { place: Place { origin, stored }, input });
         Ok(())
     }
 
@@ -375,7 +397,7 @@ impl Batch<'_> {
     fn deliver(&self, place: &Place, input: Input) -> Done {
         let raw = match input {
             Input::Complete(raw) => raw,
-            Input::TooLarge(_) => return Done::NotDelivered(self.too_large(place)),
+            Input::TooLarge(head) => return Done::NotDelivered(self.too_large(place, head.input())),
         };
         let message = match Message::prepare(raw, self.recipient) {
             Ok(message) => message,
@@ -423,27 +445,41 @@ impl Batch<'_> {
         }
     }
 
-    /// Too large to send. A file is copied whole to the reject folder; an
-    /// mbox message is not (only its head was kept): its position says
-    /// where to find it.
-    fn too_large(&self, place: &Place) -> Outcome {
+    /// Too large to send, and to hold: only its head was read. With a reject
+    /// folder, the message is read again from where it is stored, after
+    /// checking that its head has not changed meanwhile.
+    fn too_large(&self, place: &Place, head: &[u8]) -> Outcome {
         let max_size = &self.config.max_size;
         let reason =
             format!("message too large: over max_size of {} bytes ({})", max_size.value, max_size.source);
         let outcome = Outcome::new(Cause::TooLarge, reason);
-        match (&place.file, &self.config.reject_dir) {
-            (Some(path), _) => match File::open(path) {
-                Ok(mut file) => refuse(self.config, outcome, &[], &mut file),
-                Err(e) => Outcome::new(
+        if self.config.reject_dir.is_none() {
+            return outcome;
+        }
+        let again: io::Result<Box<dyn Read>> = match &place.stored {
+            Stored::File { path, .. } => File::open(path).map(|f| Box::new(f) as Box<dyn Read>),
+            Stored::InMbox { path, at } => mbox::reread(path, *at, self.flavour).map(|r| Box::new(r) as _),
+            Stored::Stdin => {
+                let reason = format!(
+                    "{} (read from standard input: not copied to the reject folder)",
+                    outcome.reason()
+                );
+                return Outcome::new(outcome.cause, reason);
+            }
+        };
+        let mut again = match again.and_then(|mut r| starts_with(&mut r, head).map(|same| (r, same))) {
+            Ok((again, true)) => again,
+            Ok((_, false)) => {
+                return Outcome::new(Cause::InputError, format!("it changed while it was read ({outcome})"))
+            }
+            Err(e) => {
+                return Outcome::new(
                     Cause::InputError,
                     format!("cannot read it again: {} ({outcome})", io_reason(&e)),
-                ),
-            },
-            (None, Some(_)) => {
-                Outcome::new(outcome.cause, format!("{} (not copied to the reject folder)", outcome.reason()))
+                )
             }
-            (None, None) => outcome,
-        }
+        };
+        refuse(self.config, outcome, head, &mut again)
     }
 
     /// Sleep before a retry; false if the run is stopping meanwhile.
@@ -459,7 +495,7 @@ impl Batch<'_> {
     }
 
     fn seen(&self, place: &Place) {
-        if let (true, true, Some(path)) = (self.mark_seen, place.maildir, &place.file) {
+        if let (true, Stored::File { path, maildir: true }) = (self.mark_seen, &place.stored) {
             if let Err(e) = maildir::mark_seen(path) {
                 self.say(&format!(
                     "warning: {}: delivered, but cannot mark it seen: {}",
@@ -567,6 +603,22 @@ impl Batch<'_> {
 
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// Whether `reader` begins with `head`, which it has then consumed.
+fn starts_with(reader: &mut dyn Read, head: &[u8]) -> io::Result<bool> {
+    let mut buf = vec![0; head.len().min(1 << 16)];
+    for expected in head.chunks(buf.len().max(1)) {
+        let got = &mut buf[..expected.len()];
+        match reader.read_exact(got) {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+            read => read?,
+        }
+        if got != expected {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn read_error(e: &io::Error) -> Done {
