@@ -456,9 +456,7 @@ impl Batch<'_> {
         if self.config.reject_dir.is_none() {
             return outcome;
         }
-        let again: io::Result<Box<dyn Read>> = match &place.stored {
-            Stored::File { path, .. } => File::open(path).map(|f| Box::new(f) as Box<dyn Read>),
-            Stored::InMbox { path, at } => mbox::reread(path, *at, self.flavour).map(|r| Box::new(r) as _),
+        let again = match &place.stored {
             Stored::Stdin => {
                 let reason = format!(
                     "{} (read from standard input: not copied to the reject folder)",
@@ -466,20 +464,17 @@ impl Batch<'_> {
                 );
                 return Outcome::new(outcome.cause, reason);
             }
+            Stored::File { path, .. } => File::open(path).map(|f| Box::new(f) as Box<dyn Read>),
+            Stored::InMbox { path, at } => mbox::reread(path, *at, self.flavour).map(|r| Box::new(r) as _),
         };
-        let mut again = match again.and_then(|mut r| starts_with(&mut r, head).map(|same| (r, same))) {
-            Ok((again, true)) => again,
-            Ok((_, false)) => {
-                return Outcome::new(Cause::InputError, format!("it changed while it was read ({outcome})"))
-            }
-            Err(e) => {
-                return Outcome::new(
-                    Cause::InputError,
-                    format!("cannot read it again: {} ({outcome})", io_reason(&e)),
-                )
-            }
-        };
-        refuse(self.config, outcome, head, &mut again)
+        match again.and_then(|mut again| Ok(starts_with(&mut again, head)?.then_some(again))) {
+            Ok(Some(mut rest)) => refuse(self.config, outcome, head, &mut rest),
+            Ok(None) => Outcome::new(Cause::InputError, format!("it changed while it was read ({outcome})")),
+            Err(e) => Outcome::new(
+                Cause::InputError,
+                format!("cannot read it again: {} ({outcome})", io_reason(&e)),
+            ),
+        }
     }
 
     /// Sleep before a retry; false if the run is stopping meanwhile.
