@@ -90,13 +90,7 @@ fn sigterm_in_flight(mta: &str) -> Cell {
     }
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    let run = Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
+    let run = Run::wait(child, writer);
     Cell { run, answered: server.answered(), bodies: server.bodies() }
 }
 

@@ -287,13 +287,7 @@ fn ctrl_c_finishes_the_request_in_flight_saves_the_journal_and_a_rerun_completes
     }
     thread::sleep(Duration::from_millis(300)); // the first request is in flight
     Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    let run = Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
+    let run = Run::wait(child, writer);
     assert_eq!(run.code, 75, "{run:#?}");
     assert!(run.stderr.lines().last().unwrap().starts_with("4.3.0 interrupted"), "{run:#?}");
     let delivered = server.bodies();

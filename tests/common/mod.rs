@@ -227,6 +227,13 @@ impl Invocation {
 
     pub fn run(self) -> Run {
         let (child, writer) = self.spawn();
+        Run::wait(child, writer)
+    }
+}
+
+impl Run {
+    /// Wait for what `Invocation::spawn` started to end.
+    pub fn wait(child: std::process::Child, writer: thread::JoinHandle<()>) -> Run {
         let output = child.wait_with_output().unwrap();
         writer.join().unwrap();
         Run {
@@ -235,9 +242,7 @@ impl Invocation {
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }
     }
-}
 
-impl Run {
     /// The one line a failure writes: on stderr, beginning with `code`.
     #[track_caller]
     pub fn failed(&self, exit: i32, code: &str) -> &Self {
