@@ -119,6 +119,16 @@ fn network_faults_stop_at_the_step_that_failed() {
     assert_eq!(dns.code, 1, "{dns:#?}");
     assert!(line(&dns, "✗", "dns").contains("cannot resolve chatwoot.invalid"), "{dns:#?}");
     assert!(!dns.stdout.contains("tcp:"), "{dns:#?}");
+    assert!(!dns.stdout.contains("! url:"), "https: no warning: {dns:#?}");
+    assert!(!refused.stdout.contains("! url:"), "plain http to loopback: no warning: {refused:#?}");
+
+    // Plain http beyond this machine: the password travels in clear.
+    let clear = ingress(&["check", "--url", "http://chatwoot.invalid"])
+        .env("CHATWOOT_INGRESS_PASSWORD", PASSWORD)
+        .run();
+    let warning = line(&clear, "!", "url");
+    assert!(warning.contains("plain http to chatwoot.invalid: the password and every email travel in clear"));
+    assert!(warning.contains("use https://"), "{clear:#?}");
 
     // https to a server that speaks plain HTTP: the TLS step fails, not the HTTP one.
     let plain = Server::start(vec![status(415)]);
