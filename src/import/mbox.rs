@@ -117,32 +117,32 @@ pub fn reread(path: &Path, at: Span, flavour: Flavour) -> io::Result<impl Read> 
     let mut file = File::open(path)?;
     file.seek(SeekFrom::Start(at.offset))?;
     let lines = BufReader::with_capacity(1 << 16, file.take(at.len));
-    Ok(Unquoted { lines, flavour, line: Vec::new(), at: 0, first: true }.take(at.message_len))
+    Ok(Unquoted { lines, flavour, line: Vec::new(), used: 0, first: true }.take(at.message_len))
 }
 
 struct Unquoted<R> {
     lines: R,
     flavour: Flavour,
     line: Vec<u8>,
-    /// How much of `line` has been read.
-    at: usize,
+    /// How much of `line` has been given out (its quoting counts as given).
+    used: usize,
     /// The `From ` line that starts the message is never quoted.
     first: bool,
 }
 
 impl<R: BufRead> Read for Unquoted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.line.len() {
+        while self.used == self.line.len() {
             self.line.clear();
             if self.lines.read_until(b'\n', &mut self.line)? == 0 {
                 return Ok(0);
             }
             let quoting = self.line.len() - unquote(&self.line, self.flavour).len();
-            self.at = if std::mem::take(&mut self.first) { 0 } else { quoting };
+            self.used = if std::mem::take(&mut self.first) { 0 } else { quoting };
         }
-        let n = buf.len().min(self.line.len() - self.at);
-        buf[..n].copy_from_slice(&self.line[self.at..self.at + n]);
-        self.at += n;
+        let n = buf.len().min(self.line.len() - self.used);
+        buf[..n].copy_from_slice(&self.line[self.used..self.used + n]);
+        self.used += n;
         Ok(n)
     }
 }
