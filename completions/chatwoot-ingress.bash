@@ -91,7 +91,7 @@ _chatwoot__ingress() {
             return 0
             ;;
         chatwoot__subcmd__ingress__subcmd__check)
-            opts="-h --user --json --send-test --config --url --password-file --timeout --max-size --ca-file --reject-dir --mta --help"
+            opts="-h --user --json --size-limit --send-test --config --url --password-file --timeout --max-size --ca-file --reject-dir --mta --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -201,7 +201,7 @@ _chatwoot__ingress() {
             return 0
             ;;
         chatwoot__subcmd__ingress__subcmd__import)
-            opts="-j -h --jobs --retries --journal --mboxo --mark-seen --recipient --config --url --password-file --timeout --max-size --ca-file --reject-dir --mta --help"
+            opts="-j -h --jobs --journal --mboxo --mark-seen --subfolders --recipient --dry-run --config --url --password-file --timeout --max-size --ca-file --reject-dir --mta --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -212,10 +212,6 @@ _chatwoot__ingress() {
                     return 0
                     ;;
                 -j)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --retries)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

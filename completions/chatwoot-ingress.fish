@@ -25,22 +25,22 @@ function __fish_chatwoot_ingress_using_subcommand
 end
 
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l config -d 'Configuration file (TOML) [default: $CHATWOOT_INGRESS_CONFIG, then the user config dir, then /etc/chatwoot-ingress/config.toml]' -r -F
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l url -d 'Chatwoot\'s base URL, or the full relay ingress URL [env: CHATWOOT_INGRESS_URL, URL]' -r
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l password-file -d 'File whose first line is the ingress password (there is no --password: command lines are visible to every user). The environment may instead carry the password itself: CHATWOOT_INGRESS_PASSWORD or INGRESS_PASSWORD' -r -F
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l url -d 'Chatwoot\'s base URL, or the full relay ingress URL [env: CHATWOOT_INGRESS_URL above the file; URL, the rake task\'s name, below it]' -r
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l password-file -d 'File whose first line is the ingress password (there is no --password: command lines are visible to every user). The environment may instead carry the password itself: CHATWOOT_INGRESS_PASSWORD (above the file), or INGRESS_PASSWORD (below it)' -r -F
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l timeout -d 'Give up after this many seconds in all, retries included [default: 30]' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l max-size -d 'Refuse larger messages permanently (bytes; K, M, G suffixes are binary) [default: 64M]' -r
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l ca-file -d 'Trust this PEM certificate authority in addition to the system\'s' -r -F
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l ca-file -d 'Trust the PEM certificates in this file in addition to the system\'s: as authorities, or as the server\'s own (self-signed) certificate' -r -F
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l reject-dir -d 'Keep a copy of every permanently refused message here (fsync\'d, with its reason beside it)' -r -F
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l mta -d 'The program that runs this one; it decides the exit codes (and, for check, which user\'s access to test)' -r -f -a "sysexits\t'sysexits(3): 0, 75 (temporary), 65 (permanent)'
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l mta -d 'The program that runs this one; it decides the exit codes (for check: which user\'s access to test and which of its limits to check)' -r -f -a "sysexits\t'sysexits(3): 0, 75 (temporary), 65 (permanent)'
 postfix\t''
 exim\t''
 qmail\t''
 opensmtpd\t''
 getmail\t''
 fetchmail\t''"
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l recipient -d 'The envelope recipient; added as X-Original-To when the message has none, so Chatwoot can route mail that reached the inbox by BCC or forwarding' -r
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l recipient -d 'The envelope recipient: the message is given exactly one X-Original-To, this address, so Chatwoot can route mail that reached the inbox by BCC or forwarding (earlier ones are kept as X-Previous-Original-To)' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l dry-run -d 'Check the message and show what would be sent; send nothing'
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -s v -l verbose -d 'Also report success on stdout, as a line beginning with 2.0.0'
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -s v -l verbose -d 'Also report success on stdout, as a line beginning with 2.0.0, and where the URL and the password came from'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -s V -l version -d 'Print version'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -f -a "check" -d 'Check the setup step by step and say what to fix; deliver nothing'
@@ -49,13 +49,13 @@ complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -f -a "h
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l user -d 'Also check that this user can read the configuration and password files and run this program [default with any --mta: chatwoot-ingress, the account our packaged caller configs run it as]' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l send-test -d 'When every step is right, also deliver a generated test message to ADDR, an address that reaches a Chatwoot inbox, to prove routing end to end. Unlike the probe, it is stored: it appears in the inbox' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l config -d 'Configuration file (TOML) [default: $CHATWOOT_INGRESS_CONFIG, then the user config dir, then /etc/chatwoot-ingress/config.toml]' -r -F
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l url -d 'Chatwoot\'s base URL, or the full relay ingress URL [env: CHATWOOT_INGRESS_URL, URL]' -r
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l password-file -d 'File whose first line is the ingress password (there is no --password: command lines are visible to every user). The environment may instead carry the password itself: CHATWOOT_INGRESS_PASSWORD or INGRESS_PASSWORD' -r -F
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l url -d 'Chatwoot\'s base URL, or the full relay ingress URL [env: CHATWOOT_INGRESS_URL above the file; URL, the rake task\'s name, below it]' -r
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l password-file -d 'File whose first line is the ingress password (there is no --password: command lines are visible to every user). The environment may instead carry the password itself: CHATWOOT_INGRESS_PASSWORD (above the file), or INGRESS_PASSWORD (below it)' -r -F
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l timeout -d 'Give up after this many seconds in all, retries included [default: 30]' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l max-size -d 'Refuse larger messages permanently (bytes; K, M, G suffixes are binary) [default: 64M]' -r
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l ca-file -d 'Trust this PEM certificate authority in addition to the system\'s' -r -F
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l ca-file -d 'Trust the PEM certificates in this file in addition to the system\'s: as authorities, or as the server\'s own (self-signed) certificate' -r -F
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l reject-dir -d 'Keep a copy of every permanently refused message here (fsync\'d, with its reason beside it)' -r -F
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l mta -d 'The program that runs this one; it decides the exit codes (and, for check, which user\'s access to test)' -r -f -a "sysexits\t'sysexits(3): 0, 75 (temporary), 65 (permanent)'
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l mta -d 'The program that runs this one; it decides the exit codes (for check: which user\'s access to test and which of its limits to check)' -r -f -a "sysexits\t'sysexits(3): 0, 75 (temporary), 65 (permanent)'
 postfix\t''
 exim\t''
 qmail\t''
@@ -63,19 +63,19 @@ opensmtpd\t''
 getmail\t''
 fetchmail\t''"
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l json -d 'Print the steps as one JSON document, for scripts and monitoring (the password is never included)'
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l size-limit -d 'Also find whether a proxy in front of Chatwoot refuses messages of max_size: a text/plain body of that size is sent, which the ingress refuses (415) without storing it if it gets through, and a proxy\'s limit answers 413'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -s j -l jobs -d 'Requests in flight at once, over one pool of keep-alive connections' -r
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l retries -d 'Retry a message that failed temporarily this many times, pausing 1 s, 2 s, 4 s… in between, before counting it as failed (a re-run tries it again)' -r
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l journal -d 'The record of delivered messages (the SHA-256 of the bytes sent, one per line): messages in it are skipped, so running the same command again after a failure, a crash or Ctrl-C delivers only the rest. Delete it to send everything again [default: one per ingress URL in $XDG_STATE_HOME/chatwoot-ingress/, else ~/.local/state/chatwoot-ingress/, named HOST-HASH.journal]' -r -F
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l recipient -d 'The envelope recipient of every message: added as X-Original-To to messages that have none' -r
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l journal -d 'The record of what was delivered or refused (the SHA-256 of the bytes, one per line): messages in it are skipped, so running the same command again after a failure, a crash or Ctrl-C delivers only the rest. Delete it to send everything again [default: one per ingress URL in $XDG_STATE_HOME/chatwoot-ingress/, else ~/.local/state/chatwoot-ingress/, named HOST-HASH.journal]' -r -F
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l recipient -d 'The envelope recipient of every message: each gets exactly one X-Original-To, this address' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l config -d 'Configuration file (TOML) [default: $CHATWOOT_INGRESS_CONFIG, then the user config dir, then /etc/chatwoot-ingress/config.toml]' -r -F
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l url -d 'Chatwoot\'s base URL, or the full relay ingress URL [env: CHATWOOT_INGRESS_URL, URL]' -r
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l password-file -d 'File whose first line is the ingress password (there is no --password: command lines are visible to every user). The environment may instead carry the password itself: CHATWOOT_INGRESS_PASSWORD or INGRESS_PASSWORD' -r -F
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l url -d 'Chatwoot\'s base URL, or the full relay ingress URL [env: CHATWOOT_INGRESS_URL above the file; URL, the rake task\'s name, below it]' -r
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l password-file -d 'File whose first line is the ingress password (there is no --password: command lines are visible to every user). The environment may instead carry the password itself: CHATWOOT_INGRESS_PASSWORD (above the file), or INGRESS_PASSWORD (below it)' -r -F
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l timeout -d 'Give up after this many seconds in all, retries included [default: 30]' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l max-size -d 'Refuse larger messages permanently (bytes; K, M, G suffixes are binary) [default: 64M]' -r
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l ca-file -d 'Trust this PEM certificate authority in addition to the system\'s' -r -F
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l ca-file -d 'Trust the PEM certificates in this file in addition to the system\'s: as authorities, or as the server\'s own (self-signed) certificate' -r -F
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l reject-dir -d 'Keep a copy of every permanently refused message here (fsync\'d, with its reason beside it)' -r -F
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l mta -d 'The program that runs this one; it decides the exit codes (and, for check, which user\'s access to test)' -r -f -a "sysexits\t'sysexits(3): 0, 75 (temporary), 65 (permanent)'
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l mta -d 'The program that runs this one; it decides the exit codes (for check: which user\'s access to test and which of its limits to check)' -r -f -a "sysexits\t'sysexits(3): 0, 75 (temporary), 65 (permanent)'
 postfix\t''
 exim\t''
 qmail\t''
@@ -84,6 +84,8 @@ getmail\t''
 fetchmail\t''"
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l mboxo -d 'Read mbox files as mboxo: unquote only ">From " lines. The default, mboxrd, turns ">From " into "From " and ">>From " into ">From "'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l mark-seen -d 'Maildir: move each delivered message to cur/ and flag it seen (S), so that new/ holds only mail still to import'
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l subfolders -d 'Maildir: also import the Maildir++ subfolders (.Sent/, .Archive/…), which are otherwise skipped and named'
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l dry-run -d 'Read, split and check everything and say what would be sent; send nothing, write no journal and save no refusal'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand help; and not __fish_seen_subcommand_from check import help" -f -a "check" -d 'Check the setup step by step and say what to fix; deliver nothing'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand help; and not __fish_seen_subcommand_from check import help" -f -a "import" -d 'Relay mbox files, Maildir folders and .eml files in bulk: concurrent, resumable, with progress and a summary'

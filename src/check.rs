@@ -9,43 +9,17 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clap::Args;
-use reqwest::StatusCode;
+use bytes::Bytes;
 use serde::Serialize;
 
-use crate::cli::ConfigArgs;
-use crate::config::{io_reason, Config, Source, RELAY_PATH, SYSTEM_CONFIG};
-use crate::message::{self, Message, Raw};
+use crate::cli::CheckArgs;
+use crate::config::{Config, Overrides, Source, Target, SYSTEM_CONFIG};
+use crate::message::Input;
+use crate::message::Raw;
 use crate::outcome::{Cause, Mta};
-use crate::relay::{Answer, Relay};
-
-/// Check the setup step by step and say what to fix; deliver nothing
-///
-/// Checks the configuration, DNS, TCP, TLS and the relay ingress itself, and
-/// prints one line per step: ✓ right, ! a warning, ✗ wrong (with the fix).
-/// The ingress is probed with the password and an empty text/plain body,
-/// which Chatwoot answers with 415 exactly when the URL, its ingress mode and
-/// the password are right, and stores nothing. Exits 0 when no step is ✗
-/// (warnings do not fail the check), 1 otherwise.
-#[derive(Debug, Args)]
-pub struct CheckArgs {
-    /// Also check that this user can read the configuration and password
-    /// files and run this program [default with any --mta: chatwoot-ingress,
-    /// the account our packaged caller configs run it as]
-    #[arg(long, value_name = "NAME")]
-    pub user: Option<String>,
-
-    /// Print the steps as one JSON document, for scripts and monitoring (the
-    /// password is never included)
-    #[arg(long)]
-    pub json: bool,
-
-    /// When every step is right, also deliver a generated test message to
-    /// ADDR, an address that reaches a Chatwoot inbox, to prove routing end
-    /// to end. Unlike the probe, it is stored: it appears in the inbox
-    #[arg(long, value_name = "ADDR")]
-    pub send_test: Option<String>,
-}
+use crate::pipeline::{Mode, Pipeline};
+use crate::relay::{self, Answer};
+use crate::sys::{self, io_reason, Account};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -124,9 +98,11 @@ impl Report {
     }
 }
 
-pub fn run(args: &CheckArgs, config_args: &ConfigArgs, mta: Mta) -> ExitCode {
+pub fn main(args: &CheckArgs, overrides: &Overrides, mta: Mta) -> ExitCode {
     let mut report = Report::default();
-    check(args, config_args, mta, &mut report);
+    if let Err(panic) = sys::catch_panic(|| check(args, overrides, mta, &mut report)) {
+        report.fail("internal error", format!("please report it: {panic}"), "please report it");
+    }
     report.ok = !report.failed();
     report.print(args.json);
     if report.ok {
@@ -136,31 +112,33 @@ pub fn run(args: &CheckArgs, config_args: &ConfigArgs, mta: Mta) -> ExitCode {
     }
 }
 
-/// A panic during the check: reported like a failed step.
-pub fn internal_error(message: &str) -> ExitCode {
-    let _ = writeln!(io::stdout(), "✗ internal error, please report it: {message}");
-    ExitCode::FAILURE
-}
-
-fn check(args: &CheckArgs, config_args: &ConfigArgs, mta: Mta, r: &mut Report) {
-    let Some(config) = configuration(config_args, r) else { return };
+fn check(args: &CheckArgs, overrides: &Overrides, mta: Mta, r: &mut Report) {
+    let Some(config) = configuration(overrides, r) else { return };
     if let Some(user) = args.user.as_deref().or_else(|| default_user(mta)) {
         access(&config, user, r);
     }
     environment(&config, mta, r);
-    let Ok(target) = config.target() else { return }; // already reported
-    let relay = match Relay::new(target) {
-        Ok(relay) => relay,
-        Err(outcome) => return r.fail("ca_file", outcome.reason(), "point ca_file at a readable PEM file"),
+    if config.target().is_err() {
+        return; // already reported
+    }
+    let pipeline = match Pipeline::new(&config, Mode::Send) {
+        Ok(pipeline) => pipeline,
+        Err(outcome) => {
+            return r.fail(
+                "ca_file",
+                outcome.reason(),
+                "point ca_file at a readable file of PEM certificates",
+            )
+        }
     };
-    if !network(&relay, config.timeout.value, r) {
+    if !network(&pipeline, config.timeout.value, r) {
         return;
     }
     match &args.send_test {
         Some(_) if r.failed() => {
             r.fail("send-test", "not sent: fix the steps above first", "run the check again")
         }
-        Some(addr) => send_test(&relay, addr, r),
+        Some(addr) => send_test(&pipeline, addr, r),
         None => {}
     }
 }
@@ -173,8 +151,8 @@ fn from(source: &Source) -> String {
 }
 
 /// Each value and where it came from, and what is wrong with them.
-fn configuration(args: &ConfigArgs, r: &mut Report) -> Option<Config> {
-    let config = match Config::load(args) {
+fn configuration(overrides: &Overrides, r: &mut Report) -> Option<Config> {
+    let config = match Config::load(overrides) {
         Ok(config) => config,
         Err(e) => {
             r.fail(
@@ -278,29 +256,13 @@ fn environment(config: &Config, mta: Mta, r: &mut Report) {
     }
 }
 
-/// A user as the kernel sees it for file access.
-struct Account {
-    name: String,
-    uid: u32,
-    gids: Vec<u32>,
+/// File access as the kernel decides it for an account.
+trait Access {
+    fn denied(&self, path: &Path, want: u32) -> Option<String>;
+    fn may(&self, path: &Path, want: u32) -> bool;
 }
 
-impl Account {
-    /// From /etc/passwd and /etc/group (NSS sources such as LDAP are not consulted).
-    fn lookup(name: &str) -> Option<Account> {
-        let fields = |line: &str| line.split(':').map(str::to_string).collect::<Vec<_>>();
-        let passwd = fs::read_to_string("/etc/passwd").ok()?;
-        let entry = passwd.lines().map(fields).find(|f| f.len() > 3 && f[0] == name)?;
-        let mut gids = vec![entry[3].parse().ok()?];
-        let groups = fs::read_to_string("/etc/group").unwrap_or_default();
-        for group in groups.lines().map(fields).filter(|g| g.len() > 3) {
-            if group[3].split(',').any(|member| member == name) {
-                gids.extend(group[2].parse::<u32>().ok());
-            }
-        }
-        Some(Account { name: name.to_string(), uid: entry[2].parse().ok()?, gids })
-    }
-
+impl Access for Account {
     /// Why this user cannot open `path` for `want` (4 read, 1 execute), if
     /// it cannot: every directory above it must be searchable too. Mode bits
     /// only; ACLs are not considered.
@@ -349,10 +311,10 @@ fn describe(path: &Path) -> String {
 
 /// The files the caller's user must be able to use, as that user.
 fn access(config: &Config, user: &str, r: &mut Report) {
-    let Some(account) = Account::lookup(user) else {
+    let Some(account) = Account::by_name(user) else {
         return r.fail(
             "access",
-            format!("no user {user} in /etc/passwd"),
+            format!("no user {user} on this system"),
             "create it (see the packaging README for your mail system), or name the right one with --user",
         );
     };
@@ -380,8 +342,9 @@ fn access(config: &Config, user: &str, r: &mut Report) {
 }
 
 /// DNS, TCP, TLS and the HTTP probe. False when no HTTP answer came.
-fn network(relay: &Relay, timeout: Duration, r: &mut Report) -> bool {
-    let url = relay.url();
+fn network(pipeline: &Pipeline, timeout: Duration, r: &mut Report) -> bool {
+    let Some(target) = pipeline.target() else { return false };
+    let url = &target.url;
     let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
     let port = url.port_or_known_default().unwrap_or(443);
 
@@ -429,9 +392,8 @@ fn network(relay: &Relay, timeout: Duration, r: &mut Report) -> bool {
         }
     }
 
-    let started = Instant::now();
-    let (answer, certificate) = relay.probe();
-    let took = started.elapsed();
+    let Some(probe) = pipeline.probe(Bytes::new()) else { return false };
+    let (answer, certificate, took) = (probe.answer, probe.certificate, probe.took);
     match answer {
         Answer::Failed(outcome, _) if outcome.cause == Cause::Tls => {
             r.fail(
@@ -449,9 +411,9 @@ fn network(relay: &Relay, timeout: Duration, r: &mut Report) -> bool {
             if url.scheme() == "https" {
                 tls(certificate.as_deref(), host, r);
             }
-            r.http_status = Some(status.as_u16());
+            r.http_status = Some(status);
             r.round_trip_ms = Some(took.as_millis());
-            http(relay, status, location.as_deref(), took, r);
+            http(target, status, location.as_deref(), took, r);
             true
         }
     }
@@ -474,67 +436,55 @@ fn tls(certificate: Option<&[u8]>, host: &str, r: &mut Report) {
     }
 }
 
-/// What the answer to the probe says about the setup.
-fn http(relay: &Relay, status: StatusCode, location: Option<&str>, took: Duration, r: &mut Report) {
-    let code = status.as_u16();
+/// What the answer to the probe says about the setup, read through the
+/// same table as a delivery's answer. Only 415 means the ingress is right.
+fn http(target: &Target, status: u16, location: Option<&str>, took: Duration, r: &mut Report) {
     let took = took.as_millis();
-    let fix = match code {
-        415 => {
-            return r.ok(
-                "http",
-                format!("HTTP 415 to the empty probe in {took} ms: the URL, Chatwoot's ingress mode and the password are right (nothing was stored)"),
-            )
-        }
-        200..=299 => {
-            return r.warn(
-                "http",
-                format!("HTTP {code} in {took} ms: something accepted an empty text/plain body, which Chatwoot's relay ingress refuses with 415, and may have stored it"),
-                "make sure url reaches Chatwoot itself, not another application or a proxy that answers for it",
-            )
-        }
-        300..=399 => match location {
-            Some(location) => format!("set url to {location}"),
-            None => "set url to the address the redirect should name".into(),
-        },
-        401 | 403 => "make the password exactly RAILS_INBOUND_EMAIL_PASSWORD on the Chatwoot server (every character counts, + / = included)".into(),
-        404 => format!("give Chatwoot's base URL as url ({RELAY_PATH} is added), and run Chatwoot with RAILS_INBOUND_EMAIL_SERVICE=relay"),
-        408 | 429 | 502..=504 => "Chatwoot or its proxy is down or overloaded: see their logs, then check again".into(),
-        500..=599 => "set RAILS_INBOUND_EMAIL_PASSWORD on the Chatwoot server and restart it, or see Chatwoot's log".into(),
-        _ => "Chatwoot's relay ingress never gives this answer to the probe: make sure url reaches Chatwoot, not a proxy or firewall that answers for it".into(),
-    };
-    r.fail("http", relay.classify(status, location).reason(), fix);
+    if status == 415 {
+        return r.ok(
+            "http",
+            format!("HTTP 415 to the empty probe in {took} ms: the URL, Chatwoot's ingress mode and the password are right (nothing was stored)"),
+        );
+    }
+    let outcome = relay::explain(target, status, location);
+    if outcome.cause == Cause::Delivered {
+        return r.fail(
+            "http",
+            format!("HTTP {status} in {took} ms: this is not an Action Mailbox relay ingress, which refuses an empty text/plain body with 415; every message sent here would be lost (and the probe may have been stored)"),
+            "make sure url reaches Chatwoot itself, not another application or a proxy that answers for it",
+        );
+    }
+    r.fail("http", outcome.reason(), outcome.fix().unwrap_or("see Chatwoot's log"));
 }
 
 /// Deliver a generated, clearly marked message through the normal path.
-fn send_test(relay: &Relay, addr: &str, r: &mut Report) {
+fn send_test(pipeline: &Pipeline, addr: &str, r: &mut Report) {
     let addr = addr.trim();
-    if let Err(e) = message::check_recipient(addr).and_then(|()| match addr.contains('@') {
-        true => Ok(()),
-        false => Err(format!("{addr:?} is not an email address")),
-    }) {
+    let checked =
+        Pipeline::recipient(Some(addr)).map_err(|o| o.reason().to_string()).and_then(|_| {
+            match addr.contains('@') {
+                true => Ok(()),
+                false => Err(format!("{addr:?} is not an email address")),
+            }
+        });
+    if let Err(e) = checked {
         return r.fail("send-test", e, "give the address of a Chatwoot inbox to --send-test");
     }
-    let (message, id) = match test_message(addr) {
-        Ok(prepared) => prepared,
-        Err(e) => return r.fail("send-test", e, "please report this"),
-    };
-    let outcome = relay.deliver(&message);
+    let (text, id) = test_message(addr);
+    let input = Input::Complete(Raw::from_slice(text.as_bytes(), Some(addr)));
+    let (outcome, _) = pipeline.deliver(input, Some(addr), &mut std::io::empty());
     if outcome.cause == Cause::Delivered {
         r.ok(
             "send-test",
             format!("delivered {id} to {addr}: it should appear in the inbox for that address"),
         );
     } else {
-        r.fail(
-            "send-test",
-            outcome.reason(),
-            "see the reason; the probe passed, so compare Chatwoot's log for this message",
-        );
+        r.fail("send-test", outcome.reason(), outcome.fix().unwrap_or("see Chatwoot's log for this message"));
     }
 }
 
 /// The test message and its Message-ID, unique by time, process and host.
-fn test_message(addr: &str) -> Result<(Message, String), String> {
+fn test_message(addr: &str) -> (String, String) {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let host = fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -556,9 +506,7 @@ fn test_message(addr: &str) -> Result<(Message, String), String> {
          to prove that mail for {addr} reaches this inbox. It can be deleted.\r\n",
         rfc5322_date(now.as_secs() as i64)
     );
-    let message = Message::prepare(Raw::from_slice(text.as_bytes(), Some(addr)), Some(addr))
-        .map_err(|(invalid, _)| format!("the generated message is invalid: {invalid}"))?;
-    Ok((message, id))
+    (text, id)
 }
 
 fn rfc5322_date(seconds: i64) -> String {

@@ -1,11 +1,12 @@
-//! The command line. Doc comments here are the `--help` text and the man page.
+//! The command line: argument structs only. Doc comments here are the
+//! `--help` text and the man pages.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{error::ErrorKind, Args, Parser, Subcommand, ValueEnum};
 
+use crate::config::Overrides;
 use crate::outcome::{Cause, Mta, Outcome};
 
 /// Relay an email from your mail server to Chatwoot's Action Mailbox relay ingress.
@@ -32,10 +33,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     // No doc comment: CheckArgs' own is the help text.
-    Check(crate::check::CheckArgs),
+    Check(CheckArgs),
     /// Relay mbox files, Maildir folders and .eml files in bulk: concurrent,
     /// resumable, with progress and a summary
-    Import(crate::import::ImportArgs),
+    Import(ImportArgs),
 }
 
 /// Where the ingress is and how to reach it; every option overrides the
@@ -49,14 +50,14 @@ pub struct ConfigArgs {
     pub config: Option<PathBuf>,
 
     /// Chatwoot's base URL, or the full relay ingress URL [env:
-    /// CHATWOOT_INGRESS_URL, URL]
+    /// CHATWOOT_INGRESS_URL above the file; URL, the rake task's name, below it]
     #[arg(long, value_name = "URL", global = true)]
     pub url: Option<String>,
 
     /// File whose first line is the ingress password (there is no --password:
     /// command lines are visible to every user). The environment may instead
-    /// carry the password itself: CHATWOOT_INGRESS_PASSWORD or
-    /// INGRESS_PASSWORD
+    /// carry the password itself: CHATWOOT_INGRESS_PASSWORD (above the file),
+    /// or INGRESS_PASSWORD (below it)
     #[arg(long, value_name = "FILE", global = true)]
     pub password_file: Option<PathBuf>,
 
@@ -69,7 +70,8 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "SIZE", global = true)]
     pub max_size: Option<String>,
 
-    /// Trust this PEM certificate authority in addition to the system's
+    /// Trust the PEM certificates in this file in addition to the system's:
+    /// as authorities, or as the server's own (self-signed) certificate
     #[arg(long, value_name = "FILE", global = true)]
     pub ca_file: Option<PathBuf>,
 
@@ -79,16 +81,31 @@ pub struct ConfigArgs {
     pub reject_dir: Option<PathBuf>,
 }
 
+impl From<&ConfigArgs> for Overrides {
+    fn from(args: &ConfigArgs) -> Overrides {
+        Overrides {
+            config: args.config.clone(),
+            url: args.url.clone(),
+            password_file: args.password_file.clone(),
+            timeout: args.timeout,
+            max_size: args.max_size.clone(),
+            ca_file: args.ca_file.clone(),
+            reject_dir: args.reject_dir.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Default, Args)]
 pub struct DeliverArgs {
-    /// The program that runs this one; it decides the exit codes (and, for
-    /// check, which user's access to test)
+    /// The program that runs this one; it decides the exit codes (for check:
+    /// which user's access to test and which of its limits to check)
     #[arg(long, value_enum, value_name = "NAME", default_value_t = Mta::Sysexits, global = true)]
     pub mta: Mta,
 
-    /// The envelope recipient; added as X-Original-To when the message has
-    /// none, so Chatwoot can route mail that reached the inbox by BCC or
-    /// forwarding
+    /// The envelope recipient: the message is given exactly one
+    /// X-Original-To, this address, so Chatwoot can route mail that reached
+    /// the inbox by BCC or forwarding (earlier ones are kept as
+    /// X-Previous-Original-To)
     #[arg(long, value_name = "ADDR", allow_hyphen_values = true)]
     pub recipient: Option<String>,
 
@@ -96,9 +113,94 @@ pub struct DeliverArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Also report success on stdout, as a line beginning with 2.0.0
+    /// Also report success on stdout, as a line beginning with 2.0.0, and
+    /// where the URL and the password came from
     #[arg(short, long)]
     pub verbose: bool,
+}
+
+/// Check the setup step by step and say what to fix; deliver nothing
+///
+/// Checks the configuration, DNS, TCP, TLS and the relay ingress itself, and
+/// prints one line per step: ✓ right, ! a warning, ✗ wrong (with the fix).
+/// The ingress is probed with the password and an empty text/plain body,
+/// which Chatwoot answers with 415 exactly when the URL, its ingress mode and
+/// the password are right, and stores nothing; any other answer is ✗. With
+/// --mta, the access of the user that caller runs us as is checked, and the
+/// caller's own limits (Postfix's command_time_limit). Exits 0 when no step
+/// is ✗ (warnings do not fail the check), 1 otherwise.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also check that this user can read the configuration and password
+    /// files and run this program [default with any --mta: chatwoot-ingress,
+    /// the account our packaged caller configs run it as]
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
+    /// Print the steps as one JSON document, for scripts and monitoring (the
+    /// password is never included)
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also find whether a proxy in front of Chatwoot refuses messages of
+    /// max_size: a text/plain body of that size is sent, which the ingress
+    /// refuses (415) without storing it if it gets through, and a proxy's
+    /// limit answers 413
+    #[arg(long)]
+    pub size_limit: bool,
+
+    /// When every step is right, also deliver a generated test message to
+    /// ADDR, an address that reaches a Chatwoot inbox, to prove routing end
+    /// to end. Unlike the probe, it is stored: it appears in the inbox
+    #[arg(long, value_name = "ADDR")]
+    pub send_test: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Import options")]
+pub struct ImportArgs {
+    /// mbox files, Maildir folders (they have new/ and cur/), .eml files and
+    /// folders of .eml files; - reads an mbox on standard input
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
+    /// Requests in flight at once, over one pool of keep-alive connections
+    #[arg(short, long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+
+    /// The record of what was delivered or refused (the SHA-256 of the
+    /// bytes, one per line): messages in it are skipped, so running the same
+    /// command again after a failure, a crash or Ctrl-C delivers only the
+    /// rest. Delete it to send everything again [default: one per ingress URL
+    /// in $XDG_STATE_HOME/chatwoot-ingress/, else
+    /// ~/.local/state/chatwoot-ingress/, named HOST-HASH.journal]
+    #[arg(long, value_name = "FILE")]
+    pub journal: Option<PathBuf>,
+
+    /// Read mbox files as mboxo: unquote only ">From " lines. The default,
+    /// mboxrd, turns ">From " into "From " and ">>From " into ">From "
+    #[arg(long)]
+    pub mboxo: bool,
+
+    /// Maildir: move each delivered message to cur/ and flag it seen (S),
+    /// so that new/ holds only mail still to import
+    #[arg(long)]
+    pub mark_seen: bool,
+
+    /// Maildir: also import the Maildir++ subfolders (.Sent/, .Archive/…),
+    /// which are otherwise skipped and named
+    #[arg(long)]
+    pub subfolders: bool,
+
+    /// The envelope recipient of every message: each gets exactly one
+    /// X-Original-To, this address
+    #[arg(long, value_name = "ADDR", allow_hyphen_values = true)]
+    pub recipient: Option<String>,
+
+    /// Read, split and check everything and say what would be sent; send
+    /// nothing, write no journal and save no refusal
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// What to do when the command line is not one to run.
@@ -110,18 +212,6 @@ pub enum Early {
     Usage(Mta, Outcome),
 }
 
-impl Early {
-    pub fn exit(self) -> ExitCode {
-        match self {
-            Early::Print(help) => {
-                let _ = help.print();
-                ExitCode::SUCCESS
-            }
-            Early::Usage(mta, outcome) => outcome.report(mta, false, &[]),
-        }
-    }
-}
-
 impl Cli {
     /// Parse like clap, but turn every error into an outcome the caller
     /// understands, using whatever `--mta` the command line names.
@@ -131,7 +221,7 @@ impl Cli {
         T: Into<OsString> + Clone,
     {
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        Cli::try_parse_from(&args).map_err(|error| match error.kind() {
+        let cli = Cli::try_parse_from(&args).map_err(|error| match error.kind() {
             ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Early::Print(error),
             _ => {
                 // clap's first paragraph, e.g. "required arguments were not
@@ -139,14 +229,40 @@ impl Cli {
                 let text = error.to_string();
                 let paragraph = text.split("\n\n").next().unwrap_or("").trim_start_matches("error: ");
                 let first_line = paragraph.split_whitespace().collect::<Vec<_>>().join(" ");
-                let outcome = Outcome::new(
-                    Cause::Usage,
-                    format!("bad command line: {first_line} (see chatwoot-ingress --help)"),
-                );
-                Early::Usage(mta_named_in(&args), outcome)
+                Early::Usage(mta_named_in(&args), usage(format!("bad command line: {first_line}")))
             }
-        })
+        })?;
+        // Delivery's own flags mean nothing to another command, and would be
+        // silently ignored by it (`--dry-run import` would send everything).
+        if let Some(command) = &cli.command {
+            let d = &cli.deliver;
+            let stray =
+                [("--dry-run", d.dry_run), ("--recipient", d.recipient.is_some()), ("--verbose", d.verbose)];
+            if let Some((flag, _)) = stray.iter().find(|(_, set)| *set) {
+                let name = command.name();
+                return Err(Early::Usage(
+                    cli.deliver.mta,
+                    usage(format!(
+                        "bad command line: {flag} before `{name}` belongs to delivery; put the {name} options after `{name}`"
+                    )),
+                ));
+            }
+        }
+        Ok(cli)
     }
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Check(_) => "check",
+            Command::Import(_) => "import",
+        }
+    }
+}
+
+fn usage(reason: String) -> Outcome {
+    Outcome::new(Cause::Usage, reason)
 }
 
 /// The `--mta` of a command line that clap could not parse, if it is readable.
@@ -197,5 +313,16 @@ mod tests {
     fn a_missing_argument_is_named() {
         let (_, outcome) = usage(&["ci", "import"]);
         assert!(outcome.reason().contains("not provided: <PATH>..."), "{outcome}");
+    }
+
+    #[test]
+    fn delivery_flags_before_a_command_are_refused() {
+        for flag in ["--dry-run", "-v", "--recipient=a@b"] {
+            let (mta, outcome) = usage(&["ci", "--mta", "exim", flag, "import", "box.mbox"]);
+            assert_eq!((mta, outcome.exit_code(mta)), (Mta::Exim, 75));
+            assert!(outcome.reason().contains("belongs to delivery"), "{outcome}");
+        }
+        let cli = Cli::parse_for_mail(["ci", "import", "--dry-run", "box.mbox"]).ok().unwrap();
+        assert!(matches!(cli.command, Some(Command::Import(ImportArgs { dry_run: true, .. }))));
     }
 }

@@ -1,32 +1,51 @@
-//! One configuration from flags > environment > TOML file > defaults.
+//! One configuration from flags, environment, TOML file and defaults.
 //!
 //! Postfix runs its pipe commands with an empty environment, so the file is
 //! how most mail systems configure us. Every value remembers where it came
-//! from, for `check` and for error messages.
+//! from, for `check`, `-v` and error messages. No value read from the file
+//! is ever quoted back in a message: on a password line it is the password.
 
 use std::fmt;
 use std::fs;
 use std::io;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::Url;
 use serde::Deserialize;
+use toml::{Spanned, Value};
 
-use crate::cli::ConfigArgs;
+use crate::sys::{io_reason, whoami};
 
 pub const SYSTEM_CONFIG: &str = "/etc/chatwoot-ingress/config.toml";
 pub const RELAY_PATH: &str = "/rails/action_mailbox/relay/inbound_emails";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_SIZE: u64 = 64 * 1024 * 1024;
 
-/// Environment variables, in precedence order within each setting. `URL` and
-/// `INGRESS_PASSWORD` are what `rails action_mailbox:ingress:*` reads.
+/// Environment variables. Ours (`CHATWOOT_INGRESS_*`) override the
+/// configuration file; the rake task's generic `URL` and `INGRESS_PASSWORD`
+/// (which getmail, fetchmail or a shell may carry for another purpose) are
+/// only fallbacks below it.
 pub const ENV_CONFIG: &str = "CHATWOOT_INGRESS_CONFIG";
-pub const ENV_URL: [&str; 2] = ["CHATWOOT_INGRESS_URL", "URL"];
-pub const ENV_PASSWORD: [&str; 2] = ["CHATWOOT_INGRESS_PASSWORD", "INGRESS_PASSWORD"];
+pub const ENV_URL: &str = "CHATWOOT_INGRESS_URL";
+pub const ENV_PASSWORD: &str = "CHATWOOT_INGRESS_PASSWORD";
+pub const RAKE_URL: &str = "URL";
+pub const RAKE_PASSWORD: &str = "INGRESS_PASSWORD";
 
-/// A configuration problem. The message names the file and key when there is one.
+/// What the command line says about the configuration (its flags).
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub url: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub timeout: Option<u64>,
+    pub max_size: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub reject_dir: Option<PathBuf>,
+}
+
+/// A configuration problem. The message names the file, line and key when there is one.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(String);
@@ -61,11 +80,15 @@ pub struct Sourced<T> {
     pub source: Source,
 }
 
-/// The ingress password. It has no `Display`, and `Debug` hides it.
+/// A secret (the ingress password). It has no `Display`, and `Debug` hides it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Password(String);
 
 impl Password {
+    pub fn new(text: impl Into<String>) -> Password {
+        Password(text.into())
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -94,87 +117,125 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
-/// Where and how to POST: what delivery needs beyond a valid message.
+/// Where and with which password to POST.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub url: Url,
     pub password: Password,
-    pub timeout: Duration,
-    pub ca_file: Option<PathBuf>,
 }
 
+/// The file's keys. Every value is taken as it is written, with its place,
+/// and checked by us: serde's own messages would quote it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    url: Option<String>,
-    password: Option<String>,
-    password_file: Option<PathBuf>,
-    timeout: Option<u64>,
-    max_size: Option<toml::Value>,
-    ca_file: Option<PathBuf>,
-    reject_dir: Option<PathBuf>,
+    url: Option<Spanned<Value>>,
+    password: Option<Spanned<Value>>,
+    password_file: Option<Spanned<Value>>,
+    timeout: Option<Spanned<Value>>,
+    max_size: Option<Spanned<Value>>,
+    ca_file: Option<Spanned<Value>>,
+    reject_dir: Option<Spanned<Value>>,
+}
+
+/// The configuration file being read: for values' types and places.
+struct File<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl File<'_> {
+    fn line(&self, span: Range<usize>) -> usize {
+        self.text[..span.start.min(self.text.len())].matches('\n').count() + 1
+    }
+
+    fn at(&self, key: &str, value: &Spanned<Value>) -> String {
+        format!("`{key}` in {} line {}", self.path.display(), self.line(value.span()))
+    }
+
+    fn string(&self, key: &str, value: &Spanned<Value>) -> Result<String, ConfigError> {
+        match value.get_ref() {
+            Value::String(text) => Ok(text.clone()),
+            _ => Err(error(format!("{} must be a quoted string: {key} = \"...\"", self.at(key, value)))),
+        }
+    }
+
+    fn path(&self, key: &str, value: &Spanned<Value>) -> Result<PathBuf, ConfigError> {
+        let path = PathBuf::from(self.string(key, value)?);
+        // Relative paths in a config file are relative to that file.
+        Ok(match self.path.parent() {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path,
+        })
+    }
+
+    fn source(&self) -> Source {
+        Source::File(self.path.to_path_buf())
+    }
 }
 
 impl Config {
     /// Load from the process environment.
-    pub fn load(args: &ConfigArgs) -> Result<Config, ConfigError> {
-        Config::load_with(args, |name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    pub fn load(flags: &Overrides) -> Result<Config, ConfigError> {
+        Config::load_with(flags, |name| std::env::var(name).ok().filter(|v| !v.is_empty()))
     }
 
-    pub fn load_with(args: &ConfigArgs, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let (file, content) = match config_file(args, &env)? {
-            Some((path, text)) => {
-                let content: FileConfig = toml::from_str(&text).map_err(|e| toml_error(&path, &text, &e))?;
-                (Some(path), content)
-            }
-            None => (None, FileConfig::default()),
+    pub fn load_with(flags: &Overrides, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let (path, text) = match config_file(flags, &env)? {
+            Some((path, text)) => (Some(path), text),
+            None => (None, String::new()),
         };
-        let in_file = |key: &str| match &file {
-            Some(path) => format!("{} (key `{key}`)", path.display()),
-            None => key.to_string(),
+        let content: FileConfig = match &path {
+            Some(path) => toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?,
+            None => FileConfig::default(),
         };
-        let file_source = || Source::File(file.clone().unwrap_or_default());
+        let file = path.as_deref().map(|path| File { path, text: &text });
         let mut warnings = Vec::new();
 
-        let url = first_of(
-            args.url.clone().map(|v| (v, Source::Flag("--url"))),
-            env_value(&env, &ENV_URL),
-            content.url.clone().map(|v| (v, file_source())),
-        )
-        .map(|(text, source)| {
-            let where_ = match &source {
-                Source::File(_) => in_file("url"),
-                other => other.to_string(),
-            };
-            parse_url(&text)
-                .map(|value| Sourced { value, source })
-                .map_err(|e| error(format!("bad url in {where_}: {e}")))
-        })
-        .transpose()?;
+        let from_env = |name: &'static str| env(name).map(|v| (v, Source::Env(name)));
+        let in_file = |key: &'static str, value: &Option<Spanned<Value>>| -> Result<_, ConfigError> {
+            match (&file, value) {
+                (Some(file), Some(value)) => {
+                    Ok(Some((file.string(key, value)?, file.source(), file.at(key, value))))
+                }
+                _ => Ok(None),
+            }
+        };
 
-        if content.password.is_some() && content.password_file.is_some() {
-            return Err(error(format!(
-                "{}: set either `password` or `password_file`, not both",
-                in_file("password")
-            )));
+        let url_text = match (flags.url.clone(), from_env(ENV_URL)) {
+            (Some(url), _) => Some((url, Source::Flag("--url"), "--url".to_string())),
+            (None, Some((url, source))) => Some((url, source, ENV_URL.to_string())),
+            (None, None) => in_file("url", &content.url)?
+                .or_else(|| from_env(RAKE_URL).map(|(url, source)| (url, source, RAKE_URL.to_string()))),
+        };
+        let url = url_text
+            .map(|(text, source, place)| {
+                parse_url(&text)
+                    .map(|value| Sourced { value, source })
+                    .map_err(|e| error(format!("bad url in {place}: {e}")))
+            })
+            .transpose()?;
+
+        if let (Some(_), Some(value)) = (&content.password, &content.password_file) {
+            let place = file.as_ref().map(|f| f.at("password", value)).unwrap_or_default();
+            return Err(error(format!("{place}: set either `password` or `password_file`, not both")));
         }
         let mut password_file = None;
-        let password = if let Some(path) = &args.password_file {
+        let password = if let Some(path) = &flags.password_file {
             password_file = Some(path.clone());
-            Some(read_password_file(path, Source::Flag("--password-file"), &mut warnings)?)
-        } else if let Some((value, source)) = env_value(&env, &ENV_PASSWORD) {
+            Some(read_password_file(path, "--password-file", Source::Flag("--password-file"), &mut warnings)?)
+        } else if let Some((value, source)) = from_env(ENV_PASSWORD) {
             Some(Sourced { value: Password(value), source })
-        } else if let Some(path) = &content.password_file {
-            let path = resolve_relative(file.as_deref(), path);
+        } else if let (Some(file), Some(value)) = (&file, &content.password_file) {
+            let path = file.path("password_file", value)?;
             password_file = Some(path.clone());
-            Some(read_password_file(&path, file_source(), &mut warnings)?)
-        } else if let Some(value) = content.password.clone() {
-            if let Some(path) = &file {
-                warn_if_world_readable(path, &mut warnings);
-            }
-            Some(Sourced { value: Password(value), source: file_source() })
+            Some(read_password_file(&path, &file.at("password_file", value), file.source(), &mut warnings)?)
+        } else if let (Some(file), Some(value)) = (&file, &content.password) {
+            let text = file.string("password", value)?;
+            warn_if_world_readable(file.path, &mut warnings);
+            Some(Sourced { value: Password(text), source: file.source() })
         } else {
-            None
+            from_env(RAKE_PASSWORD).map(|(value, source)| Sourced { value: Password(value), source })
         };
         if let Some(p) = &password {
             if p.value.0.is_empty() {
@@ -182,66 +243,80 @@ impl Config {
             }
         }
 
-        let timeout = match (args.timeout, content.timeout) {
+        let timeout = match (flags.timeout, (&file, &content.timeout)) {
             (Some(s), _) => Sourced { value: seconds(s, "--timeout")?, source: Source::Flag("--timeout") },
-            (None, Some(s)) => Sourced { value: seconds(s, &in_file("timeout"))?, source: file_source() },
-            (None, None) => Sourced { value: DEFAULT_TIMEOUT, source: Source::Default },
+            (None, (Some(file), Some(value))) => {
+                let place = file.at("timeout", value);
+                let s = match value.get_ref() {
+                    Value::Integer(n) => u64::try_from(*n).unwrap_or(0),
+                    _ => 0,
+                };
+                Sourced { value: seconds(s, &place)?, source: file.source() }
+            }
+            _ => Sourced { value: DEFAULT_TIMEOUT, source: Source::Default },
         };
 
-        let max_size = match (&args.max_size, &content.max_size) {
+        let max_size = match (&flags.max_size, (&file, &content.max_size)) {
             (Some(text), _) => Sourced {
                 value: parse_size(text).map_err(|e| error(format!("bad --max-size: {e}")))?,
                 source: Source::Flag("--max-size"),
             },
-            (None, Some(value)) => {
-                let parsed = match value {
-                    toml::Value::Integer(n) if *n > 0 => Ok(*n as u64),
-                    toml::Value::String(text) => parse_size(text),
+            (None, (Some(file), Some(value))) => {
+                let parsed = match value.get_ref() {
+                    Value::Integer(n) if *n > 0 => Ok(*n as u64),
+                    Value::String(text) => parse_size(text),
                     _ => Err("expected a size such as 67108864 or \"64M\"".to_string()),
                 };
                 Sourced {
-                    value: parsed
-                        .map_err(|e| error(format!("bad max_size in {}: {e}", in_file("max_size"))))?,
-                    source: file_source(),
+                    value: parsed.map_err(|e| error(format!("bad {}: {e}", file.at("max_size", value))))?,
+                    source: file.source(),
                 }
             }
-            (None, None) => Sourced { value: DEFAULT_MAX_SIZE, source: Source::Default },
+            _ => Sourced { value: DEFAULT_MAX_SIZE, source: Source::Default },
         };
 
-        let path_setting = |flag: &Option<PathBuf>, name: &'static str, key: &Option<PathBuf>| {
-            first_of(
-                flag.clone().map(|v| (v, Source::Flag(name))),
-                None,
-                key.as_ref().map(|v| (resolve_relative(file.as_deref(), v), file_source())),
-            )
-            .map(|(value, source)| Sourced { value, source })
+        let path_setting = |flag: &Option<PathBuf>,
+                            name: &'static str,
+                            key: &'static str,
+                            value: &Option<Spanned<Value>>| {
+            if let Some(path) = flag {
+                return Ok(Some(Sourced { value: path.clone(), source: Source::Flag(name) }));
+            }
+            match (&file, value) {
+                (Some(file), Some(value)) => {
+                    Ok(Some(Sourced { value: file.path(key, value)?, source: file.source() }))
+                }
+                _ => Ok::<_, ConfigError>(None),
+            }
         };
-        let ca_file = path_setting(&args.ca_file, "--ca-file", &content.ca_file);
-        let reject_dir = path_setting(&args.reject_dir, "--reject-dir", &content.reject_dir);
+        let ca_file = path_setting(&flags.ca_file, "--ca-file", "ca_file", &content.ca_file)?;
+        let reject_dir = path_setting(&flags.reject_dir, "--reject-dir", "reject_dir", &content.reject_dir)?;
 
-        Ok(Config { file, url, password, password_file, timeout, max_size, ca_file, reject_dir, warnings })
+        Ok(Config {
+            file: path,
+            url,
+            password,
+            password_file,
+            timeout,
+            max_size,
+            ca_file,
+            reject_dir,
+            warnings,
+        })
     }
 
-    /// What delivery needs; an error names every place the missing value could be set.
+    /// Where delivery goes; an error names every place the missing value could be set.
     pub fn target(&self) -> Result<Target, ConfigError> {
         let url = self.url.as_ref().ok_or_else(|| {
-            error(format!(
-                "no ingress URL: set `url` in {}, CHATWOOT_INGRESS_URL, or --url",
-                self.file_hint()
-            ))
+            error(format!("no ingress URL: set `url` in {}, {ENV_URL}, or --url", self.file_hint()))
         })?;
         let password = self.password.as_ref().ok_or_else(|| {
             error(format!(
-                "no ingress password: set `password_file` in {}, CHATWOOT_INGRESS_PASSWORD, or --password-file",
+                "no ingress password: set `password_file` in {}, {ENV_PASSWORD}, or --password-file",
                 self.file_hint()
             ))
         })?;
-        Ok(Target {
-            url: url.value.clone(),
-            password: password.value.clone(),
-            timeout: self.timeout.value,
-            ca_file: self.ca_file.as_ref().map(|c| c.value.clone()),
-        })
+        Ok(Target { url: url.value.clone(), password: password.value.clone() })
     }
 
     fn file_hint(&self) -> String {
@@ -256,10 +331,10 @@ impl Config {
 /// exist; a default location is used only if present, but one that is present
 /// and unreadable is an error, not a silent fallback.
 fn config_file(
-    args: &ConfigArgs,
+    flags: &Overrides,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Option<(PathBuf, String)>, ConfigError> {
-    if let Some(path) = args.config.clone().or_else(|| env(ENV_CONFIG).map(PathBuf::from)) {
+    if let Some(path) = flags.config.clone().or_else(|| env(ENV_CONFIG).map(PathBuf::from)) {
         return read_text(&path).map(|text| Some((path, text)));
     }
     let user = directories::ProjectDirs::from("", "", "chatwoot-ingress")
@@ -282,48 +357,29 @@ fn unreadable(path: &Path, e: &io::Error) -> ConfigError {
     error(format!("cannot read {}: {} (running as {})", path.display(), io_reason(e), whoami()))
 }
 
-/// An io::Error without Rust's "(os error N)" suffix, lower-cased like the rest of our lines.
-pub fn io_reason(e: &io::Error) -> String {
-    let text = e.to_string();
-    let text = text.split(" (os error").next().unwrap_or(&text);
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => text.to_string(),
-    }
-}
-
-/// The user we run as, because "permission denied" is only useful with it.
-pub fn whoami() -> String {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        // /proc/self is owned by our effective uid; no libc call needed.
-        if let Ok(meta) = fs::metadata("/proc/self") {
-            let uid = meta.uid();
-            let name = fs::read_to_string("/etc/passwd").ok().and_then(|passwd| {
-                passwd.lines().find_map(|line| {
-                    let mut fields = line.split(':');
-                    let name = fields.next()?;
-                    (fields.nth(1)? == uid.to_string()).then(|| name.to_string())
-                })
-            });
-            return match name {
-                Some(name) => format!("user {name}, uid {uid}"),
-                None => format!("uid {uid}"),
-            };
-        }
-    }
-    "an unknown user".to_string()
-}
-
+/// The first line of a password file. Its path is named in errors only when
+/// it exists: a value that names no file may be the password itself,
+/// written where the path belongs.
 fn read_password_file(
     path: &Path,
+    place: &str,
     source: Source,
     warnings: &mut Vec<String>,
 ) -> Result<Sourced<Password>, ConfigError> {
-    let text = read_text(path).map_err(|e| error(format!("password file: {e}")))?;
+    let text = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if fs::symlink_metadata(path).is_err() => {
+            return Err(error(format!(
+                "the password file given by {place} does not exist ({}); if that value is the password itself, write password = \"...\" instead",
+                io_reason(&e)
+            )))
+        }
+        Err(e) => return Err(error(format!("password file: {}", unreadable(path, &e)))),
+    };
     warn_if_world_readable(path, warnings);
+    let text = String::from_utf8_lossy(&text);
+    // Windows editors put a byte order mark first; it is not part of the password.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let first_line = text.lines().next().unwrap_or("").trim_end_matches('\r');
     if first_line.is_empty() {
         return Err(error(format!("password file {} is empty", path.display())));
@@ -332,48 +388,26 @@ fn read_password_file(
 }
 
 fn warn_if_world_readable(path: &Path, warnings: &mut Vec<String>) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = fs::metadata(path) {
-            if meta.permissions().mode() & 0o004 != 0 {
-                warnings.push(format!(
-                    "{} holds the ingress password and is readable by every user: chmod o-r it",
-                    path.display()
-                ));
-            }
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = fs::metadata(path) {
+        if meta.permissions().mode() & 0o004 != 0 {
+            warnings.push(format!(
+                "{} holds a password and is readable by every user: chmod o-r it",
+                path.display()
+            ));
         }
     }
 }
 
-/// Relative paths in a config file are relative to that file.
-fn resolve_relative(file: Option<&Path>, path: &Path) -> PathBuf {
-    match file.and_then(Path::parent) {
-        Some(dir) if path.is_relative() => dir.join(path),
-        _ => path.to_path_buf(),
-    }
-}
-
-fn first_of<T>(
-    flag: Option<(T, Source)>,
-    env: Option<(T, Source)>,
-    file: Option<(T, Source)>,
-) -> Option<(T, Source)> {
-    flag.or(env).or(file)
-}
-
-fn env_value(env: &impl Fn(&str) -> Option<String>, names: &[&'static str]) -> Option<(String, Source)> {
-    names.iter().find_map(|name| env(name).map(|v| (v, Source::Env(name))))
-}
-
 fn seconds(s: u64, what: &str) -> Result<Duration, ConfigError> {
     if s == 0 || s > 3600 {
-        return Err(error(format!("bad timeout in {what}: {s} (expected 1 to 3600 seconds)")));
+        return Err(error(format!("bad timeout in {what}: expected 1 to 3600 seconds")));
     }
     Ok(Duration::from_secs(s))
 }
 
-/// Accept a base URL (the relay path is appended) or the full relay URL, as the
+/// Accept a base URL (the relay path is appended, also after a path of its
+/// own, as when Chatwoot lives under /chatwoot) or the full relay URL, as the
 /// rake task's `URL` is. Credentials in the URL would end up in logs: refused.
 pub fn parse_url(text: &str) -> Result<Url, String> {
     // Not echoed: a URL with credentials in it would put them in mail logs.
@@ -387,8 +421,9 @@ pub fn parse_url(text: &str) -> Result<Url, String> {
     if url.host_str().is_none_or(str::is_empty) {
         return Err("the URL has no host".into());
     }
-    if url.path() == "/" || url.path().is_empty() {
-        url.set_path(RELAY_PATH);
+    let path = url.path().trim_end_matches('/').to_string();
+    if !path.ends_with(RELAY_PATH) {
+        url.set_path(&format!("{path}{RELAY_PATH}"));
     }
     Ok(url)
 }
@@ -403,29 +438,26 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "K" => 1 << 10,
         "M" => 1 << 20,
         "G" => 1 << 30,
-        _ => return Err(format!("{text:?}: unknown unit (use K, M or G)")),
+        _ => return Err("unknown unit (use K, M or G)".into()),
     };
-    let n: u64 = digits.trim().parse().map_err(|_| format!("{text:?} is not a size"))?;
+    let n: u64 = digits.trim().parse().map_err(|_| "not a size (use e.g. 64M)".to_string())?;
     match n.checked_mul(factor) {
-        Some(0) | None => Err(format!("{text:?} is out of range")),
+        Some(0) | None => Err("out of range".into()),
         Some(size) => Ok(size),
     }
 }
 
 /// toml's errors are multi-line with a source excerpt; callers want one line
-/// that names the file, the line and what is wrong.
-/// toml's errors quote the offending value, which on a `password` line is
-/// the password: that one is described, never shown.
+/// that names the file, the line and what is wrong. Its syntax messages
+/// never quote the text; serde's type messages would, so they are replaced.
 fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     let line = e.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
     let at = line.map(|l| format!(" line {l}")).unwrap_or_default();
-    let on_password_line = line
-        .and_then(|l| text.lines().nth(l - 1))
-        .is_some_and(|l| l.trim_start().trim_start_matches('"').starts_with("password"));
-    let message = if on_password_line {
-        "the password value is not valid TOML: write it as a quoted string, password = \"...\"".to_string()
+    let message = e.message().split('\n').collect::<Vec<_>>().join(": ");
+    let message = if message.starts_with("invalid type") || message.starts_with("invalid value") {
+        "a value of the wrong kind (see the CONFIGURATION FILE section of chatwoot-ingress(1))".to_string()
     } else {
-        e.message().trim().to_string()
+        message
     };
     error(format!("bad configuration in {}{at}: {message}", path.display()))
 }
@@ -436,9 +468,9 @@ mod tests {
     use std::collections::HashMap;
     use std::io::Write;
 
-    fn load(args: &ConfigArgs, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    fn load(flags: &Overrides, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Config::load_with(args, |name| env.get(name).cloned())
+        Config::load_with(flags, |name| env.get(name).cloned())
     }
 
     fn file(text: &str) -> tempfile::NamedTempFile {
@@ -447,11 +479,15 @@ mod tests {
         f
     }
 
+    fn with_file(f: &tempfile::NamedTempFile) -> Overrides {
+        Overrides { config: Some(f.path().into()), ..Default::default() }
+    }
+
     #[test]
-    fn flags_beat_environment_beat_file_beat_defaults() {
+    fn flags_beat_our_environment_beats_the_file_beats_the_rake_environment() {
         let f = file("url = \"https://file.example\"\npassword = \"p-file\"\ntimeout = 7\n");
-        let mut args = ConfigArgs { config: Some(f.path().into()), ..Default::default() };
-        let c = load(&args, &[]).unwrap();
+        let mut flags = with_file(&f);
+        let c = load(&flags, &[]).unwrap();
         assert_eq!(
             c.url.as_ref().unwrap().value.as_str(),
             "https://file.example/rails/action_mailbox/relay/inbound_emails"
@@ -459,63 +495,87 @@ mod tests {
         assert_eq!(c.timeout.value, Duration::from_secs(7));
         assert_eq!(c.max_size.source, Source::Default);
 
-        let env = [("URL", "https://rake.example/x"), ("CHATWOOT_INGRESS_PASSWORD", "p-env")];
-        let c = load(&args, &env).unwrap();
-        assert_eq!(c.url.as_ref().unwrap().value.as_str(), "https://rake.example/x");
+        // The rake task's names never override an explicit configuration.
+        let rake = [("URL", "https://rake.example/x"), ("INGRESS_PASSWORD", "p-rake")];
+        let c = load(&flags, &rake).unwrap();
+        assert_eq!(c.url.as_ref().unwrap().source, Source::File(f.path().into()));
+        assert_eq!(c.password.unwrap().value.expose(), "p-file");
+        // ... but fill in what the file does not set.
+        let empty = file("timeout = 7\n");
+        let c = load(&with_file(&empty), &rake).unwrap();
         assert_eq!(c.url.unwrap().source, Source::Env("URL"));
+        assert_eq!(c.password.unwrap().value.expose(), "p-rake");
+
+        let ours = [("CHATWOOT_INGRESS_URL", "https://env.example"), ("CHATWOOT_INGRESS_PASSWORD", "p-env")];
+        let c = load(&flags, &ours).unwrap();
+        assert_eq!(c.url.unwrap().source, Source::Env("CHATWOOT_INGRESS_URL"));
         assert_eq!(c.password.unwrap().value.expose(), "p-env");
 
-        args.url = Some("http://127.0.0.1:3000".into());
-        let c = load(&args, &env).unwrap();
+        flags.url = Some("http://127.0.0.1:3000".into());
+        let c = load(&flags, &ours).unwrap();
         assert_eq!(c.url.unwrap().source, Source::Flag("--url"));
     }
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_key_and_the_file() {
         let f = file("url = \"https://x\"\npasword = \"typo\"\n");
-        let args = ConfigArgs { config: Some(f.path().into()), ..Default::default() };
-        let e = load(&args, &[]).unwrap_err().to_string();
+        let e = load(&with_file(&f), &[]).unwrap_err().to_string();
         assert!(
             e.contains(&f.path().display().to_string()) && e.contains("line 2") && e.contains("pasword"),
             "{e}"
         );
+        assert!(!e.contains("typo"), "{e}");
 
         let f = file("max_size = \"lots\"\n");
-        let args = ConfigArgs { config: Some(f.path().into()), ..Default::default() };
-        let e = load(&args, &[]).unwrap_err().to_string();
+        let e = load(&with_file(&f), &[]).unwrap_err().to_string();
         assert!(e.contains("max_size") && e.contains(&f.path().display().to_string()), "{e}");
     }
 
     #[test]
-    fn a_malformed_password_is_never_quoted_back() {
-        for line in ["password = 12345678", "password = s3cr3t-unquoted", "password = [\"s3cr3t\"]"] {
+    fn no_value_is_ever_quoted_back_whatever_the_key_spelling() {
+        let secret = "s3cr3t42";
+        let lines = [
+            format!("password = {secret}"),
+            format!("password = 1{secret}"),
+            format!("password = [\"{secret}\"]"),
+            "password = 12345678".replace("12345678", "842424242"),
+            format!("'password' = \"{secret}\"\npassword_file = \"x\""),
+            format!("\"password\" = [{secret}]"),
+            format!("timeout = \"{secret}\""),
+            format!("max_size = \"{secret}\""),
+            format!("url = \"{secret}\""),
+            format!("url = \"https://user:{secret}@host\""),
+            format!("ca_file = {secret}"),
+            format!("password_file = \"{secret}\""),
+            format!("password = \"\"\"{secret}"),
+            format!("password = \"{secret}\" trailing"),
+        ];
+        for line in lines {
             let f = file(&format!("url = \"https://x\"\n{line}\n"));
-            let args = ConfigArgs { config: Some(f.path().into()), ..Default::default() };
-            let e = load(&args, &[]).unwrap_err().to_string();
-            assert!(e.contains("line 2: the password value is not valid TOML"), "{e}");
-            assert!(!e.contains("12345678") && !e.contains("s3cr3t"), "{e}");
+            let e = match load(&with_file(&f), &[]) {
+                Err(e) => e.to_string(),
+                Ok(_) => continue,
+            };
+            assert!(!e.contains(secret) && !e.contains("842424242"), "{line}: {e}");
         }
     }
 
     #[test]
     fn a_named_config_file_must_exist() {
-        let args = ConfigArgs { config: Some("/nonexistent/c.toml".into()), ..Default::default() };
-        assert!(load(&args, &[])
+        let flags = Overrides { config: Some("/nonexistent/c.toml".into()), ..Default::default() };
+        assert!(load(&flags, &[])
             .unwrap_err()
             .to_string()
             .starts_with("cannot read /nonexistent/c.toml: no such file"));
     }
 
     #[test]
-    fn password_file_first_line_and_world_readable_warning() {
-        let pw = file("s3cr3t+/=\r\nignored\n");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(pw.path(), fs::Permissions::from_mode(0o644)).unwrap();
-        }
-        let args = ConfigArgs { password_file: Some(pw.path().into()), ..Default::default() };
-        let c = load(&args, &[("CHATWOOT_INGRESS_PASSWORD", "env-loses")]).unwrap();
+    fn password_file_first_line_byte_order_mark_and_world_readable_warning() {
+        let pw = file("\u{feff}s3cr3t+/=\r\nignored\n");
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(pw.path(), fs::Permissions::from_mode(0o644)).unwrap();
+        let flags = Overrides { password_file: Some(pw.path().into()), ..Default::default() };
+        let c = load(&flags, &[("CHATWOOT_INGRESS_PASSWORD", "env-loses")]).unwrap();
         assert_eq!(c.password.unwrap().value.expose(), "s3cr3t+/=");
         assert!(c.warnings[0].contains("readable by every user"));
         assert!(!format!("{:?}", Password("s3cr3t".into())).contains("s3cr3t"));
@@ -525,7 +585,12 @@ mod tests {
     fn urls_and_sizes() {
         assert!(parse_url("https://u:p@host").is_err());
         assert!(parse_url("ftp://host").is_err());
-        assert_eq!(parse_url("https://h/sub/rails/x").unwrap().path(), "/sub/rails/x");
+        let relay = |url: &str| parse_url(url).unwrap().path().to_string();
+        assert_eq!(relay("https://h"), RELAY_PATH);
+        assert_eq!(relay("https://h/chatwoot"), format!("/chatwoot{RELAY_PATH}"));
+        assert_eq!(relay("https://h/chatwoot/"), format!("/chatwoot{RELAY_PATH}"));
+        assert_eq!(relay(&format!("https://h/chatwoot{RELAY_PATH}")), format!("/chatwoot{RELAY_PATH}"));
+        assert_eq!(relay(&format!("https://h{RELAY_PATH}")), RELAY_PATH);
         assert_eq!(parse_size("64M"), Ok(64 << 20));
         assert_eq!(parse_size("1GiB"), Ok(1 << 30));
         assert_eq!(parse_size("1000"), Ok(1000));

@@ -1,16 +1,50 @@
-//! The default command: one message from standard input to the ingress.
+//! The default command: one message from standard input to the ingress, as
+//! a mail system's pipe runs it. Whatever happens (a signal, a panic, a bad
+//! configuration), the caller hears one status line and its own exit code.
 
 use std::io::{self, IsTerminal, Read, Write};
+use std::process::ExitCode;
 
 use crate::cli::DeliverArgs;
-use crate::config::{io_reason, Config};
-use crate::message::{self, Input, Message};
-use crate::outcome::{Cause, Class, Outcome};
-use crate::reject;
-use crate::relay::Relay;
+use crate::config::{Config, Overrides};
+use crate::message::Message;
+use crate::outcome::{Cause, Mta, Outcome};
+use crate::pipeline::{Mode, Pipeline};
+use crate::sys;
 
 const HOW_TO_USE: &str =
     "reads one email on standard input, e.g. `chatwoot-ingress --dry-run < message.eml`; see --help";
+
+pub fn main(args: &DeliverArgs, overrides: &Overrides) -> ExitCode {
+    exit_on_signal(args.mta);
+    let ran = sys::catch_panic(|| {
+        // The fault-injection tests need a real panic in the real binary.
+        if std::env::var_os("CHATWOOT_INGRESS_TEST_PANIC").is_some() {
+            panic!("CHATWOOT_INGRESS_TEST_PANIC is set");
+        }
+        let config = Config::load(overrides).map_err(|e| Outcome::new(Cause::Config, e.to_string()));
+        let warnings = config.as_ref().map(|c| c.warnings.clone()).unwrap_or_default();
+        let sources = config.as_ref().map(sources).unwrap_or_default();
+        (run(args, config, &mut io::stdin().lock()), warnings, sources)
+    });
+    let (outcome, warnings, sources) = ran.unwrap_or_else(|panic| {
+        (
+            Outcome::new(Cause::Bug, format!("internal error, please report it: {panic}")),
+            Vec::new(),
+            Vec::new(),
+        )
+    });
+    let code = outcome.report(args.mta, args.verbose, &warnings);
+    if args.verbose {
+        // On stdout, after the status line: callers such as getmail count
+        // anything on stderr as a failure.
+        let mut out = io::stdout().lock();
+        for line in sources {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    code
+}
 
 pub fn run(
     args: &DeliverArgs,
@@ -29,69 +63,50 @@ pub fn run(
 }
 
 fn deliver(args: &DeliverArgs, config: Result<Config, Outcome>, stdin: &mut impl Read) -> Outcome {
-    let recipient = args.recipient.as_deref();
-    if let Some(Err(e)) = recipient.map(message::check_recipient) {
-        return Outcome::new(Cause::Usage, e);
-    }
+    let recipient = match Pipeline::recipient(args.recipient.as_deref()) {
+        Ok(recipient) => recipient,
+        Err(outcome) => return outcome,
+    };
+    let recipient = recipient.as_deref();
     let config = match config {
         Ok(config) => config,
         Err(outcome) => return outcome,
     };
-    let limit = config.max_size.value;
-    let raw = match message::read_limited(stdin, limit, recipient) {
-        Ok(Input::Complete(raw)) => raw,
-        Ok(Input::TooLarge(head)) => {
-            let reason =
-                format!("message too large: over max_size of {limit} bytes ({})", config.max_size.source);
-            return refuse(&config, Outcome::new(Cause::TooLarge, reason), head.input(), stdin);
-        }
+    let mode = if args.dry_run { Mode::DryRun } else { Mode::Send };
+    let pipeline = match Pipeline::new(&config, mode) {
+        Ok(pipeline) => pipeline,
+        Err(outcome) => return outcome,
+    };
+    let input = match pipeline.read(stdin, recipient) {
+        Ok(input) => input,
         Err(e) => {
-            return Outcome::new(Cause::InputError, format!("cannot read standard input: {}", io_reason(&e)))
+            return Outcome::new(
+                Cause::Unreadable,
+                format!("cannot read standard input: {}", sys::io_reason(&e)),
+            )
         }
     };
-    let message = match Message::prepare(raw, recipient) {
-        Ok(message) => message,
-        Err((invalid, raw)) => {
-            let outcome = Outcome::new(Cause::Invalid, invalid.to_string());
-            return refuse(&config, outcome, raw.input(), &mut io::empty());
-        }
-    };
-
-    if args.dry_run {
-        return dry_run(&message, &config, recipient);
-    }
-    let relay =
-        match config.target().map_err(|e| Outcome::new(Cause::Config, e.to_string())).and_then(Relay::new) {
-            Ok(relay) => relay,
-            Err(outcome) => return outcome,
-        };
-    let outcome = relay.deliver(&message);
-    if outcome.class() == Class::Permanent {
-        return refuse(&config, outcome, &message.bytes, &mut io::empty());
+    let (outcome, message) = pipeline.deliver(input, recipient, stdin);
+    if let (Mode::DryRun, Some(message)) = (mode, &message) {
+        preview(message, &config, recipient);
     }
     outcome
 }
 
-/// A permanent refusal, first saved to the reject directory if there is one.
-/// If it cannot be saved, the caller must keep the message: temporary.
-pub fn refuse(config: &Config, outcome: Outcome, head: &[u8], rest: &mut dyn Read) -> Outcome {
-    let Some(dir) = &config.reject_dir else {
-        return outcome;
-    };
-    match reject::save(&dir.value, head, rest, &outcome.to_string()) {
-        Ok(path) => outcome.saved_as(path),
-        Err(e) => Outcome::new(
-            Cause::InputError,
-            format!(
-                "could not save the refused message in {}: {} (it was refused: {outcome})",
-                dir.value.display(),
-                io_reason(&e)
-            ),
-        ),
+/// Where the URL and the password came from, for `-v`.
+fn sources(config: &Config) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(url) = &config.url {
+        lines.push(format!("url {} (from {})", url.value, url.source));
     }
+    if let Some(password) = &config.password {
+        lines.push(format!("password **** (from {})", password.source));
+    }
+    lines
 }
 
-fn dry_run(message: &Message, config: &Config, recipient: Option<&str>) -> Outcome {
+/// What a dry run shows: what would be sent, and where.
+fn preview(message: &Message, config: &Config, recipient: Option<&str>) {
     let parsed = mail_parser::MessageParser::default().parse_headers(&message.bytes[..]);
     let header = |name: &str| {
         parsed
@@ -110,7 +125,6 @@ fn dry_run(message: &Message, config: &Config, recipient: Option<&str>) -> Outco
         Some(url) => format!("{} (from {})", url.value, url.source),
         None => "(no url configured)".into(),
     };
-    let mut out = io::stdout().lock();
     let lines = [
         ("size", format!("{} bytes", message.len())),
         ("Message-ID", header("Message-ID")),
@@ -121,8 +135,28 @@ fn dry_run(message: &Message, config: &Config, recipient: Option<&str>) -> Outco
         ("X-Original-To", original_to),
         ("would POST to", destination),
     ];
+    let mut out = io::stdout().lock();
     for (name, value) in lines {
         let _ = writeln!(out, "{name:>14}: {value}");
     }
-    Outcome::new(Cause::DryRun, "dry run: the message is valid; nothing was sent")
+}
+
+/// A signal mid-delivery must not be a signal death, which callers may
+/// treat as permanent (Exim bounces a pipe killed by a signal): report a
+/// temporary outcome and exit. A retry later sends the same bytes, so a
+/// POST that did complete is deduplicated.
+fn exit_on_signal(mta: Mta) {
+    let Ok(mut signals) = sys::catch_terminating_signals() else { return };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let name = sys::signal_name(signal);
+            let outcome = Outcome::new(
+                Cause::Interrupted,
+                format!("interrupted by {name}; the message was not delivered"),
+            );
+            let code = outcome.exit_code(mta);
+            let _ = outcome.report(mta, false, &[]);
+            std::process::exit(code.into());
+        }
+    });
 }

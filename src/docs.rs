@@ -12,7 +12,8 @@ use clap_mangen::Man;
 
 use crate::cli::Cli;
 use crate::config::{
-    DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, ENV_CONFIG, ENV_PASSWORD, ENV_URL, RELAY_PATH, SYSTEM_CONFIG,
+    DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, ENV_CONFIG, ENV_PASSWORD, ENV_URL, RAKE_PASSWORD, RAKE_URL,
+    RELAY_PATH, SYSTEM_CONFIG,
 };
 use crate::outcome::{exit_rows, EXIT_COLUMNS};
 
@@ -239,29 +240,24 @@ fn with_code(text: &str) -> Vec<Inline> {
 fn environment() -> Roff {
     let mut roff = Roff::new();
     roff.control("SH", ["ENVIRONMENT"]).text([roman(
-        "Options override the environment, which overrides the configuration file. \
-         Empty values count as unset. Mail systems often run commands with an empty or minimal \
-         environment (Postfix's pipe(8) does): use the configuration file there.",
+        "Options override the environment. Our own variables override the configuration \
+         file; the generic names the Rails action_mailbox:ingress tasks read (URL, \
+         INGRESS_PASSWORD) are only used for what the file does not set, so a stray variable \
+         never redirects an explicitly configured relay. Empty values count as unset. Mail \
+         systems often run commands with an empty or minimal environment (Postfix's pipe(8) \
+         does): use the configuration file there. Proxies: HTTPS_PROXY (or ALL_PROXY) and \
+         NO_PROXY apply to https:// URLs only; loopback and http:// URLs are never proxied, \
+         so a password never crosses a proxy in clear.",
     )]);
-    let settings: [(&[&str], &str); 3] = [
-        (&[ENV_CONFIG], "The configuration file to read, as --config."),
-        (&ENV_URL, "Chatwoot's base URL, or the full relay ingress URL, as --url."),
-        (&ENV_PASSWORD, "The ingress password itself. It overrides password and password_file in the configuration file, but not --password-file."),
+    let settings = [
+        (ENV_CONFIG, "The configuration file to read, as --config."),
+        (ENV_URL, "Chatwoot's base URL, or the full relay ingress URL, as --url; overrides url in the configuration file."),
+        (ENV_PASSWORD, "The ingress password itself. It overrides password and password_file in the configuration file, but not --password-file."),
+        (RAKE_URL, "The same as CHATWOOT_INGRESS_URL, read only when neither it, --url nor the configuration file sets the URL."),
+        (RAKE_PASSWORD, "The same as CHATWOOT_INGRESS_PASSWORD, read only when nothing else sets the password."),
     ];
-    for (names, what) in settings {
-        let (first, rest) = names.split_first().expect("every setting has a variable");
-        tagged(&mut roff, [bold(*first)], [roman(what)]);
-        for name in rest {
-            tagged(
-                &mut roff,
-                [bold(*name)],
-                [
-                    roman("The same, read only when "),
-                    bold(*first),
-                    roman(" is unset: the name the Rails action_mailbox:ingress tasks read."),
-                ],
-            );
-        }
+    for (name, what) in settings {
+        tagged(&mut roff, [bold(name)], [roman(what)]);
     }
     roff
 }
@@ -419,7 +415,7 @@ mod tests {
                 assert!(page.contains(&format!("\\-\\-{}", long.replace('-', "\\-"))), "no --{long}");
             }
         }
-        for name in ENV_URL.iter().chain(&ENV_PASSWORD).chain([&ENV_CONFIG]) {
+        for name in [ENV_URL, ENV_PASSWORD, ENV_CONFIG, RAKE_URL, RAKE_PASSWORD] {
             assert!(page.contains(&format!("\\fB{}\\fR", name)), "no {name}");
         }
     }

@@ -1,9 +1,10 @@
-//! The one answer every run ends in, and how each caller hears it.
+//! The one answer every message ends in, and how each caller hears it.
 //!
-//! Every cause maps to one RFC 3463 status code. The code's class (2, 4 or 5)
-//! decides the exit code for each caller, and [`exit_table`] renders the
-//! whole mapping for the README, the man page and the tests, so none of them
-//! restates it by hand.
+//! Every cause maps to one RFC 3463 status code, what it means, what to do
+//! about it, and whether it concerns one message or everything a run would
+//! send. The code's class (2, 4 or 5) decides the exit code for each caller,
+//! and [`exit_table`] renders the whole mapping for the README, the man page
+//! and the tests, so none of them restates it by hand.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -26,7 +27,7 @@ pub enum Mta {
 
 impl Mta {
     /// Callers that cannot bounce: they retry a failed message forever.
-    fn cannot_bounce(self) -> bool {
+    pub fn cannot_bounce(self) -> bool {
         matches!(self, Mta::Getmail | Mta::Fetchmail)
     }
 
@@ -51,7 +52,15 @@ pub enum Class {
     Permanent,
 }
 
-/// Why a run ended. Each cause has exactly one RFC 3463 status code.
+/// What a failure concerns: one message, or every message a run would send
+/// (the ingress, its credentials, our own files), so a batch stops on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Message,
+    Run,
+}
+
+/// Why a message's journey ended. Each cause has exactly one RFC 3463 code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cause {
     Delivered,
@@ -65,12 +74,15 @@ pub enum Cause {
     NoIngress,
     Redirected,
     MediaTypeRefused,
+    ProxyLimit,
     Busy,
     ServerError,
     UnexpectedStatus,
     Config,
     Usage,
-    InputError,
+    Unreadable,
+    RejectFailed,
+    StateFailed,
     Interrupted,
     Bug,
     Invalid,
@@ -79,7 +91,7 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, in the order the exit table lists them.
-    pub const ALL: [Cause; 21] = [
+    pub const ALL: [Cause; 24] = [
         Cause::Delivered,
         Cause::DryRun,
         Cause::Refused,
@@ -91,17 +103,36 @@ impl Cause {
         Cause::NoIngress,
         Cause::Redirected,
         Cause::MediaTypeRefused,
+        Cause::ProxyLimit,
         Cause::Busy,
         Cause::ServerError,
         Cause::UnexpectedStatus,
         Cause::Config,
         Cause::Usage,
-        Cause::InputError,
+        Cause::Unreadable,
+        Cause::RejectFailed,
+        Cause::StateFailed,
         Cause::Interrupted,
         Cause::Bug,
         Cause::Invalid,
         Cause::TooLarge,
     ];
+
+    /// The one table of HTTP answers: what the ingress's status code means.
+    /// Every command reads an answer through it, `check`'s probe included.
+    pub fn of_http(status: u16) -> Cause {
+        match status {
+            200..=299 => Cause::Delivered,
+            300..=399 => Cause::Redirected,
+            401 | 403 => Cause::PasswordRejected,
+            404 => Cause::NoIngress,
+            413 => Cause::ProxyLimit,
+            415 => Cause::MediaTypeRefused,
+            408 | 429 | 502..=504 => Cause::Busy,
+            500..=599 => Cause::ServerError,
+            _ => Cause::UnexpectedStatus,
+        }
+    }
 
     /// The RFC 3463 status code.
     pub fn code(self) -> &'static str {
@@ -115,8 +146,14 @@ impl Cause {
             Cause::PasswordRejected => "4.7.0",
             Cause::NoIngress | Cause::Redirected | Cause::MediaTypeRefused => "4.3.5",
             Cause::Config | Cause::Usage => "4.3.5",
+            Cause::ProxyLimit => "4.3.4",
             Cause::Busy => "4.3.2",
-            Cause::ServerError | Cause::InputError | Cause::Interrupted | Cause::Bug => "4.3.0",
+            Cause::ServerError
+            | Cause::Unreadable
+            | Cause::RejectFailed
+            | Cause::StateFailed
+            | Cause::Interrupted
+            | Cause::Bug => "4.3.0",
             Cause::UnexpectedStatus => "4.5.0",
             Cause::Invalid => "5.6.0",
             Cause::TooLarge => "5.3.4",
@@ -131,43 +168,125 @@ impl Cause {
         }
     }
 
+    /// Whether every other message would fail the same way now: a batch
+    /// (import, watch) stops or backs off instead of trying them all. A
+    /// failure that may belong to one message (its size, its content making
+    /// Chatwoot fail, a timeout) leaves the others to be tried.
+    pub fn scope(self) -> Scope {
+        match self {
+            Cause::Refused
+            | Cause::Dns
+            | Cause::Tls
+            | Cause::PasswordRejected
+            | Cause::NoIngress
+            | Cause::Redirected
+            | Cause::MediaTypeRefused
+            | Cause::Busy
+            | Cause::Config
+            | Cause::Usage
+            | Cause::RejectFailed
+            | Cause::StateFailed
+            | Cause::Interrupted
+            | Cause::Bug => Scope::Run,
+            Cause::Delivered
+            | Cause::DryRun
+            | Cause::ConnectionLost
+            | Cause::Timeout
+            | Cause::ProxyLimit
+            | Cause::ServerError
+            | Cause::UnexpectedStatus
+            | Cause::Unreadable
+            | Cause::Invalid
+            | Cause::TooLarge => Scope::Message,
+        }
+    }
+
     /// What the cause means, for the exit table.
     pub fn meaning(self) -> &'static str {
         match self {
-            Cause::Delivered => "the ingress answered 2xx",
+            Cause::Delivered => "the ingress answered 2xx, after the whole message was sent",
             Cause::DryRun => "--dry-run: the message is valid; nothing was sent",
-            Cause::Refused => "connection refused (after retries)",
-            Cause::ConnectionLost => "connection reset or closed mid-request (after retries)",
+            Cause::Refused => "connection refused or host unreachable (after retries)",
+            Cause::ConnectionLost => {
+                "connection reset or closed mid-request, or an answer before the whole message was sent (after retries)"
+            }
             Cause::Dns => "the ingress host name does not resolve",
-            Cause::Timeout => "no answer within --timeout",
+            Cause::Timeout => "no answer within the timeout",
             Cause::Tls => "TLS failed (certificate invalid, expired or for another host)",
             Cause::PasswordRejected => "HTTP 401 or 403: the ingress rejected the password",
             Cause::NoIngress => "HTTP 404: wrong path, or Chatwoot's ingress is not `relay`",
             Cause::Redirected => "HTTP 3xx: redirects are never followed; use the Location",
             Cause::MediaTypeRefused => "HTTP 415: something rewrote the Content-Type",
+            Cause::ProxyLimit => "HTTP 413 for a message within max_size: a proxy's size limit is lower",
             Cause::Busy => "HTTP 408 or 429, or 502, 503 or 504 after retries",
             Cause::ServerError => {
                 "HTTP 500 and other 5xx: no ingress password on the server, or it is failing"
             }
             Cause::UnexpectedStatus => "any other HTTP status",
-            Cause::Config => "configuration missing or invalid (file, key, value, password file)",
+            Cause::Config => "configuration missing or invalid (file, key, value, password file, route)",
             Cause::Usage => "unknown flag or bad argument",
-            Cause::InputError => {
-                "standard input could not be read, or a refusal could not be saved in --reject-dir"
-            }
-            Cause::Interrupted => "stopped by SIGTERM, SIGINT or SIGHUP",
+            Cause::Unreadable => "the message (standard input, a file) could not be read",
+            Cause::RejectFailed => "a refused message could not be saved in reject_dir",
+            Cause::StateFailed => "the journal or the state file could not be written",
+            Cause::Interrupted => "stopped by a signal (SIGTERM, SIGINT, SIGHUP, SIGUSR1…)",
             Cause::Bug => "an internal error (a bug: please report it)",
-            Cause::Invalid => "not an email: empty, no or broken header section, binary, JSON…",
-            Cause::TooLarge => "larger than max_size, or HTTP 413 from the ingress",
+            Cause::Invalid => "not an email: empty, no header section, binary, JSON…",
+            Cause::TooLarge => "larger than max_size",
         }
+    }
+
+    /// What an administrator should do about it: the one place for it,
+    /// which the status line, `check` and the documentation all show.
+    pub fn advice(self) -> Option<&'static str> {
+        Some(match self {
+            Cause::Delivered | Cause::DryRun | Cause::Config | Cause::Interrupted | Cause::Invalid => {
+                return None
+            }
+            Cause::Refused => {
+                "make sure Chatwoot or its proxy listens at that address and port, with no firewall in between"
+            }
+            Cause::ConnectionLost => "a proxy or firewall in front of Chatwoot may be cutting requests: see its log",
+            Cause::Dns => "check the host name in url, and this machine's DNS (/etc/resolv.conf, /etc/hosts)",
+            Cause::Timeout => "Chatwoot or its proxy answered too slowly: see their logs, or raise timeout",
+            Cause::Tls => {
+                "the certificate must be valid for the host and issued by a CA this machine trusts (set ca_file for a private CA or a self-signed certificate); an https URL to a plain-http port fails like this too"
+            }
+            Cause::PasswordRejected => {
+                "it must be exactly RAILS_INBOUND_EMAIL_PASSWORD on the Chatwoot server (every character counts, + / = included)"
+            }
+            Cause::NoIngress => {
+                "give Chatwoot's base URL as url (the relay path is appended), and run Chatwoot with RAILS_INBOUND_EMAIL_SERVICE=relay"
+            }
+            Cause::Redirected => "set url to the address the redirect names; redirects are never followed",
+            Cause::MediaTypeRefused => "a proxy in front of Chatwoot may be rewriting requests",
+            Cause::ProxyLimit => {
+                "raise the request size limit of the proxy in front of Chatwoot to max_size (nginx: client_max_body_size), or lower max_size"
+            }
+            Cause::Busy => "Chatwoot or its proxy is down or overloaded: see their logs",
+            Cause::ServerError => {
+                "set RAILS_INBOUND_EMAIL_PASSWORD on the Chatwoot server and restart it, or see Chatwoot's log"
+            }
+            Cause::UnexpectedStatus => {
+                "Chatwoot's relay ingress never gives this answer: make sure url reaches Chatwoot, not a proxy or firewall that answers for it"
+            }
+            Cause::Usage => "see chatwoot-ingress --help",
+            Cause::Unreadable => "check that the user chatwoot-ingress runs as can read it",
+            Cause::RejectFailed => "make reject_dir writable by the user chatwoot-ingress runs as, and check free space",
+            Cause::StateFailed => "make it writable by the user chatwoot-ingress runs as, and check free space",
+            Cause::Bug => "please report it",
+            Cause::TooLarge => "raise max_size if Chatwoot and its proxy accept larger messages",
+        })
     }
 }
 
-/// How a run ended: a cause, a one-line reason, and where a refused message was saved.
+/// How a message's journey ended: a cause, a one-line reason, and where a
+/// refused message was saved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
     pub cause: Cause,
     reason: String,
+    /// What to do, when more is known than the cause's own advice.
+    fix: Option<String>,
     /// Set when a permanent refusal was written to the reject directory.
     pub saved_to: Option<PathBuf>,
 }
@@ -181,7 +300,7 @@ impl Outcome {
             .filter(|s| !s.is_empty())
             .collect::<Vec<_>>()
             .join(" ");
-        Outcome { cause, reason, saved_to: None }
+        Outcome { cause, reason, fix: None, saved_to: None }
     }
 
     /// The same outcome, noting where the refused message was saved.
@@ -189,10 +308,26 @@ impl Outcome {
         Outcome { saved_to: Some(path), ..self }
     }
 
+    /// The same outcome with a fix more precise than its cause's advice.
+    pub fn with_fix(self, fix: impl Into<String>) -> Outcome {
+        Outcome { fix: Some(fix.into()), ..self }
+    }
+
+    /// What an administrator should do about it.
+    pub fn fix(&self) -> Option<&str> {
+        self.fix.as_deref().or(self.cause.advice())
+    }
+
+    /// The same cause with more said about it.
+    pub fn context(self, more: impl fmt::Display) -> Outcome {
+        Outcome { reason: format!("{} {more}", self.reason), ..self }
+    }
+
     pub fn class(&self) -> Class {
         self.cause.class()
     }
 
+    /// What happened, without the status code and the advice.
     pub fn reason(&self) -> &str {
         &self.reason
     }
@@ -227,9 +362,13 @@ impl Outcome {
     }
 }
 
+/// The status line: code, reason, advice, and where a refusal was saved.
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.cause.code(), self.reason)?;
+        if let Some(advice) = self.fix().filter(|_| self.class() == Class::Temporary) {
+            write!(f, ": {advice}")?;
+        }
         if let Some(path) = &self.saved_to {
             write!(f, " (saved as {})", path.display())?;
         }
@@ -295,6 +434,18 @@ pub fn exit_table() -> String {
     table
 }
 
+/// What to do about each temporary cause, as Markdown for the README: the
+/// same text the status line and `check` show.
+pub fn advice_table() -> String {
+    let mut table = String::from("| status | when | what to do |\n|---|---|---|\n");
+    for cause in Cause::ALL {
+        if let Some(advice) = cause.advice().filter(|_| cause.class() == Class::Temporary) {
+            table.push_str(&format!("| {} | {} | {advice} |\n", cause.code(), cause.meaning()));
+        }
+    }
+    table
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,16 +474,25 @@ mod tests {
     }
 
     #[test]
-    fn reasons_are_one_line() {
-        let outcome = Outcome::new(Cause::Bug, "first\nsecond\r\nthird");
-        assert_eq!(outcome.to_string(), "4.3.0 first second third");
-    }
-
-    #[test]
     fn temporary_codes_are_never_bounced_by_qmail() {
         // qmail treats 64, 65, 70, 76, 77, 78, 100 and 112 as hard.
         let hard = [64, 65, 70, 76, 77, 78, 100, 112];
         assert!(!hard.contains(&Mta::Qmail.exit_code(Class::Temporary)));
         assert!(!hard.contains(&Mta::Sysexits.exit_code(Class::Temporary)));
+    }
+
+    #[test]
+    fn reasons_are_one_line() {
+        let outcome = Outcome::new(Cause::Bug, "first\nsecond\r\nthird");
+        assert_eq!(outcome.to_string(), "4.3.0 first second third: please report it");
+    }
+
+    #[test]
+    fn every_http_status_has_one_cause_and_only_2xx_delivers() {
+        for status in 100..=599 {
+            let cause = Cause::of_http(status);
+            assert_eq!(cause == Cause::Delivered, (200..300).contains(&status), "{status}");
+            assert_ne!(cause.class(), Class::Permanent, "an HTTP answer never bounces mail: {status}");
+        }
     }
 }

@@ -93,16 +93,19 @@ fn each_wrong_answer_names_the_fault_and_the_fix() {
 }
 
 #[test]
-fn a_2xx_to_the_probe_is_a_warning_that_something_may_have_stored_it() {
+fn a_2xx_to_the_probe_means_this_is_not_the_ingress_and_fails() {
+    // Every message sent to an endpoint that says 2xx to anything would be lost.
     let server = Server::start(vec![status(204)]);
     let run = check(&server, &[]);
-    assert_eq!(run.code, 0, "warnings do not fail the check: {run:#?}");
-    assert!(
-        line(&run, "!", "http").contains("HTTP 204")
-            && line(&run, "!", "http").contains("may have stored it")
-    );
-    assert!(run.stdout.ends_with("all checks passed, with 1 warning(s)\n"), "{run:#?}");
-    only_probes(&server, 1);
+    assert_eq!(run.code, 1, "{run:#?}");
+    let http = line(&run, "✗", "http");
+    assert!(http.contains("HTTP 204") && http.contains("not an Action Mailbox relay ingress"), "{http}");
+    assert!(run.stdout.ends_with("1 check(s) failed\n"), "{run:#?}");
+    // And --send-test does not claim a delivery there.
+    let run = check(&server, &["--send-test", "support@inbox.example.com"]);
+    assert!(line(&run, "✗", "send-test").contains("not sent"), "{run:#?}");
+    assert_eq!(server.received().iter().filter(|r| !r.body.is_empty()).count(), 0);
+    only_probes(&server, 2);
 }
 
 #[test]
@@ -235,7 +238,7 @@ fn mta_checks_what_its_user_can_read() {
     );
     let run = check(&server, &["--mta", "postfix", "--user", "no-such-user"]);
     let missing = line(&run, "✗", "access");
-    assert!(missing.contains("no user no-such-user in /etc/passwd — fix: create it"), "{missing}");
+    assert!(missing.contains("no user no-such-user on this system — fix: create it"), "{missing}");
     assert_eq!(run.code, 1);
 }
 

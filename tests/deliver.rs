@@ -83,7 +83,7 @@ fn every_http_answer_maps_to_its_outcome_under_every_mta() {
         (status(403), "4.7.0", "the ingress rejected the password (HTTP 403)"),
         (status(404), "4.3.5", "RAILS_INBOUND_EMAIL_SERVICE=relay"),
         (status(408), "4.3.2", "HTTP 408"),
-        (status(413), "5.3.4", "too large (HTTP 413)"),
+        (status(413), "4.3.4", "too large (HTTP 413)"),
         (status(415), "4.3.5", "content type (HTTP 415)"),
         (status(429), "4.3.2", "HTTP 429"),
         (status(500), "4.3.0", "RAILS_INBOUND_EMAIL_PASSWORD"),
@@ -267,7 +267,9 @@ fn configuration_problems_defer_and_say_what_to_fix() {
     let missing = ingress(&["--password-file", "/nonexistent/pw", "--url", &server.url()]);
     let run = missing.stdin(message.clone()).run();
     run.failed(75, "4.3.5");
-    assert!(run.stderr.contains("/nonexistent/pw"), "{run:#?}");
+    // A path that names no file may be the password itself: not echoed.
+    assert!(run.stderr.contains("password file given by --password-file does not exist"), "{run:#?}");
+    assert!(!run.stderr.contains("/nonexistent/pw"), "{run:#?}");
 
     let missing_config = ingress(&[]).env("CHATWOOT_INGRESS_CONFIG", "/nonexistent/config.toml");
     missing_config.stdin(message.clone()).run().failed(75, "4.3.5");
@@ -359,6 +361,9 @@ fn verbose_reports_success_on_stdout_only() {
     let run = to(&server, &["-v", "--mta", "getmail"]).stdin(corpus("lf.eml")).run();
     run.delivered();
     assert!(run.stdout.starts_with("2.0.0 delivered to http://127.0.0.1:"), "{run:#?}");
+    // And which source won, for the URL and the password.
+    assert!(run.stdout.contains("(from flag --url)\n"), "{run:#?}");
+    assert!(run.stdout.contains("password **** (from environment CHATWOOT_INGRESS_PASSWORD)"), "{run:#?}");
 }
 
 #[test]
@@ -408,7 +413,7 @@ fn the_shipped_qmail_line_works_as_qmail_local_runs_it() {
     let command = command
         .replace("/usr/bin/chatwoot-ingress", BIN)
         .replace(" --config /etc/chatwoot-ingress/config.toml", "");
-    let qmail_local = |server: &Server, password: &str| {
+    let qmail_local = |server: &Server, password: &str, message: &[u8]| {
         let mut child = std::process::Command::new("/bin/sh")
             .args(["-c", &command])
             .env_clear()
@@ -426,21 +431,22 @@ fn the_shipped_qmail_line_works_as_qmail_local_runs_it() {
             .spawn()
             .unwrap();
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(&corpus("lf.eml")).unwrap();
+        child.stdin.take().unwrap().write_all(message).unwrap();
         let output = child.wait_with_output().unwrap();
         (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
     };
     let server = Server::start(vec![status(204)]);
-    assert_eq!(qmail_local(&server, PASSWORD), (Some(0), String::new()));
+    assert_eq!(qmail_local(&server, PASSWORD, &corpus("lf.eml")), (Some(0), String::new()));
     let expected = [b"X-Original-To: reply+7@inbox.example.com\n".as_slice(), &corpus("lf.eml")].concat();
     assert_eq!(server.bodies(), vec![expected]);
     // qmail: 111 is soft (queued, retried), 100 hard.
     let rejecting = Server::start(vec![status(401)]);
-    let (code, stderr) = qmail_local(&rejecting, "wrong");
+    let (code, stderr) = qmail_local(&rejecting, "wrong", &corpus("lf.eml"));
     assert_eq!(code, Some(111), "{stderr}");
     assert!(stderr.starts_with("4.7.0 "), "{stderr}");
-    let refusing = Server::start(vec![status(413)]);
-    assert_eq!(qmail_local(&refusing, PASSWORD).0, Some(100));
+    let (code, stderr) = qmail_local(&server, PASSWORD, b"not an email at all");
+    assert_eq!(code, Some(100), "{stderr}");
+    assert!(stderr.starts_with("5.6.0 "), "{stderr}");
 }
 
 #[test]

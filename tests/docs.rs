@@ -7,8 +7,7 @@ use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
 
-use chatwoot_ingress::cli::ConfigArgs;
-use chatwoot_ingress::config::Config;
+use chatwoot_ingress::config::{Config, Overrides};
 use chatwoot_ingress::docs;
 use chatwoot_ingress::outcome::exit_table;
 
@@ -141,8 +140,8 @@ fn example_settings(text: &str) -> Vec<(String, String)> {
 fn load(text: &str) -> Result<Config, String> {
     let mut file = tempfile::NamedTempFile::new().unwrap();
     file.write_all(text.as_bytes()).unwrap();
-    let args = ConfigArgs { config: Some(file.path().into()), ..Default::default() };
-    Config::load_with(&args, |_| None).map_err(|e| e.to_string())
+    let overrides = Overrides { config: Some(file.path().into()), ..Default::default() };
+    Config::load_with(&overrides, |_| None).map_err(|e| e.to_string())
 }
 
 #[test]

@@ -161,7 +161,7 @@ fn faults(dir: &std::path::Path) -> Vec<Fault> {
         f("HTTP 403", Cause::PasswordRejected, http(403)),
         f("HTTP 404", Cause::NoIngress, http(404)),
         f("HTTP 408", Cause::Busy, http(408)),
-        f("HTTP 413", Cause::TooLarge, http(413)),
+        f("HTTP 413", Cause::ProxyLimit, http(413)),
         f("HTTP 415", Cause::MediaTypeRefused, http(415)),
         f("HTTP 429", Cause::Busy, http(429)),
         f("HTTP 500", Cause::ServerError, http(500)),

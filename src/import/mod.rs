@@ -1,10 +1,10 @@
 //! `import`: relay mbox files, Maildir folders and .eml files in bulk.
 //!
 //! The main thread reads the inputs one message at a time and hands them over
-//! a bounded channel to `--jobs` workers that share one [`Relay`], so one
+//! a bounded channel to `--jobs` workers that share one [`Pipeline`], so one
 //! keep-alive connection pool. Memory holds a few messages at most, whatever
-//! the size of the input. Each message goes through the same validation and
-//! the same [`Relay::deliver`] as deliver mode, and ends in an [`Outcome`].
+//! the size of the input. Each message goes through the same steps as deliver
+//! mode and ends in an [`Outcome`]; the journal and the progress are import's.
 
 mod journal;
 mod maildir;
@@ -20,132 +20,84 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use clap::Args;
 use reqwest::Url;
 
-use crate::cli::ConfigArgs;
-use crate::config::{io_reason, Config};
-use crate::deliver::refuse;
-use crate::message::{self, Input, Message};
-use crate::outcome::{Cause, Class, Mta, Outcome};
-use crate::relay::Relay;
+use crate::cli::ImportArgs;
+use crate::config::{Config, Overrides};
+use crate::message::Input;
+use crate::outcome::{Cause, Class, Mta, Outcome, Scope};
+use crate::pipeline::{Mode, Pipeline, Prepared};
+use crate::sys::{self, io_reason};
 use journal::Journal;
 use mbox::Flavour;
 
-#[derive(Debug, Args)]
-#[command(next_help_heading = "Import options")]
-pub struct ImportArgs {
-    /// mbox files, Maildir folders (they have new/ and cur/), .eml files and
-    /// folders of .eml files; - reads an mbox on standard input
-    #[arg(required = true, value_name = "PATH")]
-    pub paths: Vec<PathBuf>,
-
-    /// Requests in flight at once, over one pool of keep-alive connections
-    #[arg(short, long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub jobs: u16,
-
-    /// Retry a message that failed temporarily this many times, pausing 1 s,
-    /// 2 s, 4 s… in between, before counting it as failed (a re-run tries it
-    /// again)
-    #[arg(long, value_name = "N", default_value_t = 3)]
-    pub retries: u32,
-
-    /// The record of delivered messages (the SHA-256 of the bytes sent, one
-    /// per line): messages in it are skipped, so running the same command
-    /// again after a failure, a crash or Ctrl-C delivers only the rest.
-    /// Delete it to send everything again [default: one per ingress URL in
-    /// $XDG_STATE_HOME/chatwoot-ingress/, else
-    /// ~/.local/state/chatwoot-ingress/, named HOST-HASH.journal]
-    #[arg(long, value_name = "FILE")]
-    pub journal: Option<PathBuf>,
-
-    /// Read mbox files as mboxo: unquote only ">From " lines. The default,
-    /// mboxrd, turns ">From " into "From " and ">>From " into ">From "
-    #[arg(long)]
-    pub mboxo: bool,
-
-    /// Maildir: move each delivered message to cur/ and flag it seen (S),
-    /// so that new/ holds only mail still to import
-    #[arg(long)]
-    pub mark_seen: bool,
-
-    /// The envelope recipient of every message: added as X-Original-To to
-    /// messages that have none
-    #[arg(long, value_name = "ADDR", allow_hyphen_values = true)]
-    pub recipient: Option<String>,
-}
-
-/// A temporary failure with one of these causes will fail every message the
-/// same way (the password, the URL, TLS): stop instead of trying them all.
-fn same_for_every_message(cause: Cause) -> bool {
-    matches!(
-        cause,
-        Cause::Dns
-            | Cause::Tls
-            | Cause::PasswordRejected
-            | Cause::NoIngress
-            | Cause::Redirected
-            | Cause::MediaTypeRefused
-            | Cause::InputError
-    )
-}
-
-/// After this many messages in a row failed (each after its retries), the
-/// ingress is taken to be down: stop, and let a later run resume.
+/// After this many messages in a row failed, each for a reason of its own,
+/// the ingress is taken to be failing: stop, and let a later run resume.
 const FAILURES_TO_HALT: u32 = 10;
-const FIRST_PAUSE: Duration = Duration::from_secs(1);
-const MAX_PAUSE: Duration = Duration::from_secs(30);
 const TICK: Duration = Duration::from_millis(100);
 
 /// Import, report the summary and end in one outcome, whose class gives the
-/// exit code: 0 when everything was delivered, 75 when anything failed or the
-/// run was interrupted, 65 when messages were refused and nothing failed.
-pub fn run(args: &ImportArgs, config: &ConfigArgs) -> ExitCode {
-    let (outcome, warnings) = match Config::load(config) {
-        Ok(config) => (import(args, &config), config.warnings),
+/// exit code in `mta`'s terms: 0 when everything was delivered, temporary
+/// when anything failed or the run was interrupted, permanent when messages
+/// were refused and nothing failed.
+pub fn main(args: &ImportArgs, overrides: &Overrides, mta: Mta) -> ExitCode {
+    let ran = sys::catch_panic(|| match Config::load(overrides) {
+        Ok(config) => (import(args, &config, mta), config.warnings),
         Err(e) => (Outcome::new(Cause::Config, e.to_string()), Vec::new()),
-    };
-    outcome.report(Mta::Sysexits, false, &warnings)
+    });
+    let (outcome, warnings) = ran.unwrap_or_else(|panic| {
+        (Outcome::new(Cause::Bug, format!("internal error, please report it: {panic}")), Vec::new())
+    });
+    outcome.report(mta, false, &warnings)
 }
 
-fn import(args: &ImportArgs, config: &Config) -> Outcome {
-    let recipient = args.recipient.as_deref();
-    if let Some(Err(e)) = recipient.map(message::check_recipient) {
-        return Outcome::new(Cause::Usage, e);
-    }
-    let relay =
-        match config.target().map_err(|e| Outcome::new(Cause::Config, e.to_string())).and_then(Relay::new) {
-            Ok(relay) => relay,
-            Err(outcome) => return outcome,
-        };
+fn import(args: &ImportArgs, config: &Config, mta: Mta) -> Outcome {
+    let recipient = match Pipeline::recipient(args.recipient.as_deref()) {
+        Ok(recipient) => recipient,
+        Err(outcome) => return outcome,
+    };
+    let mode = if args.dry_run { Mode::DryRun } else { Mode::Send };
+    let pipeline = match Pipeline::new(config, mode) {
+        Ok(pipeline) => pipeline,
+        Err(outcome) => return outcome,
+    };
     let (sources, total) = match plan(&args.paths) {
         Ok(plan) => plan,
         Err(outcome) => return outcome,
     };
-    let Some(journal_path) = args.journal.clone().or_else(|| default_journal(relay.url())) else {
-        return Outcome::new(Cause::Config, "no home directory for the journal: give --journal FILE");
-    };
-    let journal = match Journal::open(&journal_path) {
-        Ok(journal) => journal,
-        Err(e) => {
-            let reason = format!("cannot open the journal {}: {}", journal_path.display(), io_reason(&e));
-            return Outcome::new(Cause::InputError, reason);
+    // A dry run writes nothing, the journal included.
+    let journal = match pipeline.target() {
+        None => None,
+        Some(target) => {
+            let Some(path) = args.journal.clone().or_else(|| default_journal(&target.url)) else {
+                return Outcome::new(Cause::Config, "no home directory for the journal: give --journal FILE");
+            };
+            match Journal::open(&path) {
+                Ok(journal) => Some((journal, path)),
+                Err(e) => {
+                    let reason = format!("cannot open the journal {}: {}", path.display(), io_reason(&e));
+                    return Outcome::new(Cause::StateFailed, reason);
+                }
+            }
         }
     };
     let interrupted = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+    let temporary = Outcome::new(Cause::Interrupted, "").exit_code(mta).into();
+    for signal in sys::terminating_signals() {
         // Registered first, so it sees the flag only from the second signal on.
-        let _ = signal_hook::flag::register_conditional_shutdown(signal, 75, interrupted.clone());
+        let _ = signal_hook::flag::register_conditional_shutdown(signal, temporary, interrupted.clone());
         let _ = signal_hook::flag::register(signal, interrupted.clone());
     }
+    let (journal, journal_path) = match journal {
+        Some((journal, path)) => (Some(Mutex::new(journal)), Some(path)),
+        None => (None, None),
+    };
     let batch = Batch {
-        config,
-        relay,
-        recipient,
-        retries: args.retries,
+        pipeline,
+        recipient: recipient.as_deref(),
         mark_seen: args.mark_seen,
         flavour: if args.mboxo { Flavour::Mboxo } else { Flavour::Mboxrd },
-        journal: Mutex::new(journal),
+        journal,
         interrupted,
         halted: AtomicBool::new(false),
         tally: Mutex::new(Tally::default()),
@@ -155,14 +107,15 @@ fn import(args: &ImportArgs, config: &Config) -> Outcome {
         start: Instant::now(),
     };
     batch.run(&sources, args.jobs.into());
-    let synced = batch.journal.lock().unwrap_or_else(|e| e.into_inner()).sync();
-    if let Err(e) = synced {
-        batch.say(&format!("warning: cannot sync the journal {}: {}", journal_path.display(), io_reason(&e)));
+    if let (Some(journal), Some(path)) = (&batch.journal, &journal_path) {
+        if let Err(e) = journal.lock().unwrap_or_else(|e| e.into_inner()).sync() {
+            batch.say(&format!("warning: cannot sync the journal {}: {}", path.display(), io_reason(&e)));
+        }
     }
     summary(
         batch.tally.into_inner().unwrap_or_else(|e| e.into_inner()),
         batch.interrupted.load(Relaxed),
-        &journal_path,
+        journal_path.as_deref(),
     )
 }
 
@@ -278,13 +231,12 @@ struct Tally {
 }
 
 struct Batch<'a> {
-    config: &'a Config,
-    relay: Relay,
+    pipeline: Pipeline,
     recipient: Option<&'a str>,
-    retries: u32,
     mark_seen: bool,
     flavour: Flavour,
-    journal: Mutex<Journal>,
+    /// None in a dry run.
+    journal: Option<Mutex<Journal>>,
     interrupted: Arc<AtomicBool>,
     halted: AtomicBool,
     tally: Mutex<Tally>,
@@ -356,7 +308,7 @@ impl Batch<'_> {
         reader: impl BufRead,
         queue: &SyncSender<Job>,
     ) -> io::Result<()> {
-        let limit = self.config.max_size.value;
+        let limit = self.pipeline.max_size();
         let name = path.map_or("standard input".into(), |p| p.display().to_string());
         mbox::split(reader, self.flavour, limit, self.recipient, |piece| {
             self.read.fetch_add(piece.at.len, Relaxed);
@@ -375,7 +327,7 @@ impl Batch<'_> {
         }
         let mut file = File::open(path)?;
         self.read.fetch_add(file.metadata()?.len(), Relaxed);
-        let input = message::read_limited(&mut file, self.config.max_size.value, self.recipient)?;
+        let input = self.pipeline.read(&mut file, self.recipient)?;
         let origin = path.display().to_string();
         let stored = Stored::File { path: path.to_path_buf(), maildir };
         self.send(queue, Job { place: Place { origin, stored }, input });
@@ -395,98 +347,56 @@ impl Batch<'_> {
     }
 
     fn deliver(&self, place: &Place, input: Input) -> Done {
-        let raw = match input {
-            Input::Complete(raw) => raw,
-            Input::TooLarge(head) => return Done::NotDelivered(self.too_large(place, head.input())),
-        };
-        let message = match Message::prepare(raw, self.recipient) {
-            Ok(message) => message,
-            Err((invalid, raw)) => {
-                let outcome = Outcome::new(Cause::Invalid, invalid.to_string());
-                return Done::NotDelivered(refuse(self.config, outcome, raw.input(), &mut io::empty()));
+        let message = match self.pipeline.prepare(input, self.recipient) {
+            Prepared::Ready(message) => message,
+            Prepared::Refused(outcome, head) => {
+                return Done::NotDelivered(self.refuse(place, outcome, head.input()))
             }
         };
+        let Some(journal) = &self.journal else {
+            self.say(&format!("would deliver: {}: {} bytes", place.origin, message.len()));
+            return Done::Delivered;
+        };
         let hash = journal::hash(&message.bytes);
-        if self.journal.lock().unwrap_or_else(|e| e.into_inner()).contains(&hash) {
+        if journal.lock().unwrap_or_else(|e| e.into_inner()).contains(&hash) {
             self.seen(place);
             return Done::Skipped;
         }
-        let mut pause = FIRST_PAUSE;
-        let mut retries = 0;
-        loop {
-            let outcome = self.relay.deliver(&message);
-            match outcome.class() {
-                Class::Success => {
-                    if let Err(e) = self.journal.lock().unwrap_or_else(|e| e.into_inner()).record(hash) {
-                        let reason = format!("cannot write to the journal: {}", io_reason(&e));
-                        self.halt(&mut self.tally(), Outcome::new(Cause::InputError, reason));
-                    }
-                    self.seen(place);
-                    return Done::Delivered;
-                }
-                Class::Permanent => {
-                    return Done::NotDelivered(refuse(self.config, outcome, &message.bytes, &mut io::empty()))
-                }
-                Class::Temporary => {
-                    if retries == self.retries || same_for_every_message(outcome.cause) || !self.pause(pause)
-                    {
-                        return Done::NotDelivered(match retries {
-                            0 => outcome,
-                            n => Outcome::new(
-                                outcome.cause,
-                                format!("{} (retried {n} times)", outcome.reason()),
-                            ),
-                        });
-                    }
-                    retries += 1;
-                    pause = (pause * 2).min(MAX_PAUSE);
-                }
-            }
+        let outcome = self.pipeline.send(&message);
+        if outcome.class() != Class::Success {
+            return Done::NotDelivered(self.pipeline.settle(outcome, &message.bytes, &mut io::empty()));
         }
+        if let Err(e) = journal.lock().unwrap_or_else(|e| e.into_inner()).record(hash) {
+            let reason = format!("cannot write to the journal: {}", io_reason(&e));
+            self.halt(&mut self.tally(), Outcome::new(Cause::StateFailed, reason));
+        }
+        self.seen(place);
+        Done::Delivered
     }
 
-    /// Too large to send, and to hold: only its head was read. With a reject
-    /// folder, the message is read again from where it is stored, after
-    /// checking that its head has not changed meanwhile.
-    fn too_large(&self, place: &Place, head: &[u8]) -> Outcome {
-        let max_size = &self.config.max_size;
-        let reason =
-            format!("message too large: over max_size of {} bytes ({})", max_size.value, max_size.source);
-        let outcome = Outcome::new(Cause::TooLarge, reason);
-        if self.config.reject_dir.is_none() {
-            return outcome;
+    /// A refusal, saved with the whole message. A message too large to
+    /// hold was only read up to its head: with a reject folder, it is read
+    /// again from where it is stored, after checking that its head has not
+    /// changed meanwhile.
+    fn refuse(&self, place: &Place, outcome: Outcome, head: &[u8]) -> Outcome {
+        if outcome.cause != Cause::TooLarge {
+            return self.pipeline.settle(outcome, head, &mut io::empty());
         }
         let again = match &place.stored {
             Stored::Stdin => {
-                let reason = format!(
-                    "{} (read from standard input: not copied to the reject folder)",
-                    outcome.reason()
-                );
-                return Outcome::new(outcome.cause, reason);
+                return outcome.context("(read from standard input: not copied to the reject folder)")
             }
             Stored::File { path, .. } => File::open(path).map(|f| Box::new(f) as Box<dyn Read>),
             Stored::InMbox { path, at } => mbox::reread(path, *at, self.flavour).map(|r| Box::new(r) as _),
         };
         match again.and_then(|mut again| Ok(starts_with(&mut again, head)?.then_some(again))) {
-            Ok(Some(mut rest)) => refuse(self.config, outcome, head, &mut rest),
-            Ok(None) => Outcome::new(Cause::InputError, format!("it changed while it was read ({outcome})")),
+            Ok(Some(mut rest)) => self.pipeline.settle(outcome, head, &mut rest),
+            Ok(None) => Outcome::new(Cause::Unreadable, format!("it changed while it was read ({outcome})")),
             Err(e) => Outcome::new(
-                Cause::InputError,
+                Cause::Unreadable,
                 format!("cannot read it again: {} ({outcome})", io_reason(&e)),
             ),
         }
-    }
-
-    /// Sleep before a retry; false if the run is stopping meanwhile.
-    fn pause(&self, pause: Duration) -> bool {
-        let until = Instant::now() + pause;
-        while Instant::now() < until {
-            if self.stopping() {
-                return false;
-            }
-            thread::sleep(TICK.min(until.saturating_duration_since(Instant::now())));
-        }
-        !self.stopping()
     }
 
     fn seen(&self, place: &Place) {
@@ -523,7 +433,7 @@ impl Batch<'_> {
                 tally.failed += 1;
                 tally.failures_in_a_row += 1;
                 if !self.interrupted.load(Relaxed)
-                    && (same_for_every_message(outcome.cause) || tally.failures_in_a_row >= FAILURES_TO_HALT)
+                    && (outcome.cause.scope() == Scope::Run || tally.failures_in_a_row >= FAILURES_TO_HALT)
                 {
                     self.halt(&mut tally, outcome.clone());
                 }
@@ -617,16 +527,22 @@ fn starts_with(reader: &mut dyn Read, head: &[u8]) -> io::Result<bool> {
 }
 
 fn read_error(e: &io::Error) -> Done {
-    Done::NotDelivered(Outcome::new(Cause::InputError, format!("cannot read: {}", io_reason(e))))
+    Done::NotDelivered(Outcome::new(Cause::Unreadable, format!("cannot read: {}", io_reason(e))))
 }
 
-/// The counts on stdout, and the outcome that decides the exit code.
-fn summary(tally: Tally, interrupted: bool, journal: &Path) -> Outcome {
+/// The counts on stdout, and the outcome that decides the exit code. No
+/// journal means a dry run.
+fn summary(tally: Tally, interrupted: bool, journal: Option<&Path>) -> Outcome {
     let Tally { delivered, skipped, refused, failed, .. } = tally;
-    println!(
-        "{delivered} delivered, {skipped} already delivered, {refused} refused, {failed} failed (journal: {})",
-        journal.display()
-    );
+    // A closed stdout must not turn a finished run into a failure.
+    let _ = match journal {
+        Some(journal) => writeln!(
+            io::stdout(),
+            "{delivered} delivered, {skipped} already delivered, {refused} refused, {failed} failed (journal: {})",
+            journal.display()
+        ),
+        None => writeln!(io::stdout(), "{delivered} would be delivered, {refused} refused, {failed} failed (dry run: nothing was sent)"),
+    };
     let resume = "run the same command again to resume";
     if interrupted {
         Outcome::new(
@@ -639,6 +555,8 @@ fn summary(tally: Tally, interrupted: bool, journal: &Path) -> Outcome {
         Outcome::new(last.cause, format!("{failed} not delivered (last: {}); {resume}", last.reason()))
     } else if let Some(first) = tally.first_refusal {
         Outcome::new(first.cause, format!("{refused} refused, listed above (first: {})", first.reason()))
+    } else if journal.is_none() {
+        Outcome::new(Cause::DryRun, format!("dry run: {delivered} valid; nothing was sent"))
     } else {
         Outcome::new(Cause::Delivered, format!("{delivered} delivered"))
     }

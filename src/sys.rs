@@ -1,0 +1,223 @@
+//! What we ask of the operating system: accounts (through the C library,
+//! so LDAP or sssd accounts count), the wording of io errors, signals, and
+//! panics turned into something a caller can act on.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Mutex;
+
+/// An io::Error without Rust's "(os error N)" suffix, lower-cased like the rest of our lines.
+pub fn io_reason(e: &io::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text.to_string(),
+    }
+}
+
+/// A user as the kernel sees it for file access.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub uid: u32,
+    /// The primary group first, then every supplementary group.
+    pub gids: Vec<u32>,
+}
+
+impl Account {
+    /// Look `name` up through NSS (getpwnam_r, getgrouplist).
+    pub fn by_name(name: &str) -> Option<Account> {
+        let c_name = CString::new(name).ok()?;
+        let (uid, gid) = passwd(|pwd, buf, result| unsafe {
+            libc::getpwnam_r(c_name.as_ptr(), pwd, buf.as_mut_ptr(), buf.len(), result)
+        })
+        .map(|(_, uid, gid)| (uid, gid))?;
+        Some(Account { name: name.to_string(), uid, gids: groups(&c_name, gid) })
+    }
+
+    /// The name of `uid`, if NSS knows it.
+    pub fn name_of(uid: u32) -> Option<String> {
+        passwd(|pwd, buf, result| unsafe { libc::getpwuid_r(uid, pwd, buf.as_mut_ptr(), buf.len(), result) })
+            .map(|(name, _, _)| name)
+    }
+}
+
+/// Run a getpw*_r call with a growing buffer: (name, uid, gid) when found.
+fn passwd(
+    call: impl Fn(*mut libc::passwd, &mut Vec<libc::c_char>, *mut *mut libc::passwd) -> libc::c_int,
+) -> Option<(String, u32, u32)> {
+    let mut buf: Vec<libc::c_char> = vec![0; 1024];
+    loop {
+        // SAFETY: an all-zero passwd is a valid value to be overwritten.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        match call(&mut pwd, &mut buf, &mut result) {
+            libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            0 if !result.is_null() => {
+                // SAFETY: on success pw_name points into `buf`, NUL-terminated.
+                let name = unsafe { CStr::from_ptr(pwd.pw_name) }.to_string_lossy().into_owned();
+                return Some((name, pwd.pw_uid, pwd.pw_gid));
+            }
+            _ => return None,
+        }
+    }
+}
+
+fn groups(name: &CStr, gid: u32) -> Vec<u32> {
+    let mut count: libc::c_int = 64;
+    loop {
+        let mut gids: Vec<libc::gid_t> = vec![0; count as usize];
+        let capacity = count;
+        // SAFETY: `gids` has room for `count` entries; getgrouplist updates count.
+        let found = unsafe { libc::getgrouplist(name.as_ptr(), gid, gids.as_mut_ptr(), &mut count) };
+        if found >= 0 {
+            gids.truncate(count as usize);
+            // The primary group first, as callers expect.
+            gids.retain(|&g| g != gid);
+            gids.insert(0, gid);
+            return gids;
+        }
+        if count <= capacity {
+            count = capacity * 2;
+        }
+        if count > 1 << 16 {
+            return vec![gid];
+        }
+    }
+}
+
+/// The user we run as, because "permission denied" is only useful with it.
+pub fn whoami() -> String {
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    match Account::name_of(uid) {
+        Some(name) => format!("user {name}, uid {uid}"),
+        None => format!("uid {uid}"),
+    }
+}
+
+/// The signals whose default action ends the process and that a process
+/// may catch: each must end a run as a temporary outcome, never as a signal
+/// death (Exim bounces a pipe killed by a signal). Faults (SIGSEGV, SIGBUS,
+/// SIGILL, SIGFPE) and SIGTRAP (debuggers) are left alone; SIGPIPE is
+/// already ignored by Rust's runtime and SIGXFSZ by [`ignore_file_size_signal`].
+pub fn terminating_signals() -> Vec<libc::c_int> {
+    let mut signals = vec![
+        libc::SIGHUP,
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGABRT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGALRM,
+        libc::SIGTERM,
+        libc::SIGSTKFLT,
+        libc::SIGXCPU,
+        libc::SIGVTALRM,
+        libc::SIGPROF,
+        libc::SIGIO,
+        libc::SIGPWR,
+        libc::SIGSYS,
+    ];
+    signals.extend(libc::SIGRTMIN()..=libc::SIGRTMAX());
+    signals
+}
+
+/// Wait for terminating signals on a thread of their own.
+pub fn catch_terminating_signals() -> io::Result<signal_hook::iterator::Signals> {
+    signal_hook::iterator::Signals::new(terminating_signals())
+}
+
+/// A signal's name, as `kill -l` spells it.
+pub fn signal_name(signal: libc::c_int) -> String {
+    let known = [
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGQUIT, "SIGQUIT"),
+        (libc::SIGABRT, "SIGABRT"),
+        (libc::SIGUSR1, "SIGUSR1"),
+        (libc::SIGUSR2, "SIGUSR2"),
+        (libc::SIGALRM, "SIGALRM"),
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGSTKFLT, "SIGSTKFLT"),
+        (libc::SIGXCPU, "SIGXCPU"),
+        (libc::SIGVTALRM, "SIGVTALRM"),
+        (libc::SIGPROF, "SIGPROF"),
+        (libc::SIGIO, "SIGIO"),
+        (libc::SIGPWR, "SIGPWR"),
+        (libc::SIGSYS, "SIGSYS"),
+    ];
+    match known.iter().find(|(n, _)| *n == signal) {
+        Some((_, name)) => name.to_string(),
+        None if (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&signal) => {
+            format!("SIGRTMIN+{}", signal - libc::SIGRTMIN())
+        }
+        None => format!("signal {signal}"),
+    }
+}
+
+/// A write past RLIMIT_FSIZE must fail as an error we report (the message
+/// is kept), not kill the process with SIGXFSZ.
+pub fn ignore_file_size_signal() {
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
+/// Run `f`; a panic comes back as its message (with its place), not as
+/// Rust's default output on stderr (which would come before our status
+/// line) nor as exit 101.
+pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static MESSAGE: Mutex<String> = Mutex::new(String::new());
+    panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let text = match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+            (Some(s), _) => s.to_string(),
+            (_, Some(s)) => s.clone(),
+            _ => "panic".to_string(),
+        };
+        let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        if let Ok(mut message) = MESSAGE.lock() {
+            *message = format!("{text}{place}");
+        }
+    }));
+    panic::catch_unwind(AssertUnwindSafe(f))
+        .map_err(|_| MESSAGE.lock().map(|m| m.clone()).unwrap_or_else(|e| e.into_inner().clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_found_through_nss() {
+        let root = Account::by_name("root").expect("every system has root");
+        assert_eq!((root.uid, root.gids[0]), (0, 0));
+        assert_eq!(Account::name_of(0).as_deref(), Some("root"));
+        assert!(Account::by_name("no-such-user-here").is_none());
+        assert!(Account::by_name("nul\0byte").is_none());
+    }
+
+    #[test]
+    fn signals_are_named_and_none_is_a_fault() {
+        let signals = terminating_signals();
+        assert!(signals.contains(&libc::SIGUSR1) && signals.contains(&libc::SIGRTMAX()));
+        for fault in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGKILL, libc::SIGSTOP] {
+            assert!(!signals.contains(&fault));
+        }
+        assert_eq!(signal_name(libc::SIGTERM), "SIGTERM");
+        assert_eq!(signal_name(libc::SIGRTMIN() + 2), "SIGRTMIN+2");
+    }
+
+    #[test]
+    fn io_reasons_read_like_our_lines() {
+        let e = io::Error::from(io::ErrorKind::NotFound);
+        assert_eq!(io_reason(&e), "entity not found");
+        let e = io::Error::from_raw_os_error(libc::EACCES);
+        assert_eq!(io_reason(&e), "permission denied");
+    }
+}
