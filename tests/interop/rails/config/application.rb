@@ -45,5 +45,10 @@ module InteropRails
     # deduplicated and never processed. Chatwoot (PostgreSQL, Sidekiq) has no
     # such failure; the clients' concurrency is still exercised at HTTP level.
     config.middleware.insert_before 0, Rack::Lock
+
+    # Chatwoot's records for the routing decision (app/models/chatwoot_fixture.rb):
+    # config/chatwoot_fixture.json or $CHATWOOT_FIXTURE, read and checked at
+    # boot so that a bad fixture stops the server instead of every message.
+    config.after_initialize { ChatwootFixture.current }
   end
 end

@@ -4,7 +4,8 @@ require "json"
 
 # Records every routed message: the exact stored bytes go to
 # $DATA_DIR/messages/<sha256>.eml and one JSON line is appended to
-# $DATA_DIR/received.jsonl (format: see README.md).
+# $DATA_DIR/received.jsonl (format: see README.md), including `route`: where
+# Chatwoot would have put the message (ChatwootRouting), dropped ones too.
 class RecordingMailbox < ApplicationMailbox
   def process
     source = inbound_email.source.b # exact bytes as stored by Active Storage
@@ -25,10 +26,13 @@ class RecordingMailbox < ApplicationMailbox
       message_id: message_id && utf8(message_id.sub(/\A</, "").sub(/>\z/, "")),
       sha256: sha256,
       size: source.bytesize,
-      to: to_addresses(headers),
+      to: addresses(headers, "To"),
+      cc: addresses(headers, "Cc"),
       x_original_to: headers.select { |name, _| name.casecmp?("X-Original-To") }.map { |_, v| utf8(v) },
       subject: subject && utf8(subject),
+      route: json_safe(chatwoot_route),
     }
+    Rails.logger.info "chatwoot route #{record[:message_id].inspect}: #{JSON.generate(record[:route])}"
 
     line = JSON.generate(record) + "\n"
     File.open(File.join(data_dir, "received.jsonl"), File::WRONLY | File::APPEND | File::CREAT, 0o644) do |f|
@@ -53,10 +57,19 @@ class RecordingMailbox < ApplicationMailbox
   end
 
   private
-    # Addresses of every To header, in order (mail gem parser; a crude
-    # addr-spec scan when it can't parse the value, e.g. raw 8-bit bytes).
-    def to_addresses(headers)
-      headers.select { |name, _| name.casecmp?("To") }.flat_map do |_, value|
+    # Where Chatwoot would have put it. ChatwootRouting#route already turns
+    # Chatwoot's own failures into a dropped route; this also covers the mail
+    # gem failing to parse the message at all.
+    def chatwoot_route
+      ChatwootRouting.new(mail).route
+    rescue StandardError => e
+      { kind: "dropped", why: "routing_error", detail: "#{e.class}: #{e.message.b.split("\n").first}" }
+    end
+
+    # Addresses of every `field` (To, Cc) header, in order (mail gem parser; a
+    # crude addr-spec scan when it can't parse the value, e.g. raw 8-bit bytes).
+    def addresses(headers, field)
+      headers.select { |name, _| name.casecmp?(field) }.flat_map do |_, value|
         begin
           Mail::AddressList.new(value).addresses.map(&:address)
         rescue StandardError
@@ -67,5 +80,15 @@ class RecordingMailbox < ApplicationMailbox
 
     def utf8(s)
       s.to_s.dup.force_encoding(Encoding::UTF_8).scrub("\uFFFD")
+    end
+
+    # Strings from the mail gem may carry raw 8-bit header bytes.
+    def json_safe(value)
+      case value
+      when Hash then value.transform_values { |v| json_safe(v) }
+      when Array then value.map { |v| json_safe(v) }
+      when String then utf8(value)
+      else value
+      end
     end
 end
