@@ -41,7 +41,7 @@ _chatwoot__ingress() {
 
     case "${cmd}" in
         chatwoot__ingress)
-            opts="-v -h -V --config --url --password-file --timeout --max-size --ca-file --reject-dir --mta --recipient --dry-run --verbose --help --version check import help"
+            opts="-v -h -V --config --url --password-file --timeout --max-size --ca-file --reject-dir --recipient-header --mta --recipient --dry-run --verbose --help --version check import help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -75,6 +75,10 @@ _chatwoot__ingress() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --recipient-header)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --mta)
                     COMPREPLY=($(compgen -W "sysexits postfix exim qmail opensmtpd getmail fetchmail" -- "${cur}"))
                     return 0
@@ -91,7 +95,7 @@ _chatwoot__ingress() {
             return 0
             ;;
         chatwoot__subcmd__ingress__subcmd__check)
-            opts="-h --user --json --size-limit --send-test --config --url --password-file --timeout --max-size --ca-file --reject-dir --mta --help"
+            opts="-h --user --json --size-limit --send-test --config --url --password-file --timeout --max-size --ca-file --reject-dir --recipient-header --mta --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -130,6 +134,10 @@ _chatwoot__ingress() {
                     return 0
                     ;;
                 --reject-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --recipient-header)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -201,7 +209,7 @@ _chatwoot__ingress() {
             return 0
             ;;
         chatwoot__subcmd__ingress__subcmd__import)
-            opts="-j -h --jobs --journal --mboxo --mark-seen --subfolders --recipient --dry-run --config --url --password-file --timeout --max-size --ca-file --reject-dir --mta --help"
+            opts="-j -h --jobs --journal --mboxo --mark-seen --subfolders --recipient --dry-run --config --url --password-file --timeout --max-size --ca-file --reject-dir --recipient-header --mta --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -248,6 +256,10 @@ _chatwoot__ingress() {
                     return 0
                     ;;
                 --reject-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --recipient-header)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

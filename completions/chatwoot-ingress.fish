@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_chatwoot_ingress_global_optspecs
-    string join \n config= url= password-file= timeout= max-size= ca-file= reject-dir= mta= recipient= dry-run v/verbose h/help V/version
+    string join \n config= url= password-file= timeout= max-size= ca-file= reject-dir= recipient-header= mta= recipient= dry-run v/verbose h/help V/version
 end
 
 function __fish_chatwoot_ingress_needs_command
@@ -31,6 +31,7 @@ complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l timeo
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l max-size -d 'Refuse larger messages permanently (bytes; K, M, G suffixes are binary) [default: 64M]' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l ca-file -d 'Trust the PEM certificates in this file in addition to the system\'s: as authorities, or as the server\'s own (self-signed) certificate' -r -F
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l reject-dir -d 'Keep a copy of every permanently refused message here (fsync\'d, with its reason beside it)' -r -F
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l recipient-header -d 'Take the envelope recipient from the topmost (newest) instance of this header, e.g. Delivered-To, when no --recipient is given: for catch-all mailboxes fetched by getmail, fetchmail or import' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -l mta -d 'The program that runs this one; it decides the exit codes (for check: which user\'s access to test and which of its limits to check)' -r -f -a "sysexits\t'sysexits(3): 0, 75 (temporary), 65 (permanent)'
 postfix\t''
 exim\t''
@@ -55,6 +56,7 @@ complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check"
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l max-size -d 'Refuse larger messages permanently (bytes; K, M, G suffixes are binary) [default: 64M]' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l ca-file -d 'Trust the PEM certificates in this file in addition to the system\'s: as authorities, or as the server\'s own (self-signed) certificate' -r -F
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l reject-dir -d 'Keep a copy of every permanently refused message here (fsync\'d, with its reason beside it)' -r -F
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l recipient-header -d 'Take the envelope recipient from the topmost (newest) instance of this header, e.g. Delivered-To, when no --recipient is given: for catch-all mailboxes fetched by getmail, fetchmail or import' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l mta -d 'The program that runs this one; it decides the exit codes (for check: which user\'s access to test and which of its limits to check)' -r -f -a "sysexits\t'sysexits(3): 0, 75 (temporary), 65 (permanent)'
 postfix\t''
 exim\t''
@@ -75,6 +77,7 @@ complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l max-size -d 'Refuse larger messages permanently (bytes; K, M, G suffixes are binary) [default: 64M]' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l ca-file -d 'Trust the PEM certificates in this file in addition to the system\'s: as authorities, or as the server\'s own (self-signed) certificate' -r -F
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l reject-dir -d 'Keep a copy of every permanently refused message here (fsync\'d, with its reason beside it)' -r -F
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l recipient-header -d 'Take the envelope recipient from the topmost (newest) instance of this header, e.g. Delivered-To, when no --recipient is given: for catch-all mailboxes fetched by getmail, fetchmail or import' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l mta -d 'The program that runs this one; it decides the exit codes (for check: which user\'s access to test and which of its limits to check)' -r -f -a "sysexits\t'sysexits(3): 0, 75 (temporary), 65 (permanent)'
 postfix\t''
 exim\t''

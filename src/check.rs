@@ -392,7 +392,7 @@ fn network(pipeline: &Pipeline, timeout: Duration, r: &mut Report) -> bool {
         }
     }
 
-    let Some(probe) = pipeline.probe(Bytes::new()) else { return false };
+    let Some(probe) = pipeline.probe(target, Bytes::new()) else { return false };
     let (answer, certificate, took) = (probe.answer, probe.certificate, probe.took);
     match answer {
         Answer::Failed(outcome, _) if outcome.cause == Cause::Tls => {

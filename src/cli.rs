@@ -79,6 +79,12 @@ pub struct ConfigArgs {
     /// its reason beside it)
     #[arg(long, value_name = "DIR", global = true)]
     pub reject_dir: Option<PathBuf>,
+
+    /// Take the envelope recipient from the topmost (newest) instance of
+    /// this header, e.g. Delivered-To, when no --recipient is given: for
+    /// catch-all mailboxes fetched by getmail, fetchmail or import
+    #[arg(long, value_name = "NAME", global = true)]
+    pub recipient_header: Option<String>,
 }
 
 impl From<&ConfigArgs> for Overrides {
@@ -91,6 +97,7 @@ impl From<&ConfigArgs> for Overrides {
             max_size: args.max_size.clone(),
             ca_file: args.ca_file.clone(),
             reject_dir: args.reject_dir.clone(),
+            recipient_header: args.recipient_header.clone(),
         }
     }
 }

@@ -43,6 +43,7 @@ pub struct Overrides {
     pub max_size: Option<String>,
     pub ca_file: Option<PathBuf>,
     pub reject_dir: Option<PathBuf>,
+    pub recipient_header: Option<String>,
 }
 
 /// A configuration problem. The message names the file, line and key when there is one.
@@ -113,8 +114,67 @@ pub struct Config {
     pub max_size: Sourced<u64>,
     pub ca_file: Option<Sourced<PathBuf>>,
     pub reject_dir: Option<Sourced<PathBuf>>,
+    /// The header that names the envelope recipient when the caller cannot
+    /// (a catch-all mailbox fetched by getmail, fetchmail or `watch`).
+    pub recipient_header: Option<Sourced<String>>,
+    /// `[[route]]` tables: other Chatwoot instances for some recipient domains.
+    pub routes: Vec<Route>,
     /// Not fatal, but an administrator should hear of them.
     pub warnings: Vec<String>,
+}
+
+/// A `[[route]]`: mail for these domains goes to another ingress.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub domains: Vec<Domain>,
+    pub target: Target,
+    /// The password file, if the password came from one (for `check`).
+    pub password_file: Option<PathBuf>,
+    /// Where it is written, for messages: "route 2 (file line 14)".
+    pub name: String,
+}
+
+/// A domain a route is for: an exact name, or `*.` and every name below it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Domain {
+    Exact(String),
+    Below(String),
+}
+
+impl Domain {
+    fn parse(text: &str) -> Option<Domain> {
+        let text = text.trim().trim_end_matches('.').to_ascii_lowercase();
+        let valid = |name: &str| {
+            !name.is_empty()
+                && name.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b >= 0x80)
+                })
+        };
+        match text.strip_prefix("*.") {
+            Some(rest) if valid(rest) => Some(Domain::Below(rest.to_string())),
+            None if valid(&text) => Some(Domain::Exact(text)),
+            _ => None,
+        }
+    }
+
+    /// How well this pattern matches `domain` (lower case): exact names
+    /// beat wildcards, and longer wildcards beat shorter ones.
+    pub fn matches(&self, domain: &str) -> Option<usize> {
+        match self {
+            Domain::Exact(name) => (name == domain).then_some(usize::MAX),
+            Domain::Below(name) => domain.strip_suffix(name.as_str())?.ends_with('.').then_some(name.len()),
+        }
+    }
+}
+
+impl fmt::Display for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Domain::Exact(name) => f.write_str(name),
+            Domain::Below(name) => write!(f, "*.{name}"),
+        }
+    }
 }
 
 /// Where and with which password to POST.
@@ -136,6 +196,17 @@ struct FileConfig {
     max_size: Option<Spanned<Value>>,
     ca_file: Option<Spanned<Value>>,
     reject_dir: Option<Spanned<Value>>,
+    recipient_header: Option<Spanned<Value>>,
+    route: Option<Vec<Spanned<RouteFile>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteFile {
+    domains: Option<Spanned<Value>>,
+    url: Option<Spanned<Value>>,
+    password: Option<Spanned<Value>>,
+    password_file: Option<Spanned<Value>>,
 }
 
 /// The configuration file being read: for values' types and places.
@@ -157,6 +228,44 @@ impl File<'_> {
         match value.get_ref() {
             Value::String(text) => Ok(text.clone()),
             _ => Err(error(format!("{} must be a quoted string: {key} = \"...\"", self.at(key, value)))),
+        }
+    }
+
+    fn strings(&self, key: &str, value: &Spanned<Value>) -> Result<Vec<String>, ConfigError> {
+        let list = match value.get_ref() {
+            Value::Array(items) => items.iter().map(|item| item.as_str().map(str::to_string)).collect(),
+            _ => None,
+        };
+        list.ok_or_else(|| {
+            error(format!("{} must be a list of quoted strings: {key} = [\"...\"]", self.at(key, value)))
+        })
+    }
+
+    /// `password` or `password_file` of one table (the top level or a
+    /// route), and the file it came from.
+    fn password(
+        &self,
+        password: &Option<Spanned<Value>>,
+        password_file: &Option<Spanned<Value>>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<(Password, Option<PathBuf>)>, ConfigError> {
+        match (password, password_file) {
+            (Some(_), Some(value)) => Err(error(format!(
+                "{}: set either `password` or `password_file`, not both",
+                self.at("password_file", value)
+            ))),
+            (None, Some(value)) => {
+                let path = self.path("password_file", value)?;
+                let read =
+                    read_password_file(&path, &self.at("password_file", value), self.source(), warnings)?;
+                Ok(Some((read.value, Some(path))))
+            }
+            (Some(value), None) => {
+                let text = self.string("password", value)?;
+                warn_if_world_readable(self.path, warnings);
+                Ok(Some((Password(text), None)))
+            }
+            (None, None) => Ok(None),
         }
     }
 
@@ -216,24 +325,18 @@ impl Config {
             })
             .transpose()?;
 
-        if let (Some(_), Some(value)) = (&content.password, &content.password_file) {
-            let place = file.as_ref().map(|f| f.at("password", value)).unwrap_or_default();
-            return Err(error(format!("{place}: set either `password` or `password_file`, not both")));
-        }
         let mut password_file = None;
         let password = if let Some(path) = &flags.password_file {
             password_file = Some(path.clone());
             Some(read_password_file(path, "--password-file", Source::Flag("--password-file"), &mut warnings)?)
         } else if let Some((value, source)) = from_env(ENV_PASSWORD) {
             Some(Sourced { value: Password(value), source })
-        } else if let (Some(file), Some(value)) = (&file, &content.password_file) {
-            let path = file.path("password_file", value)?;
-            password_file = Some(path.clone());
-            Some(read_password_file(&path, &file.at("password_file", value), file.source(), &mut warnings)?)
-        } else if let (Some(file), Some(value)) = (&file, &content.password) {
-            let text = file.string("password", value)?;
-            warn_if_world_readable(file.path, &mut warnings);
-            Some(Sourced { value: Password(text), source: file.source() })
+        } else if let Some((value, path)) = match &file {
+            Some(file) => file.password(&content.password, &content.password_file, &mut warnings)?,
+            None => None,
+        } {
+            password_file = path;
+            Some(Sourced { value, source: file.as_ref().map_or(Source::Default, File::source) })
         } else {
             from_env(RAKE_PASSWORD).map(|(value, source)| Sourced { value: Password(value), source })
         };
@@ -292,6 +395,24 @@ impl Config {
         let ca_file = path_setting(&flags.ca_file, "--ca-file", "ca_file", &content.ca_file)?;
         let reject_dir = path_setting(&flags.reject_dir, "--reject-dir", "reject_dir", &content.reject_dir)?;
 
+        let recipient_header = match (&flags.recipient_header, (&file, &content.recipient_header)) {
+            (Some(name), _) => Some(Sourced {
+                value: header_name(name, "--recipient-header")?,
+                source: Source::Flag("--recipient-header"),
+            }),
+            (None, (Some(file), Some(value))) => {
+                let place = file.at("recipient_header", value);
+                let name = header_name(&file.string("recipient_header", value)?, &place)?;
+                Some(Sourced { value: name, source: file.source() })
+            }
+            _ => None,
+        };
+
+        let routes = match (&file, &content.route) {
+            (Some(file), Some(tables)) => routes(file, tables, &mut warnings)?,
+            _ => Vec::new(),
+        };
+
         Ok(Config {
             file: path,
             url,
@@ -301,6 +422,8 @@ impl Config {
             max_size,
             ca_file,
             reject_dir,
+            recipient_header,
+            routes,
             warnings,
         })
     }
@@ -397,6 +520,60 @@ fn warn_if_world_readable(path: &Path, warnings: &mut Vec<String>) {
             ));
         }
     }
+}
+
+/// The `[[route]]` tables, each complete (domains, url, password), no
+/// domain claimed twice.
+fn routes(
+    file: &File,
+    tables: &[Spanned<RouteFile>],
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Route>, ConfigError> {
+    let mut routes: Vec<Route> = Vec::new();
+    for (index, table) in tables.iter().enumerate() {
+        let name = format!("route {} ({} line {})", index + 1, file.path.display(), file.line(table.span()));
+        let table = table.get_ref();
+        let missing = |key: &str| error(format!("{name} has no `{key}`"));
+        let domains_value = table.domains.as_ref().ok_or_else(|| missing("domains"))?;
+        let mut domains = Vec::new();
+        for text in file.strings("domains", domains_value)? {
+            let domain = Domain::parse(&text).ok_or_else(|| {
+                error(format!(
+                    "{}: {text:?} is not a domain name (write support.example.com, or *.example.org for every name below it)",
+                    file.at("domains", domains_value)
+                ))
+            })?;
+            if let Some(other) = routes.iter().find(|r| r.domains.contains(&domain)) {
+                return Err(error(format!("{name}: {domain} is already the domain of {}", other.name)));
+            }
+            domains.push(domain);
+        }
+        if domains.is_empty() {
+            return Err(error(format!("{}: name at least one domain", file.at("domains", domains_value))));
+        }
+        let url_value = table.url.as_ref().ok_or_else(|| missing("url"))?;
+        let url = parse_url(&file.string("url", url_value)?)
+            .map_err(|e| error(format!("bad {}: {e}", file.at("url", url_value))))?;
+        let (password, password_file) = file
+            .password(&table.password, &table.password_file, warnings)?
+            .ok_or_else(|| missing("password_file"))?;
+        if password.0.is_empty() {
+            return Err(error(format!("{name}: the password is empty")));
+        }
+        routes.push(Route { domains, target: Target { url, password }, password_file, name });
+    }
+    Ok(routes)
+}
+
+/// A header field name, as RFC 5322 allows it.
+fn header_name(name: &str, place: &str) -> Result<String, ConfigError> {
+    let name = name.trim();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+        return Err(error(format!(
+            "bad recipient_header in {place}: expected a header name such as Delivered-To"
+        )));
+    }
+    Ok(name.to_string())
 }
 
 fn seconds(s: u64, what: &str) -> Result<Duration, ConfigError> {

@@ -86,9 +86,9 @@ fn deliver(args: &DeliverArgs, config: Result<Config, Outcome>, stdin: &mut impl
             )
         }
     };
-    let (outcome, message) = pipeline.deliver(input, recipient, stdin);
-    if let (Mode::DryRun, Some(message)) = (mode, &message) {
-        preview(message, &config, recipient);
+    let (outcome, ready) = pipeline.deliver(input, recipient, stdin);
+    if let (Mode::DryRun, Some(ready)) = (mode, &ready) {
+        preview(&ready.message, &pipeline.route_of(ready), recipient);
     }
     outcome
 }
@@ -106,7 +106,7 @@ fn sources(config: &Config) -> Vec<String> {
 }
 
 /// What a dry run shows: what would be sent, and where.
-fn preview(message: &Message, config: &Config, recipient: Option<&str>) {
+fn preview(message: &Message, destination: &str, recipient: Option<&str>) {
     let parsed = mail_parser::MessageParser::default().parse_headers(&message.bytes[..]);
     let header = |name: &str| {
         parsed
@@ -121,10 +121,6 @@ fn preview(message: &Message, config: &Config, recipient: Option<&str>) {
         Some(_) => "not added".into(),
         None => "not added (no --recipient)".into(),
     };
-    let destination = match &config.url {
-        Some(url) => format!("{} (from {})", url.value, url.source),
-        None => "(no url configured)".into(),
-    };
     let lines = [
         ("size", format!("{} bytes", message.len())),
         ("Message-ID", header("Message-ID")),
@@ -133,7 +129,7 @@ fn preview(message: &Message, config: &Config, recipient: Option<&str>) {
         ("Subject", header("Subject")),
         ("From_ line", if message.from_line_stripped { "stripped" } else { "none" }.into()),
         ("X-Original-To", original_to),
-        ("would POST to", destination),
+        ("would POST to", destination.to_string()),
     ];
     let mut out = io::stdout().lock();
     for (name, value) in lines {

@@ -14,7 +14,6 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod deliver;
-pub mod docs;
 pub mod import;
 pub mod message;
 pub mod outcome;

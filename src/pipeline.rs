@@ -7,7 +7,9 @@
 use std::io::{self, Read};
 use std::path::PathBuf;
 
-use crate::config::{Config, Sourced, Target};
+use reqwest::Url;
+
+use crate::config::{Config, Route, Sourced, Target};
 use crate::message::{self, Input, Message, Raw};
 use crate::outcome::{Cause, Class, Outcome};
 use crate::reject;
@@ -25,46 +27,128 @@ pub enum Mode {
 pub struct Pipeline {
     mode: Mode,
     /// Present when sending.
-    relay: Option<(Relay, Target)>,
+    relay: Option<Relay>,
+    /// The top-level url and password, where mail goes unless a route says otherwise.
+    default: Option<Target>,
+    /// The top-level url and where it came from, for what a dry run shows.
+    default_url: Option<Sourced<Url>>,
+    routes: Vec<Route>,
     max_size: Sourced<u64>,
     reject_dir: Option<PathBuf>,
 }
 
 /// A message after the first step.
 pub enum Prepared {
-    /// Valid, and exactly what the ingress is to receive.
-    Ready(Message),
-    /// Refused for good; `head` is what was read of it.
-    Refused(Outcome, Raw),
+    /// Valid, routed, and exactly what the ingress is to receive.
+    Ready(Ready),
+    /// Not to be sent: refused for good, or (temporary) no route for its
+    /// recipient. `head` is what was read of it.
+    Stopped(Outcome, Raw),
+}
+
+pub struct Ready {
+    pub message: Message,
+    pub recipient: Option<String>,
+    route: Option<usize>,
 }
 
 impl Pipeline {
     pub fn new(config: &Config, mode: Mode) -> Result<Pipeline, Outcome> {
+        let config_error = |e: crate::config::ConfigError| Outcome::new(Cause::Config, e.to_string());
+        // Routes may stand in for a top-level url, which is then only needed
+        // for recipients no route covers.
+        let default = match (config.target(), config.url.is_some() || config.routes.is_empty()) {
+            (Ok(target), _) => Some(target),
+            (Err(e), true) if mode == Mode::Send => return Err(config_error(e)),
+            _ => None,
+        };
+        let routes = config.routes.clone();
         let relay = match mode {
             Mode::DryRun => None,
             Mode::Send => {
-                let target = config.target().map_err(|e| Outcome::new(Cause::Config, e.to_string()))?;
-                let https = target.url.scheme() == "https";
+                let https =
+                    default.iter().chain(routes.iter().map(|r| &r.target)).any(|t| t.url.scheme() == "https");
                 let ca_file = config.ca_file.as_ref().map(|c| c.value.as_path());
-                Some((Relay::new(config.timeout.value, ca_file, https)?, target))
+                Some(Relay::new(config.timeout.value, ca_file, https)?)
             }
         };
         let reject_dir = config.reject_dir.as_ref().map(|d| d.value.clone());
-        Ok(Pipeline { mode, relay, max_size: config.max_size.clone(), reject_dir })
+        Ok(Pipeline {
+            mode,
+            relay,
+            default,
+            default_url: config.url.clone(),
+            routes,
+            max_size: config.max_size.clone(),
+            reject_dir,
+        })
+    }
+
+    /// Where mail for `recipient` goes: the route whose domains match its
+    /// domain best, else the top-level url. None: no route and no default.
+    pub fn route(&self, recipient: Option<&str>) -> Result<(Option<usize>, &Target), Outcome> {
+        let domain = recipient
+            .and_then(|r| r.rsplit_once('@'))
+            .map(|(_, d)| d.trim_end_matches(['>', '.']).to_ascii_lowercase());
+        let best = domain.as_deref().and_then(|domain| {
+            self.routes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, route)| {
+                    route.domains.iter().filter_map(|d| d.matches(domain)).max().map(|score| (score, i))
+                })
+                .max_by_key(|(score, i)| (*score, std::cmp::Reverse(*i)))
+                .map(|(_, i)| i)
+        });
+        match (best, &self.default) {
+            (Some(i), _) => Ok((Some(i), &self.routes[i].target)),
+            (None, Some(target)) => Ok((None, target)),
+            (None, None) => Err(Outcome::new(
+                Cause::Config,
+                match domain {
+                    Some(domain) => format!(
+                        "no [[route]] is for {domain} and there is no top-level url for other domains"
+                    ),
+                    None => "no recipient to choose a [[route]] by, and no top-level url".to_string(),
+                },
+            )
+            .with_fix("add the domain to a route's domains, or set a top-level url")),
+        }
+    }
+
+    /// The name of a route, for what a dry run or `check` prints.
+    pub fn route_name(&self, route: Option<usize>) -> String {
+        match route {
+            Some(i) => {
+                let r = &self.routes[i];
+                let domains: Vec<String> = r.domains.iter().map(ToString::to_string).collect();
+                format!("{} ({} for {})", r.target.url, r.name, domains.join(", "))
+            }
+            None => match &self.default_url {
+                Some(url) => format!("{} (top-level url, from {})", url.value, url.source),
+                None => "nowhere: no url is configured".to_string(),
+            },
+        }
     }
 
     pub fn mode(&self) -> Mode {
         self.mode
     }
 
-    /// The ingress URL, when sending.
+    /// The top-level ingress, if there is one.
     pub fn target(&self) -> Option<&Target> {
-        self.relay.as_ref().map(|(_, target)| target)
+        self.default.as_ref()
     }
 
-    /// One POST of `body` as text/plain with the credentials, for `check`.
-    pub fn probe(&self, body: bytes::Bytes) -> Option<Probe> {
-        self.relay.as_ref().map(|(relay, target)| relay.probe(target, body))
+    /// Every ingress mail may go to: the top-level one, then each route's.
+    pub fn targets(&self) -> Vec<(String, &Target)> {
+        let routes = self.routes.iter().enumerate().map(|(i, r)| (self.route_name(Some(i)), &r.target));
+        self.default.iter().map(|t| (self.route_name(None), t)).chain(routes).collect()
+    }
+
+    /// One POST of `body` as text/plain with `target`'s credentials, for `check`.
+    pub fn probe(&self, target: &Target, body: bytes::Bytes) -> Option<Probe> {
+        self.relay.as_ref().map(|relay| relay.probe(target, body))
     }
 
     /// An envelope recipient from the command line, checked once for all:
@@ -84,29 +168,47 @@ impl Pipeline {
         self.max_size.value
     }
 
-    /// Step 1: the message as the ingress is to receive it, or why never.
+    /// Step 1: the message as the ingress is to receive it, and where it
+    /// goes; or why never, or why not now.
     pub fn prepare(&self, input: Input, recipient: Option<&str>) -> Prepared {
         let raw = match input {
             Input::Complete(raw) => raw,
             Input::TooLarge(head) => {
                 let Sourced { value, source } = &self.max_size;
                 let reason = format!("message too large: over max_size of {value} bytes ({source})");
-                return Prepared::Refused(Outcome::new(Cause::TooLarge, reason), head);
+                return Prepared::Stopped(Outcome::new(Cause::TooLarge, reason), head);
             }
         };
+        let route = match self.route(recipient) {
+            Ok((route, _)) => route,
+            Err(outcome) if self.mode == Mode::Send => return Prepared::Stopped(outcome, raw),
+            // A dry run needs no url: it says where the message would go.
+            Err(_) => None,
+        };
         match Message::prepare(raw, recipient) {
-            Ok(message) => Prepared::Ready(message),
-            Err((invalid, raw)) => Prepared::Refused(Outcome::new(Cause::Invalid, invalid.to_string()), raw),
+            Ok(message) => {
+                Prepared::Ready(Ready { message, recipient: recipient.map(str::to_string), route })
+            }
+            Err((invalid, raw)) => Prepared::Stopped(Outcome::new(Cause::Invalid, invalid.to_string()), raw),
         }
     }
 
     /// Step 2: one delivery, retried inside the deadline as the relay's one
     /// policy says. A dry run sends nothing.
-    pub fn send(&self, message: &Message) -> Outcome {
-        match &self.relay {
-            Some((relay, target)) => relay.deliver(target, &message.bytes),
-            None => Outcome::new(Cause::DryRun, "dry run: the message is valid; nothing was sent"),
+    pub fn send(&self, ready: &Ready) -> Outcome {
+        let target = match ready.route {
+            Some(i) => Some(&self.routes[i].target),
+            None => self.default.as_ref(),
+        };
+        match (&self.relay, target) {
+            (Some(relay), Some(target)) => relay.deliver(target, &ready.message.bytes),
+            _ => Outcome::new(Cause::DryRun, "dry run: the message is valid; nothing was sent"),
         }
+    }
+
+    /// Which route a prepared message takes, for what a dry run prints.
+    pub fn route_of(&self, ready: &Ready) -> String {
+        self.route_name(ready.route)
     }
 
     /// Step 3: a permanent refusal is saved to reject_dir first, if there
@@ -136,13 +238,13 @@ impl Pipeline {
         input: Input,
         recipient: Option<&str>,
         rest: &mut dyn Read,
-    ) -> (Outcome, Option<Message>) {
+    ) -> (Outcome, Option<Ready>) {
         match self.prepare(input, recipient) {
-            Prepared::Ready(message) => {
-                let outcome = self.send(&message);
-                (self.settle(outcome, &message.bytes, &mut io::empty()), Some(message))
+            Prepared::Ready(ready) => {
+                let outcome = self.send(&ready);
+                (self.settle(outcome, &ready.message.bytes, &mut io::empty()), Some(ready))
             }
-            Prepared::Refused(outcome, head) => (self.settle(outcome, head.input(), rest), None),
+            Prepared::Stopped(outcome, head) => (self.settle(outcome, head.input(), rest), None),
         }
     }
 }

@@ -8,8 +8,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use chatwoot_ingress::config::{Config, Overrides};
-use chatwoot_ingress::docs;
 use chatwoot_ingress::outcome::exit_table;
+
+mod render;
+use render as docs;
 
 const REFRESH: &str = "run `UPDATE_DOCS=1 cargo test --release --test docs` to refresh";
 
@@ -124,17 +126,31 @@ fn readme_exit_table_is_current() {
     }
 }
 
-/// `# key = value` lines of the example configuration, uncommented.
+/// `# key = value` lines of the example configuration, uncommented, with
+/// their key as `table.key` under a `# [[table]]` line; and the tables.
 fn example_settings(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .filter_map(|line| line.strip_prefix("# "))
-        .filter_map(|line| {
-            let (key, _) = line.split_once(" = ")?;
-            key.chars()
-                .all(|c| c.is_ascii_lowercase() || c == '_')
-                .then(|| (key.to_string(), line.to_string()))
-        })
-        .collect()
+    let mut table: Option<String> = None;
+    let mut settings = Vec::new();
+    for line in text.lines() {
+        if line.trim().is_empty() || !line.starts_with("# ") {
+            // A blank or plain comment line after a table's keys ends the table.
+            if !line.starts_with("# ") {
+                table = None;
+            }
+            continue;
+        }
+        let line = &line[2..];
+        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
+            table = Some(name.to_string());
+            settings.push((name.to_string(), format!("[[{name}]]")));
+        } else if let Some((key, _)) = line.split_once(" = ") {
+            if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                let path = table.as_ref().map_or(key.to_string(), |t| format!("{t}.{key}"));
+                settings.push((path, line.to_string()));
+            }
+        }
+    }
+    settings
 }
 
 fn load(text: &str) -> Result<Config, String> {
@@ -144,13 +160,31 @@ fn load(text: &str) -> Result<Config, String> {
     Config::load_with(&overrides, |_| None).map_err(|e| e.to_string())
 }
 
+/// The keys serde lists when it meets an unknown one (in `table`, if given).
+fn accepted_keys(table: Option<&str>) -> BTreeSet<String> {
+    let text = match table {
+        Some(table) => format!("[[{table}]]\nno_such_key = 1\n"),
+        None => "no_such_key = 1\n".to_string(),
+    };
+    let error = load(&text).unwrap_err();
+    let prefix = table.map(|t| format!("{t}.")).unwrap_or_default();
+    error.split('`').skip(3).step_by(2).map(|key| format!("{prefix}{key}")).collect()
+}
+
 #[test]
 fn the_documented_keys_are_the_keys_the_parser_accepts() {
-    // serde lists the fields it expects when it meets an unknown one.
-    let error = load("no_such_key = 1\n").unwrap_err();
-    let accepted: BTreeSet<&str> = error.split('`').skip(3).step_by(2).collect();
-    let documented: BTreeSet<&str> = docs::config_keys().iter().map(|(key, _, _)| *key).collect();
-    assert_eq!(accepted, documented, "from the error {error:?}");
+    let documented: BTreeSet<String> =
+        docs::config_keys().iter().map(|(key, _, _)| key.to_string()).collect();
+    let tables: Vec<&str> = docs::config_keys()
+        .iter()
+        .filter(|(_, sample, _)| sample.starts_with('['))
+        .map(|(key, _, _)| *key)
+        .collect();
+    let mut accepted = accepted_keys(None);
+    for table in tables {
+        accepted.extend(accepted_keys(Some(table)));
+    }
+    assert_eq!(accepted, documented);
 }
 
 #[test]
@@ -162,15 +196,20 @@ fn the_example_configuration_shows_every_key_and_parses() {
     let shown: BTreeSet<&str> = settings.iter().map(|(key, _)| key.as_str()).collect();
     let documented: BTreeSet<&str> = docs::config_keys().iter().map(|(key, _, _)| *key).collect();
     assert_eq!(shown, documented, "keys shown as `# key = value` in {}", path.display());
-    // Uncommented, every line must be valid; password_file would have to
-    // exist, and excludes password, so it is left out.
+    // Uncommented, every line must be valid. A password_file would have to
+    // exist, and excludes password: the top-level one is left out, a
+    // table's stands in for its password.
     let uncommented: String = settings
         .iter()
-        .filter(|(key, _)| key != "password_file")
-        .map(|(_, line)| format!("{line}\n"))
+        .filter(|(key, _)| key != "password_file" && !(key.contains('.') && key.ends_with(".password")))
+        .map(|(key, line)| match key.ends_with(".password_file") {
+            true => "password = \"example\"\n".to_string(),
+            false => format!("{line}\n"),
+        })
         .collect();
     let config = load(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
     assert!(config.url.is_some() && config.password.is_some() && config.reject_dir.is_some());
+    assert!(!config.routes.is_empty());
 }
 
 #[test]

@@ -347,24 +347,25 @@ impl Batch<'_> {
     }
 
     fn deliver(&self, place: &Place, input: Input) -> Done {
-        let message = match self.pipeline.prepare(input, self.recipient) {
-            Prepared::Ready(message) => message,
-            Prepared::Refused(outcome, head) => {
+        let ready = match self.pipeline.prepare(input, self.recipient) {
+            Prepared::Ready(ready) => ready,
+            Prepared::Stopped(outcome, head) => {
                 return Done::NotDelivered(self.refuse(place, outcome, head.input()))
             }
         };
         let Some(journal) = &self.journal else {
-            self.say(&format!("would deliver: {}: {} bytes", place.origin, message.len()));
+            let (size, route) = (ready.message.len(), self.pipeline.route_of(&ready));
+            self.say(&format!("would deliver: {}: {size} bytes, to {route}", place.origin));
             return Done::Delivered;
         };
-        let hash = journal::hash(&message.bytes);
+        let hash = journal::hash(&ready.message.bytes);
         if journal.lock().unwrap_or_else(|e| e.into_inner()).contains(&hash) {
             self.seen(place);
             return Done::Skipped;
         }
-        let outcome = self.pipeline.send(&message);
+        let outcome = self.pipeline.send(&ready);
         if outcome.class() != Class::Success {
-            return Done::NotDelivered(self.pipeline.settle(outcome, &message.bytes, &mut io::empty()));
+            return Done::NotDelivered(self.pipeline.settle(outcome, &ready.message.bytes, &mut io::empty()));
         }
         if let Err(e) = journal.lock().unwrap_or_else(|e| e.into_inner()).record(hash) {
             let reason = format!("cannot write to the journal: {}", io_reason(&e));

@@ -1,7 +1,8 @@
 //! Man pages and shell completions, generated from the clap definition and
 //! from the constants the program itself reads (environment variable names,
 //! file locations, defaults, the exit table), so that none of them restates
-//! the code by hand. `tests/docs.rs` keeps the checked-in copies current.
+//! the code by hand. `tests/docs.rs` keeps the checked-in copies current;
+//! the program itself does not carry this code (nor clap_mangen).
 
 use std::io::Write;
 
@@ -10,12 +11,12 @@ use clap_complete::Shell;
 use clap_mangen::roff::{bold, italic, roman, Inline, Roff};
 use clap_mangen::Man;
 
-use crate::cli::Cli;
-use crate::config::{
+use chatwoot_ingress::cli::Cli;
+use chatwoot_ingress::config::{
     DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, ENV_CONFIG, ENV_PASSWORD, ENV_URL, RAKE_PASSWORD, RAKE_URL,
     RELAY_PATH, SYSTEM_CONFIG,
 };
-use crate::outcome::{exit_rows, EXIT_COLUMNS};
+use chatwoot_ingress::outcome::{exit_rows, EXIT_COLUMNS};
 
 /// The program's name, as installed.
 pub const BIN: &str = "chatwoot-ingress";
@@ -75,6 +76,37 @@ pub fn config_keys() -> Vec<(&'static str, &'static str, String)> {
             "Keep a copy of every permanently refused message here, with its reason beside it. \
              It must be writable by the user the mail system runs chatwoot-ingress as."
                 .into(),
+        ),
+        (
+            "recipient_header",
+            "\"Delivered-To\"",
+            "Take the envelope recipient from the topmost (newest) instance of this header when \
+             the caller gives none (--recipient wins): for a catch-all mailbox fetched by getmail, \
+             fetchmail or import, where only the header tells which address a message was for."
+                .into(),
+        ),
+        (
+            "route",
+            "[[route]]",
+            "Another Chatwoot instance for some recipient domains (a host serving production and \
+             staging, or several customers). The recipient's domain selects the route whose \
+             domains match it best (an exact name beats a wildcard); the top-level url and \
+             password take everything else. A recipient that no route covers when there is no \
+             top-level url defers the message (4.3.5) with a reason that names the domain. \
+             Repeat the table for each instance."
+                .into(),
+        ),
+        (
+            "route.domains",
+            "[\"support.example.org\", \"*.example.net\"]",
+            "Exact domain names, or *. and a domain for every name below it (not the domain itself).".into(),
+        ),
+        ("route.url", "\"https://chatwoot.example.org\"", "That instance's URL, as url.".into()),
+        ("route.password", "\"...\"", "That instance's ingress password, as password.".into()),
+        (
+            "route.password_file",
+            "\"/etc/chatwoot-ingress/password-example-org\"",
+            "Or a file whose first line is it, as password_file.".into(),
         ),
     ]
 }
@@ -269,8 +301,24 @@ fn configuration_file() -> Roff {
          (with - for _) and by the environment. Unknown keys are an error. Relative paths are \
          relative to the directory of the file.",
     )]);
+    let mut in_table = false;
     for (key, sample, what) in config_keys() {
-        tagged(&mut roff, [bold(key), roman(" = "), italic(sample)], [roman(what)]);
+        match key.split_once('.') {
+            // A key of the table just introduced.
+            Some((_, key)) => tagged(&mut roff, [bold(key), roman(" = "), italic(sample)], [roman(what)]),
+            None if sample.starts_with('[') => {
+                if in_table {
+                    roff.control("RE", []);
+                }
+                tagged(&mut roff, [bold(sample)], [roman(what)]);
+                roff.control("RS", ["4"]);
+                in_table = true;
+            }
+            None => tagged(&mut roff, [bold(key), roman(" = "), italic(sample)], [roman(what)]),
+        }
+    }
+    if in_table {
+        roff.control("RE", []);
     }
     roff
 }
