@@ -128,19 +128,23 @@ pub struct DeliverArgs {
 
 /// Check the setup step by step and say what to fix; deliver nothing
 ///
-/// Checks the configuration, DNS, TCP, TLS and the relay ingress itself, and
-/// prints one line per step: ✓ right, ! a warning, ✗ wrong (with the fix).
-/// The ingress is probed with the password and an empty text/plain body,
-/// which Chatwoot answers with 415 exactly when the URL, its ingress mode and
-/// the password are right, and stores nothing; any other answer is ✗. With
-/// --mta, the access of the user that caller runs us as is checked, and the
-/// caller's own limits (Postfix's command_time_limit). Exits 0 when no step
-/// is ✗ (warnings do not fail the check), 1 otherwise.
+/// Checks the configuration (and where each value came from), DNS, TCP, TLS
+/// and the relay ingress itself, and prints one line per step: ✓ right, ! a
+/// warning, ✗ wrong (with the fix). Through a proxy from HTTPS_PROXY, DNS and
+/// TCP are the proxy's. The ingress is probed with the password and an empty
+/// text/plain body, which Chatwoot answers with 415 exactly when the URL, its
+/// ingress mode and the password are right, and stores nothing; any other
+/// answer is ✗. With --mta, the check is made for that caller: the access of
+/// the user it runs us as (see --user), whether values from the environment
+/// reach us (Postfix, Exim and OpenSMTPD pass almost none), and its own limits
+/// (Postfix's command_time_limit). Exits 0 when no step is ✗ (warnings do not
+/// fail the check), 1 otherwise.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Also check that this user can read the configuration and password
-    /// files and run this program [default with any --mta: chatwoot-ingress,
-    /// the account our packaged caller configs run it as]
+    /// Also check that this user can read the configuration file, the
+    /// password file and ca_file, and run this program [default with any
+    /// --mta but sysexits: chatwoot-ingress, the account our packaged caller
+    /// configs run it as]
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
 
@@ -150,9 +154,9 @@ pub struct CheckArgs {
     pub json: bool,
 
     /// Also find whether a proxy in front of Chatwoot refuses messages of
-    /// max_size: a text/plain body of that size is sent, which the ingress
-    /// refuses (415) without storing it if it gets through, and a proxy's
-    /// limit answers 413
+    /// max_size: after a right probe, a text/plain body of exactly that size
+    /// is sent, which the ingress refuses (415) without storing it if it gets
+    /// through, and a proxy's lower limit answers 413
     #[arg(long)]
     pub size_limit: bool,
 

@@ -26,6 +26,9 @@ pub enum Behaviour {
     Reset,
     /// Read the body a little at a time, then answer 204.
     SlowReader,
+    /// Read the whole request; answer the first status to a body larger
+    /// than the limit (as a proxy's size limit does), the second otherwise.
+    StatusIfLarger(usize, u16, u16),
 }
 
 pub use Behaviour::*;
@@ -123,6 +126,7 @@ fn serve(
         log.lock().unwrap().push(Request { method, path, headers, body });
         let (code, extra) = match behaviour {
             Status(code, extra) => (code, extra),
+            StatusIfLarger(limit, over, within) => (if length > limit { over } else { within }, Vec::new()),
             Hang => {
                 thread::sleep(Duration::from_secs(600));
                 return;
