@@ -18,6 +18,9 @@ use toml::{Spanned, Value};
 
 use crate::sys::{io_reason, whoami};
 
+mod mailbox;
+pub use mailbox::{After, Mailbox, Tls, DEFAULT_FOLDER, DEFAULT_POLL_INTERVAL, DEFAULT_REFUSED_FOLDER};
+
 pub const SYSTEM_CONFIG: &str = "/etc/chatwoot-ingress/config.toml";
 pub const RELAY_PATH: &str = "/rails/action_mailbox/relay/inbound_emails";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -101,6 +104,33 @@ impl fmt::Debug for Password {
     }
 }
 
+/// A secret written in the configuration file itself, or in a file of its
+/// own that is read again each time it is needed, so that fixing the file
+/// takes effect without a restart (a watcher that keeps failing to log in
+/// logs in once the password file is right).
+#[derive(Clone, Debug)]
+pub enum Secret {
+    Inline(Password),
+    File { path: PathBuf, place: String },
+}
+
+impl Secret {
+    pub fn read(&self) -> Result<Password, ConfigError> {
+        match self {
+            Secret::Inline(password) => Ok(password.clone()),
+            Secret::File { path, place } => Ok(read_password_file(path, place, Source::Default, &mut Vec::new())?.value),
+        }
+    }
+
+    /// The file, when there is one (for `check`'s access step).
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Secret::Inline(_) => None,
+            Secret::File { path, .. } => Some(path),
+        }
+    }
+}
+
 /// Everything a command needs to know, resolved and validated.
 #[derive(Debug)]
 pub struct Config {
@@ -119,6 +149,10 @@ pub struct Config {
     pub recipient_header: Option<Sourced<String>>,
     /// `[[route]]` tables: other Chatwoot instances for some recipient domains.
     pub routes: Vec<Route>,
+    /// `[[mailbox]]` tables: the IMAP mailboxes `watch` fetches from.
+    pub mailboxes: Vec<Mailbox>,
+    /// Where `watch` keeps its place in each folder.
+    pub state_dir: Option<Sourced<PathBuf>>,
     /// Not fatal, but an administrator should hear of them.
     pub warnings: Vec<String>,
 }
@@ -197,7 +231,9 @@ struct FileConfig {
     ca_file: Option<Spanned<Value>>,
     reject_dir: Option<Spanned<Value>>,
     recipient_header: Option<Spanned<Value>>,
+    state_dir: Option<Spanned<Value>>,
     route: Option<Vec<Spanned<RouteFile>>>,
+    mailbox: Option<Vec<Spanned<mailbox::MailboxFile>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -412,6 +448,18 @@ impl Config {
             (Some(file), Some(tables)) => routes(file, tables, &mut warnings)?,
             _ => Vec::new(),
         };
+        let mailboxes = match (&file, &content.mailbox) {
+            (Some(file), Some(tables)) => mailbox::mailboxes(file, tables, &mut warnings)?,
+            _ => Vec::new(),
+        };
+        let state_dir = match (&file, &content.state_dir) {
+            (Some(file), Some(value)) => Some(Sourced { value: file.path("state_dir", value)?, source: file.source() }),
+            _ => env("STATE_DIRECTORY").map(|dirs| Sourced {
+                // systemd's StateDirectory= may list several, separated by ':'.
+                value: PathBuf::from(dirs.split(':').next().unwrap_or_default()),
+                source: Source::Env("STATE_DIRECTORY"),
+            }),
+        };
 
         Ok(Config {
             file: path,
@@ -424,6 +472,8 @@ impl Config {
             reject_dir,
             recipient_header,
             routes,
+            mailboxes,
+            state_dir,
             warnings,
         })
     }
