@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod docs;
+pub mod headers;
 pub mod import;
 pub mod message;
 pub mod outcome;

@@ -9,6 +9,8 @@ use std::io::{self, Read};
 
 use bytes::Bytes;
 
+use crate::headers;
+
 /// Input bytes with spare room in front, so that the X-Original-To line can
 /// be written just before the message instead of copying the message after it.
 #[derive(Debug)]
@@ -172,58 +174,37 @@ const MAIL_FIELDS: &[&str] = &[
     "references",
 ];
 
-/// Accept what a mail server accepts: any header section of well-formed
-/// field lines (8-bit values, CRLF or LF, no body at all), ended by an empty
-/// line or by the first body-like text line (Postfix takes it as the body's
-/// start too). Refuse empty input, input that does not begin with a header
-/// field, binary in the header section, and header-shaped non-mail.
+/// Accept what a mail server accepts: a header section of field lines (8-bit
+/// values, CRLF or LF, no body at all, even folded lines before the first
+/// field), ended by an empty line or by the body's first line (see
+/// [`headers::fields`]). Refuse only what cannot be an email: empty input,
+/// input that does not begin with a header field, NUL bytes in the header
+/// section, and header-shaped text without any mail field.
 pub fn validate(message: &[u8]) -> Result<HeaderSection, Invalid> {
     if message.iter().all(u8::is_ascii_whitespace) {
         return Err(Invalid("the message is empty".into()));
     }
-    let mut section = HeaderSection { fields: 0, original_to: 0, crlf: false };
+    let first_line = message.split(|&b| b == b'\n').next().unwrap_or_default();
+    let mut section = HeaderSection { fields: 0, original_to: 0, crlf: first_line.ends_with(b"\r") };
     let mut mail_fields = 0;
-    for (index, line) in message.split(|&b| b == b'\n').enumerate() {
-        let number = index + 1;
-        let line = match line.strip_suffix(b"\r") {
-            Some(line) => {
-                section.crlf |= index == 0;
-                line
-            }
-            None => line,
-        };
-        if line.is_empty() {
-            break;
-        }
-        if line.contains(&0) {
-            return Err(Invalid(format!("NUL byte in the header section (line {number})")));
-        }
-        if line[0] == b' ' || line[0] == b'\t' {
-            if section.fields == 0 {
-                return Err(Invalid("the first line is a continuation, not a header field".into()));
-            }
-            continue;
-        }
-        match field_name(line) {
-            Some(name) => {
-                section.fields += 1;
-                let name = String::from_utf8_lossy(name).to_ascii_lowercase();
-                mail_fields += usize::from(MAIL_FIELDS.contains(&name.as_str()));
-                section.original_to += usize::from(name == "x-original-to");
-            }
-            None if section.fields == 0 => {
-                return Err(Invalid(format!(
-                    "no header section (the first line is {})",
-                    describe_line(line)
-                )));
-            }
-            None if is_text(line) => break,
-            None => {
-                return Err(Invalid(format!(
-                    "unparseable header section: line {number} is neither a header field nor text"
-                )));
-            }
-        }
+    let mut fields = headers::fields(message);
+    for field in fields.by_ref() {
+        section.fields += 1;
+        mail_fields += usize::from(MAIL_FIELDS.iter().any(|&name| field.is(name)));
+        section.original_to += usize::from(field.is("x-original-to"));
+    }
+    let end = fields.end();
+    let line_number = |at: usize| message[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+    if section.fields == 0 {
+        let line = headers::without_eol(headers::line_at(message, end));
+        return Err(Invalid(match (end, line.is_empty()) {
+            (0, _) => format!("no header section (the first line is {})", describe_line(line)),
+            (_, false) => format!("no header section (line {} is {})", line_number(end), describe_line(line)),
+            (_, true) => "no header section (only indented lines, no header field)".into(),
+        }));
+    }
+    if let Some(nul) = message[..end].iter().position(|&b| b == 0) {
+        return Err(Invalid(format!("NUL byte in the header section (line {})", line_number(nul))));
     }
     if mail_fields == 0 {
         return Err(Invalid("no email header field (From, To, Date, Subject, Message-ID, Received…)".into()));
@@ -231,25 +212,14 @@ pub fn validate(message: &[u8]) -> Result<HeaderSection, Invalid> {
     Ok(section)
 }
 
-/// `Name:` with an RFC 5322 field name made of token characters (which
-/// rules out JSON's `{"key":`), optionally followed by white space before the
-/// colon (obsolete syntax that real mail still has).
-fn field_name(line: &[u8]) -> Option<&[u8]> {
-    let colon = line.iter().position(|&b| b == b':')?;
-    let name = line[..colon].trim_ascii_end();
-    let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
-    (!name.is_empty() && name.iter().all(token)).then_some(name)
-}
-
-fn is_text(line: &[u8]) -> bool {
-    std::str::from_utf8(line).is_ok_and(|s| !s.chars().any(|c| c.is_control() && c != '\t'))
-}
-
 fn describe_line(line: &[u8]) -> String {
-    if !is_text(line) {
-        return "binary data".into();
+    let text = match std::str::from_utf8(line) {
+        Ok(text) if !text.chars().any(|c| c.is_control() && c != '\t') => text,
+        _ => return "binary data".into(),
+    };
+    if text.is_empty() {
+        return "empty".into();
     }
-    let text = String::from_utf8_lossy(line);
     let shown: String = text.chars().take(40).collect();
     let ellipsis = if text.chars().count() > 40 { "…" } else { "" };
     format!("{shown:?}{ellipsis}")
@@ -281,6 +251,35 @@ mod tests {
     }
 
     #[test]
+    fn a_body_without_a_blank_line_may_start_with_any_bytes() {
+        ok(b"Subject: x\n\xe9t\xe9 body\n");
+        ok(b"Subject: x\r\n\x01\xff body\r\n");
+        ok(b"Subject: x\n\0 still the body\n");
+    }
+
+    #[test]
+    fn folded_lines_before_the_first_field_are_accepted() {
+        ok(b" folded first line\nMessage-ID: <a@b>\nTo: c@d\n\nbody\n");
+        ok(b"\t\r\n continued: x\r\nFrom: a\r\n");
+    }
+
+    #[test]
+    fn the_corpus_is_accepted_and_the_invalid_corpus_refused() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                ok(&std::fs::read(&path).unwrap());
+            }
+        }
+        for entry in std::fs::read_dir(dir.join("invalid")).unwrap() {
+            let path = entry.unwrap().path();
+            let reason = refused(&std::fs::read(&path).unwrap());
+            assert!(reason.starts_with("not an email: "), "{path:?}: {reason}");
+        }
+    }
+
+    #[test]
     fn refuses_what_cannot_be_mail() {
         assert_eq!(refused(b""), "not an email: the message is empty");
         assert_eq!(refused(b" \r\n\n"), "not an email: the message is empty");
@@ -288,10 +287,12 @@ mod tests {
             .contains("no header section (the first line is \"not an email at all\")"));
         assert!(refused(b"{\"from\": \"a@b\"}\n").contains("no header section"));
         assert!(refused(b"\x89PNG\r\n\x1a\n\0\0").contains("binary data"));
-        assert!(refused(b"From: a\nX: \0\n\n").contains("NUL byte"));
-        assert!(refused(b"From: a\n\xff\xfe\x01garbage\n").contains("unparseable header section: line 2"));
+        assert!(refused(b"\nFrom: a\n").contains("no header section (the first line is empty)"));
+        assert!(refused(b"From: a\nX: \0\n\n").contains("NUL byte in the header section (line 2)"));
+        assert!(refused(b"From: a\n b\0\n\n").contains("NUL byte in the header section (line 2)"));
         assert!(refused(b"name: chatwoot\nversion: 1\n").contains("no email header field"));
-        assert!(refused(b" continued: x\nFrom: a\n").contains("continuation"));
+        assert!(refused(b" indented\ntext\n").contains("no header section (line 2 is \"text\")"));
+        assert!(refused(b" indented\n\tonly\n").contains("no header section (only indented lines"));
     }
 
     #[test]
