@@ -156,6 +156,25 @@ proptest! {
     }
 }
 
+/// A real From_ line: a return path, then an asctime date in one of the
+/// shapes writers use.
+fn from_line() -> impl Strategy<Value = Vec<u8>> {
+    let return_path = prop_oneof!["[a-z0-9.@-]{0,12}", Just("MAILER-DAEMON".into()), Just("<>".into())];
+    (return_path, 0..7usize, 0..12usize, 1..=31u32, 0..24u32, 0..60u32, 1970..2100u32, 0..3u8).prop_map(
+        |(path, day, month, mday, hour, minute, year, shape)| {
+            let day = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"][day];
+            let month =
+                ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][month];
+            let date = match shape {
+                0 => format!("{day} {month} {mday:2} {hour:02}:{minute:02}:00 {year}"),
+                1 => format!("{day} {month} {mday:02} {hour:02}:{minute:02}:00 +0000 {year}"),
+                _ => format!("{day} {month} {mday} {year} {hour:02}:{minute:02}"),
+            };
+            format!("From {path} {date}").into_bytes()
+        },
+    )
+}
+
 /// A message as an mbox writer receives it: a From_ line, then lines that
 /// may look like From_ lines at any quoting depth, CRLF or LF, blank lines.
 fn mbox_message() -> impl Strategy<Value = Vec<u8>> {
@@ -163,13 +182,14 @@ fn mbox_message() -> impl Strategy<Value = Vec<u8>> {
         line_bytes(),
         Just(Vec::new()),
         Just(b"\r".to_vec()),
+        from_line(),
         line_bytes().prop_map(|rest| [b"From ".as_slice(), &rest].concat()),
         (1..4usize, line_bytes())
             .prop_map(|(depth, rest)| [vec![b'>'; depth], b"From ".to_vec(), rest].concat()),
         Just(b">Fromage".to_vec()),
     ];
-    ("[a-z@. ]{0,20}", vec(line, 0..12)).prop_map(|(envelope, lines)| {
-        let mut message = format!("From {envelope}\n").into_bytes();
+    (from_line(), vec(line, 0..12)).prop_map(|(mut message, lines)| {
+        message.push(b'\n');
         for line in lines {
             message.extend_from_slice(&line);
             message.push(b'\n');
