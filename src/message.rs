@@ -124,12 +124,50 @@ impl Message {
 }
 
 /// An envelope recipient must be one address: a CR or LF in it would let the
-/// caller write arbitrary headers.
+/// caller write arbitrary headers, and white space would make it several
+/// words, except inside a quoted local part (`"john doe"@example.com`).
 pub fn check_recipient(addr: &str) -> Result<(), String> {
-    if addr.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(format!("--recipient {addr:?} is not one address"));
+    let not_one = |why: &str| Err(format!("--recipient {addr:?} is not one address: {why}"));
+    if addr.chars().any(char::is_control) {
+        return not_one("it has a control character");
+    }
+    let unquoted = &addr[quoted_local_part_len(addr).unwrap_or(0)..];
+    if unquoted.chars().any(char::is_whitespace) {
+        return not_one("it has white space outside a quoted local part");
     }
     Ok(())
+}
+
+/// The length of a local part that is one quoted string, `\` escaping the
+/// next character, when an `@` follows it.
+fn quoted_local_part_len(addr: &str) -> Option<usize> {
+    let rest = addr.strip_prefix('"')?;
+    let mut escaped = false;
+    for (i, c) in rest.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return rest[i + 1..].starts_with('@').then_some(i + 2),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The recipient that the topmost (most recently added) `name` field of the
+/// header section names, e.g. `Delivered-To`: unfolded, trimmed, without
+/// one pair of angle brackets. None unless it is one address.
+pub fn recipient_from_header(message: &[u8], name: &str) -> Option<String> {
+    let section = &message[from_line_len(message)..];
+    let value = headers::fields(section).find(|field| field.is(name))?.value();
+    // Bytes that are not UTF-8 are in a charset we would have to guess; a
+    // wrong guess would route the message to an address that is not its own.
+    let addr = std::str::from_utf8(without_angle_brackets(&value)).ok()?;
+    (!addr.is_empty() && check_recipient(addr).is_ok()).then(|| addr.to_string())
+}
+
+fn without_angle_brackets(value: &[u8]) -> &[u8] {
+    value.strip_prefix(b"<").and_then(|v| v.strip_suffix(b">")).map_or(value, <[u8]>::trim_ascii)
 }
 
 /// The length of a leading mbox `From ` envelope line (Exim's default
@@ -485,7 +523,43 @@ mod tests {
     #[test]
     fn recipients_cannot_inject_headers() {
         assert!(check_recipient("reply+abc@inbox.example.com").is_ok());
-        assert!(check_recipient("a@b\r\nBcc: evil@x").is_err());
+        assert_eq!(
+            check_recipient("a@b\r\nBcc: evil@x"),
+            Err(r#"--recipient "a@b\r\nBcc: evil@x" is not one address: it has a control character"#.into())
+        );
+        for bad in ["a@b\n", "a@b\x7f", "a@b\u{85}", "\"a\tb\"@x", "\"a\r\nBcc: x\"@y"] {
+            assert!(check_recipient(bad).unwrap_err().ends_with("a control character"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_quoted_local_part_may_hold_white_space_and_nowhere_else() {
+        for good in ["\"john doe\"@example.com", "\"a\\\"b\"@example.com", "\"a\\\" b\"@x", "\"\u{a0}\"@x"] {
+            assert_eq!(check_recipient(good), Ok(()), "{good:?}");
+        }
+        for bad in
+            ["a b@example.com", "\"john doe\" @x", "\"john doe\"", "\"open @x", "x\"a b\"@y", "a@b\u{a0}c"]
+        {
+            assert!(check_recipient(bad).unwrap_err().ends_with("outside a quoted local part"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_recipient_comes_from_the_topmost_header_of_that_name() {
+        let from = |m: &[u8]| recipient_from_header(m, "delivered-to");
+        let message = b"From MAILER-DAEMON Mon Jan  1 00:00:00 2024\nReceived: x\nDelivered-To: <inbox@example.com>\nDELIVERED-TO: older@example.com\n\nDelivered-To: body@example.com\n";
+        assert_eq!(from(message).as_deref(), Some("inbox@example.com"));
+        assert_eq!(from(b"Delivered-To:\r\n  \"john doe\"@x \r\n\r\n").as_deref(), Some("\"john doe\"@x"));
+        assert_eq!(from(b"Delivered-To: < a@b >").as_deref(), Some("a@b"));
+        for none in [
+            &b"From: a\n\nDelivered-To: body@example.com\n"[..],
+            b"Delivered-To:  \nDelivered-To: second@example.com\n",
+            b"Delivered-To: <>\n",
+            b"Delivered-To: a@b, c@d\n",
+            b"Delivered-To: \xe9@example.com\n",
+        ] {
+            assert_eq!(from(none), None, "{:?}", String::from_utf8_lossy(none));
+        }
     }
 
     #[test]
