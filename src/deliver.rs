@@ -4,7 +4,7 @@ use std::io::{self, IsTerminal, Read, Write};
 
 use crate::cli::DeliverArgs;
 use crate::config::{io_reason, Config};
-use crate::message::{self, Input, Message};
+use crate::message::{self, Input, Message, OriginalTo};
 use crate::outcome::{Cause, Class, Outcome};
 use crate::reject;
 use crate::relay::Relay;
@@ -100,11 +100,13 @@ fn dry_run(message: &Message, config: &Config, recipient: Option<&str>) -> Outco
             .map(|v| v.trim().to_string())
             .unwrap_or_else(|| "(none)".into())
     };
-    let original_to = match recipient {
-        Some(addr) if message.added_original_to => format!("added ({addr})"),
-        _ if message.had_original_to => "already present, left as is".into(),
-        Some(_) => "not added".into(),
-        None => "not added (no --recipient)".into(),
+    let original_to = match (message.original_to, recipient) {
+        (OriginalTo::Added, Some(addr)) => format!("added ({addr})"),
+        (OriginalTo::Replaced { previous }, Some(addr)) => {
+            format!("added ({addr}); {previous} earlier renamed X-Previous-Original-To")
+        }
+        (OriginalTo::AlreadyThere, _) => "already present, left as is".into(),
+        _ => "not added (no --recipient)".into(),
     };
     let destination = match &config.url {
         Some(url) => format!("{} (from {})", url.value, url.source),

@@ -3,7 +3,9 @@
 //! The ingress stores anything it is sent, so this is the only place where
 //! input that cannot be an email is stopped. Everything that a mail server
 //! would accept passes, however ugly; what is relayed is the input byte for
-//! byte, minus one leading mbox `From ` line, plus at most one X-Original-To.
+//! byte, minus one leading mbox `From ` line, and, when the envelope
+//! recipient is known, with exactly one X-Original-To naming it (see
+//! [`OriginalTo`]).
 
 use std::io::{self, Read};
 
@@ -65,10 +67,31 @@ pub fn read_limited(reader: &mut impl Read, limit: u64, recipient: Option<&str>)
 
 const ORIGINAL_TO: &str = "X-Original-To: ";
 
+/// What an X-Original-To that was in the message is renamed to: Chatwoot
+/// reads a single X-Original-To (with two it reads none), so only ours may
+/// keep the name, and nothing is lost.
+const PREVIOUS_ORIGINAL_TO: &[u8] = b"X-Previous-Original-To";
+
 /// Why the input cannot be an email. The text completes "not an email: …".
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("not an email: {0}")]
 pub struct Invalid(String);
+
+/// What was done so that the message has exactly one X-Original-To, the
+/// envelope recipient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OriginalTo {
+    /// No recipient was given: nothing was done.
+    NoRecipient,
+    /// The message's only X-Original-To names the recipient: nothing was
+    /// done (so preparing our own output again changes nothing).
+    AlreadyThere,
+    /// The message had none: one was added at the top.
+    Added,
+    /// `previous` fields were renamed X-Previous-Original-To, in place, and
+    /// one was added at the top.
+    Replaced { previous: usize },
+}
 
 /// A validated message, ready to relay.
 #[derive(Clone, Debug)]
@@ -76,42 +99,71 @@ pub struct Message {
     /// Exactly what the ingress receives; cheap to clone for retries.
     pub bytes: Bytes,
     pub from_line_stripped: bool,
-    /// The message had an X-Original-To of its own, so none was added.
-    pub had_original_to: bool,
-    pub added_original_to: bool,
+    pub original_to: OriginalTo,
 }
 
 impl Message {
     /// Validate `raw` and prepare it for `recipient` (the envelope recipient).
     /// On refusal the input comes back, to be kept in the reject directory.
+    ///
+    /// With a recipient, unless the message's only X-Original-To already
+    /// names it, every X-Original-To field is renamed X-Previous-Original-To
+    /// (value and folding untouched) and `X-Original-To: <recipient>` is put
+    /// before the first field, with the line ending of the message's first
+    /// line. Deterministic, so a retry sends the same bytes.
     pub fn prepare(raw: Raw, recipient: Option<&str>) -> Result<Message, (Invalid, Raw)> {
         let start = raw.headroom + from_line_len(raw.input());
-        let headers = match validate(&raw.buf[start..]) {
-            Ok(headers) => headers,
+        let section = match validate(&raw.buf[start..]) {
+            Ok(section) => section,
             Err(invalid) => return Err((invalid, raw)),
         };
-        let had_original_to = headers.original_to > 0;
-        let mut buf = raw.buf;
-        let mut begin = start;
-        let recipient = recipient.map(str::trim).filter(|addr| !addr.is_empty() && !had_original_to);
-        if let Some(addr) = recipient {
-            let eol = if headers.crlf { "\r\n" } else { "\n" };
-            let line = format!("{ORIGINAL_TO}{addr}{eol}");
-            if line.len() <= start {
-                begin = start - line.len();
-                buf[begin..start].copy_from_slice(line.as_bytes());
-            } else {
-                // Not read with room for this recipient: copy once.
-                buf = [line.as_bytes(), &buf[start..]].concat();
-                begin = 0;
+        let stripped = start > raw.headroom;
+        let Some(addr) = recipient.map(str::trim).filter(|addr| !addr.is_empty()) else {
+            return Ok(Message::new(raw.buf, start, stripped, OriginalTo::NoRecipient));
+        };
+        let (renamed, already_there) = match section.original_to {
+            0 => (Vec::new(), false),
+            _ => {
+                let fields: Vec<_> =
+                    headers::fields(&raw.buf[start..]).filter(|f| f.is("X-Original-To")).collect();
+                let same = matches!(&fields[..], [only] if same_address(&only.value(), addr));
+                (fields.iter().map(|field| field.at).collect(), same)
             }
+        };
+        if already_there {
+            return Ok(Message::new(raw.buf, start, stripped, OriginalTo::AlreadyThere));
         }
-        Ok(Message {
-            bytes: Bytes::from(buf).slice(begin..),
-            from_line_stripped: start > raw.headroom,
-            had_original_to,
-            added_original_to: recipient.is_some(),
-        })
+        let original_to = if renamed.is_empty() {
+            OriginalTo::Added
+        } else {
+            OriginalTo::Replaced { previous: renamed.len() }
+        };
+        let line = format!("{ORIGINAL_TO}{addr}{}", if section.crlf { "\r\n" } else { "\n" });
+        let mut buf = raw.buf;
+        if renamed.is_empty() && section.first_field == 0 && line.len() <= start {
+            let begin = start - line.len();
+            buf[begin..start].copy_from_slice(line.as_bytes());
+            return Ok(Message::new(buf, begin, stripped, original_to));
+        }
+        // No room in front, folded lines to keep above the new field (they
+        // would continue it), or fields to rename: copy once.
+        let message = &buf[start..];
+        let mut copy =
+            Vec::with_capacity(message.len() + line.len() + renamed.len() * PREVIOUS_ORIGINAL_TO.len());
+        copy.extend_from_slice(&message[..section.first_field]);
+        copy.extend_from_slice(line.as_bytes());
+        let mut copied = section.first_field;
+        for at in renamed {
+            copy.extend_from_slice(&message[copied..at]);
+            copy.extend_from_slice(PREVIOUS_ORIGINAL_TO);
+            copied = at + "X-Original-To".len();
+        }
+        copy.extend_from_slice(&message[copied..]);
+        Ok(Message::new(copy, 0, stripped, original_to))
+    }
+
+    fn new(buf: Vec<u8>, begin: usize, from_line_stripped: bool, original_to: OriginalTo) -> Message {
+        Message { bytes: Bytes::from(buf).slice(begin..), from_line_stripped, original_to }
     }
 
     pub fn len(&self) -> u64 {
@@ -164,6 +216,11 @@ pub fn recipient_from_header(message: &[u8], name: &str) -> Option<String> {
     // wrong guess would route the message to an address that is not its own.
     let addr = std::str::from_utf8(without_angle_brackets(&value)).ok()?;
     (!addr.is_empty() && check_recipient(addr).is_ok()).then(|| addr.to_string())
+}
+
+/// Whether an X-Original-To value names `addr` (ignoring case and brackets).
+fn same_address(value: &[u8], addr: &str) -> bool {
+    without_angle_brackets(value).eq_ignore_ascii_case(without_angle_brackets(addr.as_bytes()))
 }
 
 fn without_angle_brackets(value: &[u8]) -> &[u8] {
@@ -294,7 +351,10 @@ fn number_in(word: &[u8], min: usize, max: usize, range: std::ops::RangeInclusiv
 pub struct HeaderSection {
     pub fields: usize,
     pub original_to: usize,
+    /// Whether the first line ends in CRLF.
     pub crlf: bool,
+    /// Where the first field starts: 0 unless folded lines come before it.
+    pub first_field: usize,
 }
 
 /// Fields of which a real message has at least one. A header-shaped text
@@ -330,10 +390,14 @@ pub fn validate(message: &[u8]) -> Result<HeaderSection, Invalid> {
         return Err(Invalid("the message is empty".into()));
     }
     let first_line = message.split(|&b| b == b'\n').next().unwrap_or_default();
-    let mut section = HeaderSection { fields: 0, original_to: 0, crlf: first_line.ends_with(b"\r") };
+    let crlf = first_line.ends_with(b"\r");
+    let mut section = HeaderSection { fields: 0, original_to: 0, crlf, first_field: 0 };
     let mut mail_fields = 0;
     let mut fields = headers::fields(message);
     for field in fields.by_ref() {
+        if section.fields == 0 {
+            section.first_field = field.at;
+        }
         section.fields += 1;
         mail_fields += usize::from(MAIL_FIELDS.iter().any(|&name| field.is(name)));
         section.original_to += usize::from(field.is("x-original-to"));
@@ -440,13 +504,103 @@ mod tests {
         assert!(refused(b" indented\n\tonly\n").contains("no header section (only indented lines"));
     }
 
+    /// The bytes prepared for `recipient` and what was done to X-Original-To.
+    fn prepared(input: &[u8], recipient: Option<&str>) -> (String, OriginalTo) {
+        let m = Message::prepare(Raw::from_slice(input, recipient), recipient).unwrap();
+        (String::from_utf8(m.bytes.to_vec()).unwrap(), m.original_to)
+    }
+
     #[test]
     fn from_line_is_stripped_and_nothing_else_changes() {
         let m = ok(b"From MAILER-DAEMON Mon Jan  1 00:00:00 2024\nFrom: a@b\n\nbody\n");
-        assert!(m.from_line_stripped && m.added_original_to);
+        assert!(m.from_line_stripped);
         assert_eq!(&m.bytes[..], b"X-Original-To: inbox@example.com\nFrom: a@b\n\nbody\n");
         // A "From:" header is not an envelope line.
         assert!(!ok(b"From: a@b\n\n").from_line_stripped);
+        // Without a recipient nothing else changes, not even two X-Original-To.
+        let input = b"From x\nX-Original-To: a\nX-Original-To: b\n\n";
+        assert_eq!(
+            prepared(input, None),
+            ("X-Original-To: a\nX-Original-To: b\n\n".into(), OriginalTo::NoRecipient)
+        );
+        assert_eq!(prepared(input, Some("")).1, OriginalTo::NoRecipient);
+        assert_eq!(prepared(input, Some(" ")).1, OriginalTo::NoRecipient);
+    }
+
+    #[test]
+    fn x_original_to_is_added_above_the_first_field_with_its_line_ending() {
+        let added = |input: &[u8], expected: &str| {
+            assert_eq!(prepared(input, TO), (expected.into(), OriginalTo::Added))
+        };
+        added(b"From: a@b\r\n\r\nx", "X-Original-To: inbox@example.com\r\nFrom: a@b\r\n\r\nx");
+        added(b"From: a@b\n\nx", "X-Original-To: inbox@example.com\nFrom: a@b\n\nx");
+        // The header section ends the message, with or without a newline.
+        added(b"From: a@b\nTo: c", "X-Original-To: inbox@example.com\nFrom: a@b\nTo: c");
+        added(b"From: a@b\r\n", "X-Original-To: inbox@example.com\r\nFrom: a@b\r\n");
+        // Below folded lines at the top, which would otherwise continue it.
+        added(
+            b" folded\r\nFrom: a\r\n\r\n",
+            " folded\r\nX-Original-To: inbox@example.com\r\nFrom: a\r\n\r\n",
+        );
+        // Read without room for the header: still correct.
+        let m = Message::prepare(Raw::from_slice(b"From: a\n\n", None), TO).unwrap();
+        assert_eq!(&m.bytes[..], b"X-Original-To: inbox@example.com\nFrom: a\n\n");
+    }
+
+    #[test]
+    fn the_only_x_original_to_naming_the_recipient_is_left_alone() {
+        for input in [
+            &b"From: a\nx-original-to: inbox@example.com\n\nbody"[..],
+            b"X-Original-To:  <INBOX@example.com> \r\nFrom: a\r\n",
+            b"From: a\nX-Original-To:\n inbox@example.com",
+        ] {
+            let unchanged = String::from_utf8(input.to_vec()).unwrap();
+            assert_eq!(prepared(input, TO), (unchanged, OriginalTo::AlreadyThere));
+        }
+    }
+
+    #[test]
+    fn every_other_x_original_to_is_renamed_in_place_and_ours_added() {
+        let replaced = |input: &[u8], expected: &str, previous| {
+            assert_eq!(prepared(input, TO), (expected.into(), OriginalTo::Replaced { previous }));
+        };
+        // Another address, folded, CRLF; the body is not the header section.
+        replaced(
+            b"From: a@b\r\nx-original-to: other@example.com\r\n\t(folded)\r\nSubject: s\r\n\r\nX-Original-To: body\r\n",
+            "X-Original-To: inbox@example.com\r\nFrom: a@b\r\nX-Previous-Original-To: other@example.com\r\n\t(folded)\r\nSubject: s\r\n\r\nX-Original-To: body\r\n",
+            1,
+        );
+        // Two, one of them the recipient; obsolete space before the colon;
+        // the header section ends the message without a newline.
+        replaced(
+            b"X-Original-To: inbox@example.com\nFrom: a\nX-Original-To : b@example.com",
+            "X-Original-To: inbox@example.com\nX-Previous-Original-To: inbox@example.com\nFrom: a\nX-Previous-Original-To : b@example.com",
+            2,
+        );
+        replaced(
+            b"From a@b Mon Jan  1 00:00:00 2024\nX-Original-To: old@example.com\nFrom: a\n",
+            "X-Original-To: inbox@example.com\nX-Previous-Original-To: old@example.com\nFrom: a\n",
+            1,
+        );
+        replaced(
+            b"\tfolded\nX-Original-To: old\nFrom: a\n\n",
+            "\tfolded\nX-Original-To: inbox@example.com\nX-Previous-Original-To: old\nFrom: a\n\n",
+            1,
+        );
+    }
+
+    #[test]
+    fn preparing_the_output_again_changes_nothing() {
+        for input in [
+            &b"From: a\n\n"[..],
+            b"From x Mon Jan  1 00:00:00 2024\r\nFrom: a\r\n\r\n",
+            b" folded\nFrom: a",
+            b"X-Original-To: a\nX-Original-To: b\nFrom: a\n\n",
+            b"From: a\nX-Original-To: inbox@example.com\n",
+        ] {
+            let (once, _) = prepared(input, TO);
+            assert_eq!(prepared(once.as_bytes(), TO), (once.clone(), OriginalTo::AlreadyThere));
+        }
     }
 
     #[test]
@@ -505,19 +659,6 @@ mod tests {
         }
         assert!(!is_from_line(b"From a@b Mon Jan  1 00:00:00 \xff2024"));
         assert!(is_from_line(b"From \xff@b Mon Jan  1 00:00:00 2024"));
-    }
-
-    #[test]
-    fn x_original_to_matches_line_endings_and_is_never_doubled() {
-        assert!(ok(b"From: a@b\r\n\r\nx").bytes.starts_with(b"X-Original-To: inbox@example.com\r\nFrom"));
-        let m = ok(b"From: a@b\nx-original-to: other@example.com\n\n");
-        assert!(m.had_original_to && !m.added_original_to);
-        assert_eq!(&m.bytes[..], b"From: a@b\nx-original-to: other@example.com\n\n");
-        let m = Message::prepare(Raw::from_slice(b"From: a\n\n", None), Some("")).unwrap();
-        assert!(!m.added_original_to);
-        // Read without room for the header: still correct.
-        let m = Message::prepare(Raw::from_slice(b"From: a\n\n", None), TO).unwrap();
-        assert_eq!(&m.bytes[..], b"X-Original-To: inbox@example.com\nFrom: a\n\n");
     }
 
     #[test]
