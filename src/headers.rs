@@ -85,10 +85,11 @@ impl Field<'_> {
 
 /// What Chatwoot will route on, for `--dry-run`: the header section read the
 /// way the ingress's mail parser (Ruby's mail gem) reads it, bytes shown as
-/// lossy UTF-8 rather than hidden.
+/// lossy UTF-8 rather than hidden. One difference: the section ends where
+/// [`fields`] says, while the mail gem reads on to the first empty line.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RoutingView {
-    /// Addresses (addr-specs), every field of the name.
+    /// The addresses (addr-specs) of every field of that name.
     pub from: Vec<String>,
     pub to: Vec<String>,
     pub cc: Vec<String>,
@@ -131,11 +132,12 @@ impl RoutingView {
     }
 }
 
-/// The conversation uuid of a reply address, as Chatwoot finds it: only To
-/// addresses count, and the part before the first `@` must match
-/// `REPLY_EMAIL_UUID_PATTERN`, `/^reply\+([0-9a-f]{8}\b-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-\b[0-9a-f]{12})$/i`
+/// The conversation uuid of a reply address, as Chatwoot finds it
 /// (chatwoot/chatwoot, app/mailboxes/application_mailbox.rb, `reply_uuid_mail?`;
-/// reply_mailbox.rb takes the same capture). Its `\b`s always hold there.
+/// app/mailboxes/reply_mailbox.rb takes the same capture): only To addresses
+/// count, and the part before the first `@` must match REPLY_EMAIL_UUID_PATTERN,
+/// `/^reply\+([0-9a-f]{8}\b-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-\b[0-9a-f]{12})$/i`,
+/// whose `\b`s always hold there.
 fn reply_uuid(addr: &str) -> Option<&str> {
     let local = addr.split('@').next()?;
     let uuid = local.get(..6).filter(|prefix| prefix.eq_ignore_ascii_case("reply+")).map(|_| &local[6..])?;
@@ -256,14 +258,14 @@ fn angle_end(list: &[u8], start: usize) -> usize {
 /// rules out JSON's `{"key":`), optionally followed by white space before the
 /// colon (obsolete syntax that real mail still has). Gives the name and the
 /// colon's position.
-pub(crate) fn field_name(line: &[u8]) -> Option<(&[u8], usize)> {
+fn field_name(line: &[u8]) -> Option<(&[u8], usize)> {
     let colon = line.iter().position(|&b| b == b':')?;
     let name = line[..colon].trim_ascii_end();
     let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
     (!name.is_empty() && name.iter().all(token)).then_some((name, colon))
 }
 
-pub(crate) fn is_continuation(line: &[u8]) -> bool {
+fn is_continuation(line: &[u8]) -> bool {
     matches!(line.first(), Some(b' ' | b'\t'))
 }
 

@@ -24,7 +24,7 @@ pub struct Raw {
 impl Raw {
     /// An empty buffer with room for the header that `recipient` needs.
     pub fn with_room_for(recipient: Option<&str>) -> Raw {
-        let headroom = recipient.map_or(0, |addr| ORIGINAL_TO.len() + addr.len() + 2);
+        let headroom = recipient.map_or(0, |addr| ORIGINAL_TO.len() + ": ".len() + addr.len() + "\r\n".len());
         Raw { buf: vec![0; headroom], headroom }
     }
 
@@ -65,7 +65,7 @@ pub fn read_limited(reader: &mut impl Read, limit: u64, recipient: Option<&str>)
     Ok(if raw.input().len() as u64 > limit { Input::TooLarge(raw) } else { Input::Complete(raw) })
 }
 
-const ORIGINAL_TO: &str = "X-Original-To: ";
+const ORIGINAL_TO: &str = "X-Original-To";
 
 /// What an X-Original-To that was in the message is renamed to: Chatwoot
 /// reads a single X-Original-To (with two it reads none), so only ours may
@@ -86,7 +86,8 @@ pub enum OriginalTo {
     /// The message's only X-Original-To names the recipient: nothing was
     /// done (so preparing our own output again changes nothing).
     AlreadyThere,
-    /// The message had none: one was added at the top.
+    /// The message had none: one was added at the top (below any folded
+    /// lines before the first field, which it would otherwise take in).
     Added,
     /// `previous` fields were renamed X-Previous-Original-To, in place, and
     /// one was added at the top.
@@ -125,7 +126,7 @@ impl Message {
             0 => (Vec::new(), false),
             _ => {
                 let fields: Vec<_> =
-                    headers::fields(&raw.buf[start..]).filter(|f| f.is("X-Original-To")).collect();
+                    headers::fields(&raw.buf[start..]).filter(|f| f.is(ORIGINAL_TO)).collect();
                 let same = matches!(&fields[..], [only] if same_address(&only.value(), addr));
                 (fields.iter().map(|field| field.at).collect(), same)
             }
@@ -138,7 +139,7 @@ impl Message {
         } else {
             OriginalTo::Replaced { previous: renamed.len() }
         };
-        let line = format!("{ORIGINAL_TO}{addr}{}", if section.crlf { "\r\n" } else { "\n" });
+        let line = format!("{ORIGINAL_TO}: {addr}{}", if section.crlf { "\r\n" } else { "\n" });
         let mut buf = raw.buf;
         if renamed.is_empty() && section.first_field == 0 && line.len() <= start {
             let begin = start - line.len();
@@ -156,7 +157,7 @@ impl Message {
         for at in renamed {
             copy.extend_from_slice(&message[copied..at]);
             copy.extend_from_slice(PREVIOUS_ORIGINAL_TO);
-            copied = at + "X-Original-To".len();
+            copied = at + ORIGINAL_TO.len();
         }
         copy.extend_from_slice(&message[copied..]);
         Ok(Message::new(copy, 0, stripped, original_to))
