@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use crate::cli::DeliverArgs;
 use crate::config::{Config, Overrides};
-use crate::message::Message;
+use crate::headers::RoutingView;
+use crate::message::{Message, OriginalTo};
 use crate::outcome::{Cause, Mta, Outcome};
 use crate::pipeline::{Mode, Pipeline};
 use crate::sys;
@@ -105,30 +106,38 @@ fn sources(config: &Config) -> Vec<String> {
     lines
 }
 
-/// What a dry run shows: what would be sent, and where.
+/// What a dry run shows: what would be sent and where, and what Chatwoot
+/// will route on, read from the bytes that would be sent.
 fn preview(message: &Message, destination: &str, recipient: Option<&str>) {
-    let parsed = mail_parser::MessageParser::default().parse_headers(&message.bytes[..]);
-    let header = |name: &str| {
-        parsed
-            .as_ref()
-            .and_then(|m| m.header_raw(name))
-            .map(|v| v.trim().to_string())
-            .unwrap_or_else(|| "(none)".into())
+    let view = RoutingView::of(&message.bytes);
+    let list = |items: &[String]| if items.is_empty() { "(none)".to_string() } else { items.join(", ") };
+    let one = |item: &Option<String>| item.clone().unwrap_or_else(|| "(none)".into());
+    let original_to = match (&message.original_to, recipient) {
+        (OriginalTo::Added, Some(addr)) => format!("{addr} (added)"),
+        (OriginalTo::Replaced { previous }, Some(addr)) => {
+            format!("{addr} (added; the {previous} earlier one(s) kept as X-Previous-Original-To)")
+        }
+        (OriginalTo::AlreadyThere, Some(addr)) => format!("{addr} (already there, left as is)"),
+        _ => match view.x_original_to.as_slice() {
+            [] => "(none: no --recipient)".into(),
+            [one] => format!("{one} (the message's own; no --recipient)"),
+            many => format!("{} values, which Chatwoot ignores (no --recipient to replace them)", many.len()),
+        },
     };
-    let original_to = match recipient {
-        Some(addr) if message.added_original_to => format!("added ({addr})"),
-        _ if message.had_original_to => "already present, left as is".into(),
-        Some(_) => "not added".into(),
-        None => "not added (no --recipient)".into(),
+    let conversation = match &view.reply_to_conversation {
+        Some(uuid) => format!("reply to conversation {uuid}"),
+        None => "(no reply+uuid address: an inbox is chosen by To, Cc, X-Original-To, then Bcc)".into(),
     };
     let lines = [
         ("size", format!("{} bytes", message.len())),
-        ("Message-ID", header("Message-ID")),
-        ("From", header("From")),
-        ("To", header("To")),
-        ("Subject", header("Subject")),
+        ("Message-ID", one(&view.message_id)),
+        ("From", list(&view.from)),
+        ("To", list(&view.to)),
+        ("Cc", list(&view.cc)),
+        ("Subject", one(&view.subject)),
         ("From_ line", if message.from_line_stripped { "stripped" } else { "none" }.into()),
         ("X-Original-To", original_to),
+        ("conversation", conversation),
         ("would POST to", destination.to_string()),
     ];
     let mut out = io::stdout().lock();

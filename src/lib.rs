@@ -14,6 +14,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod deliver;
+pub mod headers;
 pub mod import;
 pub mod message;
 pub mod outcome;

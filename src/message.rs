@@ -3,11 +3,15 @@
 //! The ingress stores anything it is sent, so this is the only place where
 //! input that cannot be an email is stopped. Everything that a mail server
 //! would accept passes, however ugly; what is relayed is the input byte for
-//! byte, minus one leading mbox `From ` line, plus at most one X-Original-To.
+//! byte, minus one leading mbox `From ` line, and, when the envelope
+//! recipient is known, with exactly one X-Original-To naming it (see
+//! [`OriginalTo`]).
 
 use std::io::{self, Read};
 
 use bytes::Bytes;
+
+use crate::headers;
 
 /// Input bytes with spare room in front, so that the X-Original-To line can
 /// be written just before the message instead of copying the message after it.
@@ -20,7 +24,7 @@ pub struct Raw {
 impl Raw {
     /// An empty buffer with room for the header that `recipient` needs.
     pub fn with_room_for(recipient: Option<&str>) -> Raw {
-        let headroom = recipient.map_or(0, |addr| ORIGINAL_TO.len() + addr.len() + 2);
+        let headroom = recipient.map_or(0, |addr| ORIGINAL_TO.len() + ": ".len() + addr.len() + "\r\n".len());
         Raw { buf: vec![0; headroom], headroom }
     }
 
@@ -61,12 +65,34 @@ pub fn read_limited(reader: &mut impl Read, limit: u64, recipient: Option<&str>)
     Ok(if raw.input().len() as u64 > limit { Input::TooLarge(raw) } else { Input::Complete(raw) })
 }
 
-const ORIGINAL_TO: &str = "X-Original-To: ";
+const ORIGINAL_TO: &str = "X-Original-To";
+
+/// What an X-Original-To that was in the message is renamed to: Chatwoot
+/// reads a single X-Original-To (with two it reads none), so only ours may
+/// keep the name, and nothing is lost.
+const PREVIOUS_ORIGINAL_TO: &[u8] = b"X-Previous-Original-To";
 
 /// Why the input cannot be an email. The text completes "not an email: …".
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("not an email: {0}")]
 pub struct Invalid(String);
+
+/// What was done so that the message has exactly one X-Original-To, the
+/// envelope recipient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OriginalTo {
+    /// No recipient was given: nothing was done.
+    NoRecipient,
+    /// The message's only X-Original-To names the recipient: nothing was
+    /// done (so preparing our own output again changes nothing).
+    AlreadyThere,
+    /// The message had none: one was added at the top (below any folded
+    /// lines before the first field, which it would otherwise take in).
+    Added,
+    /// `previous` fields were renamed X-Previous-Original-To, in place, and
+    /// one was added at the top.
+    Replaced { previous: usize },
+}
 
 /// A validated message, ready to relay.
 #[derive(Clone, Debug)]
@@ -74,42 +100,71 @@ pub struct Message {
     /// Exactly what the ingress receives; cheap to clone for retries.
     pub bytes: Bytes,
     pub from_line_stripped: bool,
-    /// The message had an X-Original-To of its own, so none was added.
-    pub had_original_to: bool,
-    pub added_original_to: bool,
+    pub original_to: OriginalTo,
 }
 
 impl Message {
     /// Validate `raw` and prepare it for `recipient` (the envelope recipient).
     /// On refusal the input comes back, to be kept in the reject directory.
+    ///
+    /// With a recipient, unless the message's only X-Original-To already
+    /// names it, every X-Original-To field is renamed X-Previous-Original-To
+    /// (value and folding untouched) and `X-Original-To: <recipient>` is put
+    /// before the first field, with the line ending of the message's first
+    /// line. Deterministic, so a retry sends the same bytes.
     pub fn prepare(raw: Raw, recipient: Option<&str>) -> Result<Message, (Invalid, Raw)> {
         let start = raw.headroom + from_line_len(raw.input());
-        let headers = match validate(&raw.buf[start..]) {
-            Ok(headers) => headers,
+        let section = match validate(&raw.buf[start..]) {
+            Ok(section) => section,
             Err(invalid) => return Err((invalid, raw)),
         };
-        let had_original_to = headers.original_to > 0;
-        let mut buf = raw.buf;
-        let mut begin = start;
-        let recipient = recipient.map(str::trim).filter(|addr| !addr.is_empty() && !had_original_to);
-        if let Some(addr) = recipient {
-            let eol = if headers.crlf { "\r\n" } else { "\n" };
-            let line = format!("{ORIGINAL_TO}{addr}{eol}");
-            if line.len() <= start {
-                begin = start - line.len();
-                buf[begin..start].copy_from_slice(line.as_bytes());
-            } else {
-                // Not read with room for this recipient: copy once.
-                buf = [line.as_bytes(), &buf[start..]].concat();
-                begin = 0;
+        let stripped = start > raw.headroom;
+        let Some(addr) = recipient.map(str::trim).filter(|addr| !addr.is_empty()) else {
+            return Ok(Message::new(raw.buf, start, stripped, OriginalTo::NoRecipient));
+        };
+        let (renamed, already_there) = match section.original_to {
+            0 => (Vec::new(), false),
+            _ => {
+                let fields: Vec<_> =
+                    headers::fields(&raw.buf[start..]).filter(|f| f.is(ORIGINAL_TO)).collect();
+                let same = matches!(&fields[..], [only] if same_address(&only.value(), addr));
+                (fields.iter().map(|field| field.at).collect(), same)
             }
+        };
+        if already_there {
+            return Ok(Message::new(raw.buf, start, stripped, OriginalTo::AlreadyThere));
         }
-        Ok(Message {
-            bytes: Bytes::from(buf).slice(begin..),
-            from_line_stripped: start > raw.headroom,
-            had_original_to,
-            added_original_to: recipient.is_some(),
-        })
+        let original_to = if renamed.is_empty() {
+            OriginalTo::Added
+        } else {
+            OriginalTo::Replaced { previous: renamed.len() }
+        };
+        let line = format!("{ORIGINAL_TO}: {addr}{}", if section.crlf { "\r\n" } else { "\n" });
+        let mut buf = raw.buf;
+        if renamed.is_empty() && section.first_field == 0 && line.len() <= start {
+            let begin = start - line.len();
+            buf[begin..start].copy_from_slice(line.as_bytes());
+            return Ok(Message::new(buf, begin, stripped, original_to));
+        }
+        // No room in front, folded lines to keep above the new field (they
+        // would continue it), or fields to rename: copy once.
+        let message = &buf[start..];
+        let mut copy =
+            Vec::with_capacity(message.len() + line.len() + renamed.len() * PREVIOUS_ORIGINAL_TO.len());
+        copy.extend_from_slice(&message[..section.first_field]);
+        copy.extend_from_slice(line.as_bytes());
+        let mut copied = section.first_field;
+        for at in renamed {
+            copy.extend_from_slice(&message[copied..at]);
+            copy.extend_from_slice(PREVIOUS_ORIGINAL_TO);
+            copied = at + ORIGINAL_TO.len();
+        }
+        copy.extend_from_slice(&message[copied..]);
+        Ok(Message::new(copy, 0, stripped, original_to))
+    }
+
+    fn new(buf: Vec<u8>, begin: usize, from_line_stripped: bool, original_to: OriginalTo) -> Message {
+        Message { bytes: Bytes::from(buf).slice(begin..), from_line_stripped, original_to }
     }
 
     pub fn len(&self) -> u64 {
@@ -122,24 +177,174 @@ impl Message {
 }
 
 /// An envelope recipient must be one address: a CR or LF in it would let the
-/// caller write arbitrary headers.
+/// caller write arbitrary headers, and white space would make it several
+/// words, except inside a quoted local part (`"john doe"@example.com`).
 pub fn check_recipient(addr: &str) -> Result<(), String> {
-    if addr.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(format!("--recipient {addr:?} is not one address"));
+    let not_one = |why: &str| Err(format!("--recipient {addr:?} is not one address: {why}"));
+    if addr.chars().any(char::is_control) {
+        return not_one("it has a control character");
+    }
+    let unquoted = &addr[quoted_local_part_len(addr).unwrap_or(0)..];
+    if unquoted.chars().any(char::is_whitespace) {
+        return not_one("it has white space outside a quoted local part");
     }
     Ok(())
 }
 
+/// The length of a local part that is one quoted string, `\` escaping the
+/// next character, when an `@` follows it.
+fn quoted_local_part_len(addr: &str) -> Option<usize> {
+    let rest = addr.strip_prefix('"')?;
+    let mut escaped = false;
+    for (i, c) in rest.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return rest[i + 1..].starts_with('@').then_some(i + 2),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The recipient that the topmost (most recently added) `name` field of the
+/// header section names, e.g. `Delivered-To`: unfolded, trimmed, without
+/// one pair of angle brackets. None unless it is one address.
+pub fn recipient_from_header(message: &[u8], name: &str) -> Option<String> {
+    let section = &message[from_line_len(message)..];
+    let value = headers::fields(section).find(|field| field.is(name))?.value();
+    // Bytes that are not UTF-8 are in a charset we would have to guess; a
+    // wrong guess would route the message to an address that is not its own.
+    let addr = std::str::from_utf8(without_angle_brackets(&value)).ok()?;
+    (!addr.is_empty() && check_recipient(addr).is_ok()).then(|| addr.to_string())
+}
+
+/// Whether an X-Original-To value names `addr` (ignoring case and brackets).
+fn same_address(value: &[u8], addr: &str) -> bool {
+    without_angle_brackets(value).eq_ignore_ascii_case(without_angle_brackets(addr.as_bytes()))
+}
+
+fn without_angle_brackets(value: &[u8]) -> &[u8] {
+    value.strip_prefix(b"<").and_then(|v| v.strip_suffix(b">")).map_or(value, <[u8]>::trim_ascii)
+}
+
 /// The length of a leading mbox `From ` envelope line (Exim's default
 /// message_prefix, getmail's unixfrom, Postfix's flag F), including its end.
+/// Lenient, as MTAs write it in several shapes and one left in would make
+/// the message look invalid; but `From : x` (white space before the colon,
+/// obsolete syntax) is a header field.
 pub fn from_line_len(raw: &[u8]) -> usize {
-    if !raw.starts_with(b"From ") {
+    let Some(rest) = raw.strip_prefix(b"From ") else {
+        return 0;
+    };
+    if rest.iter().find(|&&b| b != b' ' && b != b'\t') == Some(&b':') {
         return 0;
     }
-    match raw.iter().position(|&b| b == b'\n') {
-        Some(end) => end + 1,
-        None => raw.len(),
+    headers::line_at(raw, 0).len()
+}
+
+/// Whether `line` is a real mbox From_ separator, as mutt's `is_from()`
+/// reads one: `From `, a return path (`<>`, `MAILER-DAEMON`, a quoted local
+/// part with spaces, or none), then an asctime date, `Mon Jan  1 00:00:00
+/// 2024`, with optional seconds and up to two zone tokens (`+0000`, `UTC`,
+/// `MET DST`) before the year, or the year before the time. A body line such
+/// as `From the desk of the CEO` is not one.
+pub fn is_from_line(line: &[u8]) -> bool {
+    let Some(rest) = headers::without_eol(line).strip_prefix(b"From ") else {
+        return false;
+    };
+    let mut s = rest.trim_ascii_start();
+    if !is_day_name(s) {
+        // The return path: up to white space outside quotes.
+        let Some(end) = return_path_len(s) else {
+            return false;
+        };
+        s = s[end..].trim_ascii_start();
+        // Pipermail archives obscure it as `me at example.org`.
+        if let Some(domain) = s.strip_prefix(b"at ") {
+            s = next_word(domain.trim_ascii_start());
+        }
+        if !is_day_name(s) {
+            return false;
+        }
     }
+    s = next_word(s);
+    // A login name that is a day name: `From Mon Mon Jan ...`.
+    if is_day_name(s) {
+        s = next_word(s);
+    }
+    let mut words = s.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty());
+    let (Some(month), Some(day)) = (words.next(), words.next()) else {
+        return false;
+    };
+    if !MONTHS.iter().any(|m| month.eq_ignore_ascii_case(m)) || !number_in(day, 1, 2, 1..=31) {
+        return false;
+    }
+    match words.next() {
+        Some(word) if is_time(word) => {
+            let mut word = words.next();
+            for _ in 0..2 {
+                if word.is_some_and(|w| w[0].is_ascii_alphabetic() || w[0] == b'+' || w[0] == b'-') {
+                    word = words.next();
+                }
+            }
+            word.is_some_and(is_year)
+        }
+        Some(word) if is_year(word) => words.next().is_some_and(is_time),
+        _ => false,
+    }
+}
+
+const MONTHS: [&[u8]; 12] =
+    [b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec"];
+
+/// A three-letter day name followed by white space.
+fn is_day_name(s: &[u8]) -> bool {
+    const DAYS: [&[u8]; 7] = [b"mon", b"tue", b"wed", b"thu", b"fri", b"sat", b"sun"];
+    s.len() > 3 && s[3].is_ascii_whitespace() && DAYS.iter().any(|d| s[..3].eq_ignore_ascii_case(d))
+}
+
+/// The length of the return path at the start of `s`, which must be followed
+/// by white space; `\` escapes a character and quotes may hold white space.
+fn return_path_len(s: &[u8]) -> Option<usize> {
+    let mut quoted = false;
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'\\' => i += 1,
+            b'"' => quoted = !quoted,
+            b if b.is_ascii_whitespace() && !quoted => return Some(i),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// `s` after its first word and the white space that follows it.
+fn next_word(s: &[u8]) -> &[u8] {
+    let end = s.iter().position(u8::is_ascii_whitespace).unwrap_or(s.len());
+    s[end..].trim_ascii_start()
+}
+
+/// `HH:MM` or `HH:MM:SS` (one-digit hours too).
+fn is_time(word: &[u8]) -> bool {
+    let mut parts = word.split(|&b| b == b':');
+    let (Some(h), Some(m), s, None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    number_in(h, 1, 2, 0..=23) && number_in(m, 2, 2, 0..=59) && s.is_none_or(|s| number_in(s, 2, 2, 0..=60))
+}
+
+fn is_year(word: &[u8]) -> bool {
+    matches!(word.len(), 2 | 4) && word.iter().all(u8::is_ascii_digit)
+}
+
+/// `min..=max` digits whose value is in `range`.
+fn number_in(word: &[u8], min: usize, max: usize, range: std::ops::RangeInclusive<u32>) -> bool {
+    (min..=max).contains(&word.len())
+        && word.iter().all(u8::is_ascii_digit)
+        && range.contains(&word.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')))
 }
 
 /// What validation learned about the header section.
@@ -147,7 +352,10 @@ pub fn from_line_len(raw: &[u8]) -> usize {
 pub struct HeaderSection {
     pub fields: usize,
     pub original_to: usize,
+    /// Whether the first line ends in CRLF.
     pub crlf: bool,
+    /// Where the first field starts: 0 unless folded lines come before it.
+    pub first_field: usize,
 }
 
 /// Fields of which a real message has at least one. A header-shaped text
@@ -172,58 +380,41 @@ const MAIL_FIELDS: &[&str] = &[
     "references",
 ];
 
-/// Accept what a mail server accepts: any header section of well-formed
-/// field lines (8-bit values, CRLF or LF, no body at all), ended by an empty
-/// line or by the first body-like text line (Postfix takes it as the body's
-/// start too). Refuse empty input, input that does not begin with a header
-/// field, binary in the header section, and header-shaped non-mail.
+/// Accept what a mail server accepts: a header section of field lines (8-bit
+/// values, CRLF or LF, no body at all, even folded lines before the first
+/// field), ended by an empty line or by the body's first line (see
+/// [`headers::fields`]). Refuse only what cannot be an email: empty input,
+/// input that does not begin with a header field, NUL bytes in the header
+/// section, and header-shaped text without any mail field.
 pub fn validate(message: &[u8]) -> Result<HeaderSection, Invalid> {
     if message.iter().all(u8::is_ascii_whitespace) {
         return Err(Invalid("the message is empty".into()));
     }
-    let mut section = HeaderSection { fields: 0, original_to: 0, crlf: false };
+    let first_line = message.split(|&b| b == b'\n').next().unwrap_or_default();
+    let crlf = first_line.ends_with(b"\r");
+    let mut section = HeaderSection { fields: 0, original_to: 0, crlf, first_field: 0 };
     let mut mail_fields = 0;
-    for (index, line) in message.split(|&b| b == b'\n').enumerate() {
-        let number = index + 1;
-        let line = match line.strip_suffix(b"\r") {
-            Some(line) => {
-                section.crlf |= index == 0;
-                line
-            }
-            None => line,
-        };
-        if line.is_empty() {
-            break;
+    let mut fields = headers::fields(message);
+    for field in fields.by_ref() {
+        if section.fields == 0 {
+            section.first_field = field.at;
         }
-        if line.contains(&0) {
-            return Err(Invalid(format!("NUL byte in the header section (line {number})")));
-        }
-        if line[0] == b' ' || line[0] == b'\t' {
-            if section.fields == 0 {
-                return Err(Invalid("the first line is a continuation, not a header field".into()));
-            }
-            continue;
-        }
-        match field_name(line) {
-            Some(name) => {
-                section.fields += 1;
-                let name = String::from_utf8_lossy(name).to_ascii_lowercase();
-                mail_fields += usize::from(MAIL_FIELDS.contains(&name.as_str()));
-                section.original_to += usize::from(name == "x-original-to");
-            }
-            None if section.fields == 0 => {
-                return Err(Invalid(format!(
-                    "no header section (the first line is {})",
-                    describe_line(line)
-                )));
-            }
-            None if is_text(line) => break,
-            None => {
-                return Err(Invalid(format!(
-                    "unparseable header section: line {number} is neither a header field nor text"
-                )));
-            }
-        }
+        section.fields += 1;
+        mail_fields += usize::from(MAIL_FIELDS.iter().any(|&name| field.is(name)));
+        section.original_to += usize::from(field.is("x-original-to"));
+    }
+    let end = fields.end();
+    let line_number = |at: usize| message[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+    if section.fields == 0 {
+        let line = headers::without_eol(headers::line_at(message, end));
+        return Err(Invalid(match (end, line.is_empty()) {
+            (0, _) => format!("no header section (the first line is {})", describe_line(line)),
+            (_, false) => format!("no header section (line {} is {})", line_number(end), describe_line(line)),
+            (_, true) => "no header section (only indented lines, no header field)".into(),
+        }));
+    }
+    if let Some(nul) = message[..end].iter().position(|&b| b == 0) {
+        return Err(Invalid(format!("NUL byte in the header section (line {})", line_number(nul))));
     }
     if mail_fields == 0 {
         return Err(Invalid("no email header field (From, To, Date, Subject, Message-ID, Received…)".into()));
@@ -231,25 +422,14 @@ pub fn validate(message: &[u8]) -> Result<HeaderSection, Invalid> {
     Ok(section)
 }
 
-/// `Name:` with an RFC 5322 field name made of token characters (which
-/// rules out JSON's `{"key":`), optionally followed by white space before the
-/// colon (obsolete syntax that real mail still has).
-fn field_name(line: &[u8]) -> Option<&[u8]> {
-    let colon = line.iter().position(|&b| b == b':')?;
-    let name = line[..colon].trim_ascii_end();
-    let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
-    (!name.is_empty() && name.iter().all(token)).then_some(name)
-}
-
-fn is_text(line: &[u8]) -> bool {
-    std::str::from_utf8(line).is_ok_and(|s| !s.chars().any(|c| c.is_control() && c != '\t'))
-}
-
 fn describe_line(line: &[u8]) -> String {
-    if !is_text(line) {
-        return "binary data".into();
+    let text = match std::str::from_utf8(line) {
+        Ok(text) if !text.chars().any(|c| c.is_control() && c != '\t') => text,
+        _ => return "binary data".into(),
+    };
+    if text.is_empty() {
+        return "empty".into();
     }
-    let text = String::from_utf8_lossy(line);
     let shown: String = text.chars().take(40).collect();
     let ellipsis = if text.chars().count() > 40 { "…" } else { "" };
     format!("{shown:?}{ellipsis}")
@@ -281,6 +461,35 @@ mod tests {
     }
 
     #[test]
+    fn a_body_without_a_blank_line_may_start_with_any_bytes() {
+        ok(b"Subject: x\n\xe9t\xe9 body\n");
+        ok(b"Subject: x\r\n\x01\xff body\r\n");
+        ok(b"Subject: x\n\0 still the body\n");
+    }
+
+    #[test]
+    fn folded_lines_before_the_first_field_are_accepted() {
+        ok(b" folded first line\nMessage-ID: <a@b>\nTo: c@d\n\nbody\n");
+        ok(b"\t\r\n continued: x\r\nFrom: a\r\n");
+    }
+
+    #[test]
+    fn the_corpus_is_accepted_and_the_invalid_corpus_refused() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                ok(&std::fs::read(&path).unwrap());
+            }
+        }
+        for entry in std::fs::read_dir(dir.join("invalid")).unwrap() {
+            let path = entry.unwrap().path();
+            let reason = refused(&std::fs::read(&path).unwrap());
+            assert!(reason.starts_with("not an email: "), "{path:?}: {reason}");
+        }
+    }
+
+    #[test]
     fn refuses_what_cannot_be_mail() {
         assert_eq!(refused(b""), "not an email: the message is empty");
         assert_eq!(refused(b" \r\n\n"), "not an email: the message is empty");
@@ -288,38 +497,211 @@ mod tests {
             .contains("no header section (the first line is \"not an email at all\")"));
         assert!(refused(b"{\"from\": \"a@b\"}\n").contains("no header section"));
         assert!(refused(b"\x89PNG\r\n\x1a\n\0\0").contains("binary data"));
-        assert!(refused(b"From: a\nX: \0\n\n").contains("NUL byte"));
-        assert!(refused(b"From: a\n\xff\xfe\x01garbage\n").contains("unparseable header section: line 2"));
+        assert!(refused(b"\nFrom: a\n").contains("no header section (the first line is empty)"));
+        assert!(refused(b"From: a\nX: \0\n\n").contains("NUL byte in the header section (line 2)"));
+        assert!(refused(b"From: a\n b\0\n\n").contains("NUL byte in the header section (line 2)"));
         assert!(refused(b"name: chatwoot\nversion: 1\n").contains("no email header field"));
-        assert!(refused(b" continued: x\nFrom: a\n").contains("continuation"));
+        assert!(refused(b" indented\ntext\n").contains("no header section (line 2 is \"text\")"));
+        assert!(refused(b" indented\n\tonly\n").contains("no header section (only indented lines"));
+    }
+
+    /// The bytes prepared for `recipient` and what was done to X-Original-To.
+    fn prepared(input: &[u8], recipient: Option<&str>) -> (String, OriginalTo) {
+        let m = Message::prepare(Raw::from_slice(input, recipient), recipient).unwrap();
+        (String::from_utf8(m.bytes.to_vec()).unwrap(), m.original_to)
     }
 
     #[test]
     fn from_line_is_stripped_and_nothing_else_changes() {
         let m = ok(b"From MAILER-DAEMON Mon Jan  1 00:00:00 2024\nFrom: a@b\n\nbody\n");
-        assert!(m.from_line_stripped && m.added_original_to);
+        assert!(m.from_line_stripped);
         assert_eq!(&m.bytes[..], b"X-Original-To: inbox@example.com\nFrom: a@b\n\nbody\n");
         // A "From:" header is not an envelope line.
         assert!(!ok(b"From: a@b\n\n").from_line_stripped);
+        // Without a recipient nothing else changes, not even two X-Original-To.
+        let input = b"From x\nX-Original-To: a\nX-Original-To: b\n\n";
+        assert_eq!(
+            prepared(input, None),
+            ("X-Original-To: a\nX-Original-To: b\n\n".into(), OriginalTo::NoRecipient)
+        );
+        assert_eq!(prepared(input, Some("")).1, OriginalTo::NoRecipient);
+        assert_eq!(prepared(input, Some(" ")).1, OriginalTo::NoRecipient);
     }
 
     #[test]
-    fn x_original_to_matches_line_endings_and_is_never_doubled() {
-        assert!(ok(b"From: a@b\r\n\r\nx").bytes.starts_with(b"X-Original-To: inbox@example.com\r\nFrom"));
-        let m = ok(b"From: a@b\nx-original-to: other@example.com\n\n");
-        assert!(m.had_original_to && !m.added_original_to);
-        assert_eq!(&m.bytes[..], b"From: a@b\nx-original-to: other@example.com\n\n");
-        let m = Message::prepare(Raw::from_slice(b"From: a\n\n", None), Some("")).unwrap();
-        assert!(!m.added_original_to);
+    fn x_original_to_is_added_above_the_first_field_with_its_line_ending() {
+        let added = |input: &[u8], expected: &str| {
+            assert_eq!(prepared(input, TO), (expected.into(), OriginalTo::Added))
+        };
+        added(b"From: a@b\r\n\r\nx", "X-Original-To: inbox@example.com\r\nFrom: a@b\r\n\r\nx");
+        added(b"From: a@b\n\nx", "X-Original-To: inbox@example.com\nFrom: a@b\n\nx");
+        // The header section ends the message, with or without a newline.
+        added(b"From: a@b\nTo: c", "X-Original-To: inbox@example.com\nFrom: a@b\nTo: c");
+        added(b"From: a@b\r\n", "X-Original-To: inbox@example.com\r\nFrom: a@b\r\n");
+        // Below folded lines at the top, which would otherwise continue it.
+        added(
+            b" folded\r\nFrom: a\r\n\r\n",
+            " folded\r\nX-Original-To: inbox@example.com\r\nFrom: a\r\n\r\n",
+        );
         // Read without room for the header: still correct.
         let m = Message::prepare(Raw::from_slice(b"From: a\n\n", None), TO).unwrap();
         assert_eq!(&m.bytes[..], b"X-Original-To: inbox@example.com\nFrom: a\n\n");
     }
 
     #[test]
+    fn the_only_x_original_to_naming_the_recipient_is_left_alone() {
+        for input in [
+            &b"From: a\nx-original-to: inbox@example.com\n\nbody"[..],
+            b"X-Original-To:  <INBOX@example.com> \r\nFrom: a\r\n",
+            b"From: a\nX-Original-To:\n inbox@example.com",
+        ] {
+            let unchanged = String::from_utf8(input.to_vec()).unwrap();
+            assert_eq!(prepared(input, TO), (unchanged, OriginalTo::AlreadyThere));
+        }
+    }
+
+    #[test]
+    fn every_other_x_original_to_is_renamed_in_place_and_ours_added() {
+        let replaced = |input: &[u8], expected: &str, previous| {
+            assert_eq!(prepared(input, TO), (expected.into(), OriginalTo::Replaced { previous }));
+        };
+        // Another address, folded, CRLF; the body is not the header section.
+        replaced(
+            b"From: a@b\r\nx-original-to: other@example.com\r\n\t(folded)\r\nSubject: s\r\n\r\nX-Original-To: body\r\n",
+            "X-Original-To: inbox@example.com\r\nFrom: a@b\r\nX-Previous-Original-To: other@example.com\r\n\t(folded)\r\nSubject: s\r\n\r\nX-Original-To: body\r\n",
+            1,
+        );
+        // Two, one of them the recipient; obsolete space before the colon;
+        // the header section ends the message without a newline.
+        replaced(
+            b"X-Original-To: inbox@example.com\nFrom: a\nX-Original-To : b@example.com",
+            "X-Original-To: inbox@example.com\nX-Previous-Original-To: inbox@example.com\nFrom: a\nX-Previous-Original-To : b@example.com",
+            2,
+        );
+        replaced(
+            b"From a@b Mon Jan  1 00:00:00 2024\nX-Original-To: old@example.com\nFrom: a\n",
+            "X-Original-To: inbox@example.com\nX-Previous-Original-To: old@example.com\nFrom: a\n",
+            1,
+        );
+        replaced(
+            b"\tfolded\nX-Original-To: old\nFrom: a\n\n",
+            "\tfolded\nX-Original-To: inbox@example.com\nX-Previous-Original-To: old\nFrom: a\n\n",
+            1,
+        );
+    }
+
+    #[test]
+    fn preparing_the_output_again_changes_nothing() {
+        for input in [
+            &b"From: a\n\n"[..],
+            b"From x Mon Jan  1 00:00:00 2024\r\nFrom: a\r\n\r\n",
+            b" folded\nFrom: a",
+            b"X-Original-To: a\nX-Original-To: b\nFrom: a\n\n",
+            b"From: a\nX-Original-To: inbox@example.com\n",
+        ] {
+            let (once, _) = prepared(input, TO);
+            assert_eq!(prepared(once.as_bytes(), TO), (once.clone(), OriginalTo::AlreadyThere));
+        }
+    }
+
+    #[test]
+    fn from_space_colon_is_a_header_not_a_from_line() {
+        assert_eq!(from_line_len(b"From : alice@example.com\n\n"), 0);
+        assert_eq!(from_line_len(b"From  :x\n"), 0);
+        assert_eq!(from_line_len(b"From\t: x\n"), 0);
+        // Anything else that starts with "From " is an envelope line.
+        assert_eq!(from_line_len(b"From x\nFrom: a\n"), 7);
+        assert_eq!(from_line_len(b"From \xff"), 6);
+        let m = ok(b"From : alice@example.com\nSubject: obsolete syntax\n\n");
+        assert!(!m.from_line_stripped);
+        assert!(m.bytes.ends_with(b"From : alice@example.com\nSubject: obsolete syntax\n\n"));
+    }
+
+    #[test]
+    fn is_from_line_is_true_of_real_separators_only() {
+        for line in [
+            "From MAILER-DAEMON Mon Jan  1 00:00:00 2024",
+            "From alice@example.com Mon Jan  1 00:00:00 2024\n",
+            "From alice@example.com Mon Jan  1 00:00:00 2024\r\n",
+            "From - Mon Jan  1 00:00:00 2024",
+            "From <> Mon Jan  1 00:00:00 2024",
+            "From  Mon Jan  1 00:00:00 2024",
+            "From \"john doe\"@example.com Mon Jan  1 00:00:00 2024",
+            "From \"a\\\" b\"@example.com Mon Jan  1 00:00:00 2024",
+            "From 1234@xxx Mon Jan 01 00:00:00 +0000 2024",
+            "From a@b Wed Aug  2 00:39:12 MET DST 1995",
+            "From a@b Mon Jan  1 00:00:00 UTC 2024",
+            "From a@b Mon Jan 1 00:00 2024",
+            "From a@b Mon Jan 1 2024 00:00:00",
+            "From a@b Mon Jan 1 2024 00:00:00 +0100",
+            "From a@b mon JAN  1 00:00:00 2024 remote from x",
+            "From me at example.org  Mon Jan  1 00:00:00 2024",
+            "From Mon Mon Jan  1 00:00:00 2024",
+        ] {
+            assert!(is_from_line(line.as_bytes()), "{line:?}");
+        }
+        for line in [
+            "From the desk of the CEO",
+            "From here on, a body line",
+            "From: a@b Mon Jan  1 00:00:00 2024",
+            ">From a@b Mon Jan  1 00:00:00 2024",
+            "from a@b Mon Jan  1 00:00:00 2024",
+            "From a@b",
+            "From a@b Mon Jan  1 00:00:00",
+            "From a@b Mon Jan  1 00:00:00 twenty",
+            "From a@b Monday Jan  1 00:00:00 2024",
+            "From a@b Mon Foo  1 00:00:00 2024",
+            "From a@b Mon Jan 32 00:00:00 2024",
+            "From a@b Mon Jan  1 24:00:00 2024",
+            "From a@b Mon Jan  1 0000 2024",
+            "From \"unterminated Mon Jan  1 00:00:00 2024",
+        ] {
+            assert!(!is_from_line(line.as_bytes()), "{line:?}");
+        }
+        assert!(!is_from_line(b"From a@b Mon Jan  1 00:00:00 \xff2024"));
+        assert!(is_from_line(b"From \xff@b Mon Jan  1 00:00:00 2024"));
+    }
+
+    #[test]
     fn recipients_cannot_inject_headers() {
         assert!(check_recipient("reply+abc@inbox.example.com").is_ok());
-        assert!(check_recipient("a@b\r\nBcc: evil@x").is_err());
+        assert_eq!(
+            check_recipient("a@b\r\nBcc: evil@x"),
+            Err(r#"--recipient "a@b\r\nBcc: evil@x" is not one address: it has a control character"#.into())
+        );
+        for bad in ["a@b\n", "a@b\x7f", "a@b\u{85}", "\"a\tb\"@x", "\"a\r\nBcc: x\"@y"] {
+            assert!(check_recipient(bad).unwrap_err().ends_with("a control character"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_quoted_local_part_may_hold_white_space_and_nowhere_else() {
+        for good in ["\"john doe\"@example.com", "\"a\\\"b\"@example.com", "\"a\\\" b\"@x", "\"\u{a0}\"@x"] {
+            assert_eq!(check_recipient(good), Ok(()), "{good:?}");
+        }
+        for bad in
+            ["a b@example.com", "\"john doe\" @x", "\"john doe\"", "\"open @x", "x\"a b\"@y", "a@b\u{a0}c"]
+        {
+            assert!(check_recipient(bad).unwrap_err().ends_with("outside a quoted local part"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_recipient_comes_from_the_topmost_header_of_that_name() {
+        let from = |m: &[u8]| recipient_from_header(m, "delivered-to");
+        let message = b"From MAILER-DAEMON Mon Jan  1 00:00:00 2024\nReceived: x\nDelivered-To: <inbox@example.com>\nDELIVERED-TO: older@example.com\n\nDelivered-To: body@example.com\n";
+        assert_eq!(from(message).as_deref(), Some("inbox@example.com"));
+        assert_eq!(from(b"Delivered-To:\r\n  \"john doe\"@x \r\n\r\n").as_deref(), Some("\"john doe\"@x"));
+        assert_eq!(from(b"Delivered-To: < a@b >").as_deref(), Some("a@b"));
+        for none in [
+            &b"From: a\n\nDelivered-To: body@example.com\n"[..],
+            b"Delivered-To:  \nDelivered-To: second@example.com\n",
+            b"Delivered-To: <>\n",
+            b"Delivered-To: a@b, c@d\n",
+            b"Delivered-To: \xe9@example.com\n",
+        ] {
+            assert_eq!(from(none), None, "{:?}", String::from_utf8_lossy(none));
+        }
     }
 
     #[test]

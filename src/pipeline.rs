@@ -35,6 +35,8 @@ pub struct Pipeline {
     routes: Vec<Route>,
     max_size: Sourced<u64>,
     reject_dir: Option<PathBuf>,
+    /// Where the envelope recipient is, when no caller gives it.
+    recipient_header: Option<String>,
 }
 
 /// A message after the first step.
@@ -81,6 +83,7 @@ impl Pipeline {
             routes,
             max_size: config.max_size.clone(),
             reject_dir,
+            recipient_header: config.recipient_header.as_ref().map(|h| h.value.clone()),
         })
     }
 
@@ -169,7 +172,8 @@ impl Pipeline {
     }
 
     /// Step 1: the message as the ingress is to receive it, and where it
-    /// goes; or why never, or why not now.
+    /// goes; or why never, or why not now. Without a `recipient`, it is
+    /// taken from the configured recipient_header, if any.
     pub fn prepare(&self, input: Input, recipient: Option<&str>) -> Prepared {
         let raw = match input {
             Input::Complete(raw) => raw,
@@ -179,6 +183,11 @@ impl Pipeline {
                 return Prepared::Stopped(Outcome::new(Cause::TooLarge, reason), head);
             }
         };
+        let from_header = match (recipient, &self.recipient_header) {
+            (None, Some(header)) => message::recipient_from_header(raw.input(), header),
+            _ => None,
+        };
+        let recipient = recipient.or(from_header.as_deref());
         let route = match self.route(recipient) {
             Ok((route, _)) => route,
             Err(outcome) if self.mode == Mode::Send => return Prepared::Stopped(outcome, raw),

@@ -86,7 +86,7 @@ fn mboxrd_unquotes_reversibly_and_splits_only_after_blank_lines() {
 fn crlf_mbox_empty_mbox_and_too_large_messages() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(vec![status(204)]);
-    let crlf = b"From x\r\nFrom: a@example.com\r\nSubject: 1\r\n\r\n>From me\r\n\r\nFrom y\r\nFrom: b@example.com\r\n\r\nbody\r\n\r\n";
+    let crlf = b"From x@example.com Mon Jan  1 00:00:00 2024\r\nFrom: a@example.com\r\nSubject: 1\r\n\r\n>From me\r\n\r\nFrom y@example.com Mon Jan  1 00:00:01 2024\r\nFrom: b@example.com\r\n\r\nbody\r\n\r\n";
     let path = write(dir.path(), "crlf.mbox", crlf);
     let empty = write(dir.path(), "empty", b"");
     let mut large = message(1);

@@ -9,17 +9,18 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|input: &[u8]| {
     for flavour in [Flavour::Mboxrd, Flavour::Mboxo] {
         let limit = 64;
-        let mut span = 0;
+        let mut taken = 0;
         split(input, flavour, limit, Some("inbox@example.com"), |piece| {
             let kept = match &piece.input {
                 Input::Complete(raw) => raw.input().len(),
                 Input::TooLarge(raw) => raw.input().len(),
             };
             assert!(kept as u64 <= limit + 1);
-            span += piece.span;
+            assert_eq!(piece.at.offset, taken, "the pieces follow each other");
+            taken += piece.at.len;
             true
         })
         .unwrap();
-        assert_eq!(span, input.len() as u64, "every byte belongs to one message");
+        assert_eq!(taken, input.len() as u64, "every byte belongs to one message");
     }
 });

@@ -108,9 +108,10 @@ pub(super) fn mailboxes(
             return Err(error(format!("{place}: the name is already that of {}", other.place)));
         }
         let missing = |key: &str| error(format!("{place} has no `{key}`"));
-        let text = |key: &'static str, value: &Option<Spanned<Value>>| -> Result<Option<String>, ConfigError> {
-            value.as_ref().map(|v| file.string(key, v)).transpose()
-        };
+        let text =
+            |key: &'static str, value: &Option<Spanned<Value>>| -> Result<Option<String>, ConfigError> {
+                value.as_ref().map(|v| file.string(key, v)).transpose()
+            };
 
         let host = text("host", &table.host)?.ok_or_else(|| missing("host"))?;
         if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
@@ -136,15 +137,21 @@ pub(super) fn mailboxes(
         let port = match &table.port {
             Some(value) => match value.get_ref() {
                 Value::Integer(n) if (1..=65535).contains(n) => *n as u16,
-                _ => return Err(error(format!("{} must be a port number (1 to 65535)", file.at("port", value)))),
+                _ => {
+                    return Err(error(format!(
+                        "{} must be a port number (1 to 65535)",
+                        file.at("port", value)
+                    )))
+                }
             },
             None if tls == Tls::Implicit => 993,
             None => 143,
         };
         let user = text("user", &table.user)?.ok_or_else(|| missing("user"))?;
         // Read now, so that a mistake shows at once, and again at each login.
-        let (read, password_file) =
-            file.password(&table.password, &table.password_file, warnings)?.ok_or_else(|| missing("password_file"))?;
+        let (read, password_file) = file
+            .password(&table.password, &table.password_file, warnings)?
+            .ok_or_else(|| missing("password_file"))?;
         if read.expose().is_empty() {
             return Err(error(format!("{place}: the password is empty")));
         }
@@ -156,7 +163,10 @@ pub(super) fn mailboxes(
             Some(value) => {
                 let folders = file.strings("folders", value)?;
                 if folders.is_empty() || folders.iter().any(|f| f.trim().is_empty()) {
-                    return Err(error(format!("{}: name at least one folder, none empty", file.at("folders", value))));
+                    return Err(error(format!(
+                        "{}: name at least one folder, none empty",
+                        file.at("folders", value)
+                    )));
                 }
                 folders
             }
@@ -182,15 +192,18 @@ pub(super) fn mailboxes(
             }
             _ => {}
         }
-        let refused_folder =
-            text("refused_folder", &table.refused_folder)?.unwrap_or_else(|| DEFAULT_REFUSED_FOLDER.to_string());
+        let refused_folder = text("refused_folder", &table.refused_folder)?
+            .unwrap_or_else(|| DEFAULT_REFUSED_FOLDER.to_string());
         if folders.contains(&refused_folder) {
             return Err(error(format!(
                 "{place}: refused_folder {refused_folder:?} is one of the folders watched: refused mail would be fetched again"
             )));
         }
         let recipient_header = match &table.recipient_header {
-            Some(value) => Some(header_name(&file.string("recipient_header", value)?, &file.at("recipient_header", value))?),
+            Some(value) => Some(header_name(
+                &file.string("recipient_header", value)?,
+                &file.at("recipient_header", value),
+            )?),
             None => None,
         };
         let ca_file = table.ca_file.as_ref().map(|v| file.path("ca_file", v)).transpose()?;
@@ -198,7 +211,10 @@ pub(super) fn mailboxes(
             Some(value) => match value.get_ref() {
                 Value::Integer(n) if (5..=3600).contains(n) => Duration::from_secs(*n as u64),
                 _ => {
-                    return Err(error(format!("{} must be 5 to 3600 seconds", file.at("poll_interval", value))))
+                    return Err(error(format!(
+                        "{} must be 5 to 3600 seconds",
+                        file.at("poll_interval", value)
+                    )))
                 }
             },
             None => DEFAULT_POLL_INTERVAL,

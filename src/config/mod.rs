@@ -118,7 +118,9 @@ impl Secret {
     pub fn read(&self) -> Result<Password, ConfigError> {
         match self {
             Secret::Inline(password) => Ok(password.clone()),
-            Secret::File { path, place } => Ok(read_password_file(path, place, Source::Default, &mut Vec::new())?.value),
+            Secret::File { path, place } => {
+                Ok(read_password_file(path, place, Source::Default, &mut Vec::new())?.value)
+            }
         }
     }
 
@@ -453,7 +455,9 @@ impl Config {
             _ => Vec::new(),
         };
         let state_dir = match (&file, &content.state_dir) {
-            (Some(file), Some(value)) => Some(Sourced { value: file.path("state_dir", value)?, source: file.source() }),
+            (Some(file), Some(value)) => {
+                Some(Sourced { value: file.path("state_dir", value)?, source: file.source() })
+            }
             _ => env("STATE_DIRECTORY").map(|dirs| Sourced {
                 // systemd's StateDirectory= may list several, separated by ':'.
                 value: PathBuf::from(dirs.split(':').next().unwrap_or_default()),

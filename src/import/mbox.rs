@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
-use crate::message::{Input, Raw};
+use crate::message::{is_from_line, Input, Raw};
 
 /// How `From ` lines inside messages were quoted when the mbox was written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,10 +45,11 @@ struct Current {
     at: Span,
 }
 
-/// Split `reader` at every line that begins with `From ` at the start or
-/// after a blank line, unquote `>From ` lines, drop the blank line that
-/// separates messages, and give each message to `emit` until it returns false.
-/// A message over `limit` bytes is kept only up to `limit + 1` bytes.
+/// Split `reader` at every real From_ line ([`is_from_line`]: a body line
+/// such as `From the desk of the CEO` is not one, in mboxo and mboxrd alike),
+/// unquote `>From ` lines, drop the blank line before a separator, and give
+/// each message to `emit` until it returns false. A message over `limit`
+/// bytes is kept only up to `limit + 1` bytes.
 pub fn split(
     mut reader: impl BufRead,
     flavour: Flavour,
@@ -59,7 +60,8 @@ pub fn split(
     let mut line = Vec::new();
     let (mut number, mut line_no, mut offset) = (0, 0, 0);
     let mut current: Option<Current> = None;
-    // The length of the previous line if it was blank: a separator candidate.
+    // The length of the previous line if it was blank: the separator's, if a
+    // From_ line follows.
     let mut blank: Option<usize> = None;
     loop {
         line.clear();
@@ -67,7 +69,7 @@ pub fn split(
             break;
         }
         line_no += 1;
-        let starts_message = line.starts_with(b"From ") && (line_no == 1 || blank.is_some());
+        let starts_message = is_from_line(&line);
         if starts_message {
             if let Some(done) = current.take() {
                 number += 1;
@@ -83,7 +85,7 @@ pub fn split(
         });
         offset += line.len() as u64;
         message.at.len += line.len() as u64;
-        let content = if starts_message { &line[..] } else { unquote(&line, flavour) };
+        let content = unquote(&line, flavour);
         let room = (limit + 1).saturating_sub(message.at.message_len) as usize;
         message.raw.extend_from_slice(&content[..content.len().min(room)]);
         message.at.message_len += content.len() as u64;
@@ -117,7 +119,7 @@ pub fn reread(path: &Path, at: Span, flavour: Flavour) -> io::Result<impl Read> 
     let mut file = File::open(path)?;
     file.seek(SeekFrom::Start(at.offset))?;
     let lines = BufReader::with_capacity(1 << 16, file.take(at.len));
-    Ok(Unquoted { lines, flavour, line: Vec::new(), used: 0, first: true }.take(at.message_len))
+    Ok(Unquoted { lines, flavour, line: Vec::new(), used: 0 }.take(at.message_len))
 }
 
 struct Unquoted<R> {
@@ -126,8 +128,6 @@ struct Unquoted<R> {
     line: Vec<u8>,
     /// How much of `line` has been given out (its quoting counts as given).
     used: usize,
-    /// The `From ` line that starts the message is never quoted.
-    first: bool,
 }
 
 impl<R: BufRead> Read for Unquoted<R> {
@@ -137,8 +137,8 @@ impl<R: BufRead> Read for Unquoted<R> {
             if self.lines.read_until(b'\n', &mut self.line)? == 0 {
                 return Ok(0);
             }
-            let quoting = self.line.len() - unquote(&self.line, self.flavour).len();
-            self.used = if std::mem::take(&mut self.first) { 0 } else { quoting };
+            // As in `split`: a From_ line has no quoting to remove.
+            self.used = self.line.len() - unquote(&self.line, self.flavour).len();
         }
         let n = buf.len().min(self.line.len() - self.used);
         buf[..n].copy_from_slice(&self.line[self.used..self.used + n]);
@@ -185,53 +185,78 @@ mod tests {
         messages(mbox, flavour, 1 << 20).into_iter().map(|(_, b, _)| String::from_utf8(b).unwrap()).collect()
     }
 
+    // Real From_ lines, short enough to read.
+    const A: &str = "From a@b Mon Jan 1 00:00 2024";
+    const B: &str = "From c@d Tue Jan 2 00:00 2024";
+
+    fn mbox(text: &str) -> Vec<u8> {
+        text.replace("{A}", A).replace("{B}", B).into_bytes()
+    }
+
     #[test]
-    fn splits_only_after_blank_lines_and_drops_the_separator() {
-        let mbox = b"From a@b Mon\nSubject: 1\n\nbody\nFrom here on, a body line\n\nFrom c@d Tue\nSubject: 2\n\nlast";
+    fn splits_at_from_lines_and_drops_the_separator() {
+        let mbox = mbox("{A}\nSubject: 1\n\nbody\nFrom here on, a body line\n\n{B}\nSubject: 2\n\nlast");
         assert_eq!(
-            texts(mbox, Flavour::Mboxrd),
+            texts(&mbox, Flavour::Mboxrd),
             [
-                "From a@b Mon\nSubject: 1\n\nbody\nFrom here on, a body line\n",
-                "From c@d Tue\nSubject: 2\n\nlast"
+                format!("{A}\nSubject: 1\n\nbody\nFrom here on, a body line\n"),
+                format!("{B}\nSubject: 2\n\nlast")
             ]
         );
-        assert_eq!(messages(mbox, Flavour::Mboxrd, 1 << 20)[1].0, 7);
+        assert_eq!(messages(&mbox, Flavour::Mboxrd, 1 << 20)[1].0, 7);
+    }
+
+    #[test]
+    fn only_a_real_from_line_separates_with_or_without_a_blank_line() {
+        let mbox = mbox("{A}\nS: 1\n\nFrom the desk of the CEO\n\nFrom: not a separator\n{B}\nS: 2\n");
+        for flavour in [Flavour::Mboxrd, Flavour::Mboxo] {
+            assert_eq!(
+                texts(&mbox, flavour),
+                [
+                    format!("{A}\nS: 1\n\nFrom the desk of the CEO\n\nFrom: not a separator\n"),
+                    format!("{B}\nS: 2\n")
+                ]
+            );
+        }
     }
 
     #[test]
     fn unquotes_mboxrd_reversibly_and_mboxo_once() {
-        let mbox = b"From a\nS: x\n\n>From me\n>>From you\n> From no\n>Fromage\n\n";
+        let mbox = mbox("{A}\nS: x\n\n>From me\n>>From you\n> From no\n>Fromage\n\n");
         assert_eq!(
-            texts(mbox, Flavour::Mboxrd),
-            ["From a\nS: x\n\nFrom me\n>From you\n> From no\n>Fromage\n"]
+            texts(&mbox, Flavour::Mboxrd),
+            [format!("{A}\nS: x\n\nFrom me\n>From you\n> From no\n>Fromage\n")]
         );
         assert_eq!(
-            texts(mbox, Flavour::Mboxo),
-            ["From a\nS: x\n\nFrom me\n>>From you\n> From no\n>Fromage\n"]
+            texts(&mbox, Flavour::Mboxo),
+            [format!("{A}\nS: x\n\nFrom me\n>>From you\n> From no\n>Fromage\n")]
         );
     }
 
     #[test]
     fn crlf_and_empty_input() {
-        let mbox = b"From a\r\nS: 1\r\n\r\nx\r\n\r\nFrom b\r\nS: 2\r\n\r\n>From y\r\n\r\n";
+        let mbox = mbox("{A}\r\nS: 1\r\n\r\nx\r\n\r\n{B}\r\nS: 2\r\n\r\n>From y\r\n\r\n");
         assert_eq!(
-            texts(mbox, Flavour::Mboxrd),
-            ["From a\r\nS: 1\r\n\r\nx\r\n", "From b\r\nS: 2\r\n\r\nFrom y\r\n"]
+            texts(&mbox, Flavour::Mboxrd),
+            [format!("{A}\r\nS: 1\r\n\r\nx\r\n"), format!("{B}\r\nS: 2\r\n\r\nFrom y\r\n")]
         );
         assert!(texts(b"", Flavour::Mboxrd).is_empty());
     }
 
     #[test]
     fn large_messages_keep_a_head_and_the_next_one_is_intact() {
-        let mbox = b"From a\nS: 1\n\n0123456789\n\nFrom b\nS: 2\n";
-        let out = messages(mbox, Flavour::Mboxrd, 16);
-        assert_eq!((out[0].1.len(), out[0].2), (17, true));
-        assert_eq!((&out[1].1[..], out[1].2), (&b"From b\nS: 2\n"[..], false));
+        let mbox = mbox("{A}\nS: 1\n\n0123456789\n\n{B}\nS: 2\n");
+        let out = messages(&mbox, Flavour::Mboxrd, 40);
+        assert_eq!((out[0].1.len(), out[0].2), (41, true));
+        assert_eq!((&out[1].1[..], out[1].2), (format!("{B}\nS: 2\n").as_bytes(), false));
     }
 
     #[test]
     fn rereading_gives_what_split_gave() {
-        let mbox: &[u8] = b"From a\r\nS: 1\r\n\r\n>From x\r\n\r\nFrom b\nS: 2\n\n>>From y\nFrom z\n\n\nFrom c\nS: 3\n\nlast";
+        // The first line is no From_ line, and is unquoted all the same.
+        let mbox = &mbox(
+            ">From x\n{A}\r\nS: 1\r\n\r\n>From x\r\n\r\n{B}\nS: 2\n\n>>From y\nFrom z\n\n\n{A}\nS: 3\n\nlast",
+        )[..];
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mbox");
         std::fs::write(&path, mbox).unwrap();
@@ -243,7 +268,7 @@ mod tests {
                 true
             })
             .unwrap();
-            assert_eq!(pieces.len(), 3);
+            assert_eq!(pieces.len(), 4);
             for (bytes, at) in pieces {
                 let mut again = Vec::new();
                 reread(&path, at, flavour).unwrap().read_to_end(&mut again).unwrap();
