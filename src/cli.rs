@@ -170,8 +170,11 @@ pub struct CheckArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Import options")]
 pub struct ImportArgs {
-    /// mbox files, Maildir folders (they have new/ and cur/), .eml files and
-    /// folders of .eml files; - reads an mbox on standard input
+    /// mbox files, Maildir folders (they have new/ and cur/; tmp/ is never
+    /// read), .eml files and folders of .eml files; - reads an mbox on
+    /// standard input. Whatever else a folder holds (other files, hidden
+    /// files, symbolic links, which are not followed, folders, MH folders) is
+    /// named on stderr as skipped, with why
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 
@@ -179,10 +182,11 @@ pub struct ImportArgs {
     #[arg(short, long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
 
-    /// The record of what was delivered or refused (the SHA-256 of the
-    /// bytes, one per line): messages in it are skipped, so running the same
-    /// command again after a failure, a crash or Ctrl-C delivers only the
-    /// rest. Delete it to send everything again [default: one per ingress URL
+    /// The record of what was delivered, and of what was refused and saved
+    /// in the reject folder (the SHA-256 of the bytes, one per line):
+    /// messages in it are skipped, so running the same command again after a
+    /// failure, a crash or Ctrl-C delivers only the rest, and saves no
+    /// refusal twice. Delete it to send everything again [default: one per ingress URL
     /// in $XDG_STATE_HOME/chatwoot-ingress/, else
     /// ~/.local/state/chatwoot-ingress/, named HOST-HASH.journal]
     #[arg(long, value_name = "FILE")]
@@ -208,8 +212,10 @@ pub struct ImportArgs {
     #[arg(long, value_name = "ADDR", allow_hyphen_values = true)]
     pub recipient: Option<String>,
 
-    /// Read, split and check everything and say what would be sent; send
-    /// nothing, write no journal and save no refusal
+    /// Read, split and check everything and say on stderr what would be
+    /// sent, and what refused; send nothing, write no journal, save no
+    /// refusal and mark nothing seen. The journal is read: what it holds is
+    /// skipped, as a real run would
     #[arg(long)]
     pub dry_run: bool,
 }

@@ -220,6 +220,11 @@ impl Pipeline {
         self.route_name(ready.route)
     }
 
+    /// Whether step 3 keeps a copy of refusals (a reject_dir, and sending).
+    pub fn keeps_refusals(&self) -> bool {
+        self.reject_dir.is_some() && self.mode == Mode::Send
+    }
+
     /// Step 3: a permanent refusal is saved to reject_dir first, if there
     /// is one (`head`, then the rest of the message from `rest`). If it
     /// cannot be saved, the caller must keep the message: temporary.

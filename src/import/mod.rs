@@ -2,21 +2,23 @@
 //!
 //! The main thread reads the inputs one message at a time and hands them over
 //! a bounded channel to `--jobs` workers that share one [`Pipeline`], so one
-//! keep-alive connection pool. Memory holds a few messages at most, whatever
-//! the size of the input. Each message goes through the same steps as deliver
-//! mode and ends in an [`Outcome`]; the journal and the progress are import's.
+//! keep-alive connection pool. Memory holds a few messages, and the names in
+//! the one folder being read, whatever the size of the input. Each message
+//! goes through the same steps as deliver mode and ends in an [`Outcome`];
+//! the journal, the progress and what is skipped are import's.
 
 mod journal;
 mod maildir;
 pub mod mbox;
 
+use std::fmt::Display;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -28,22 +30,28 @@ use crate::message::Input;
 use crate::outcome::{Cause, Class, Mta, Outcome, Scope};
 use crate::pipeline::{Mode, Pipeline, Prepared};
 use crate::sys::{self, io_reason};
-use journal::Journal;
+use journal::{Entry, Journal};
+use maildir::{Listing, Skip};
 use mbox::Flavour;
 
-/// After this many messages in a row failed, each for a reason of its own,
-/// the ingress is taken to be failing: stop, and let a later run resume.
+/// After this many messages in a row were sent and failed, each for a
+/// reason of its own, the ingress is taken to be failing: stop, and let a
+/// later run resume. Messages that could not be read say nothing about it.
 const FAILURES_TO_HALT: u32 = 10;
 const TICK: Duration = Duration::from_millis(100);
+const RESUME: &str = "run the same command again to resume";
 
 /// Import, report the summary and end in one outcome, whose class gives the
 /// exit code in `mta`'s terms: 0 when everything was delivered, temporary
 /// when anything failed or the run was interrupted, permanent when messages
 /// were refused and nothing failed.
 pub fn main(args: &ImportArgs, overrides: &Overrides, mta: Mta) -> ExitCode {
-    let ran = sys::catch_panic(|| match Config::load(overrides) {
-        Ok(config) => (import(args, &config, mta), config.warnings),
-        Err(e) => (Outcome::new(Cause::Config, e.to_string()), Vec::new()),
+    let ran = sys::catch_panic(|| {
+        let interrupted = on_signals(mta);
+        match Config::load(overrides) {
+            Ok(config) => (import(args, &config, interrupted), config.warnings),
+            Err(e) => (Outcome::new(Cause::Config, e.to_string()), Vec::new()),
+        }
     });
     let (outcome, warnings) = ran.unwrap_or_else(|panic| {
         (Outcome::new(Cause::Bug, format!("internal error, please report it: {panic}")), Vec::new())
@@ -51,7 +59,36 @@ pub fn main(args: &ImportArgs, overrides: &Overrides, mta: Mta) -> ExitCode {
     outcome.report(mta, false, &warnings)
 }
 
-fn import(args: &ImportArgs, config: &Config, mta: Mta) -> Outcome {
+/// Catch every terminating signal from the start: the first one sets the
+/// flag returned, so that the requests in flight finish and are recorded in
+/// the journal, and the run ends as interrupted; a second one ends the
+/// process at once, with a status line and the temporary exit code.
+fn on_signals(mta: Mta) -> Arc<AtomicBool> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let again = Outcome::new(Cause::Interrupted, format!("interrupted again: stopped at once; {RESUME}"));
+    let code = again.exit_code(mta).into();
+    // Over the progress line on a terminal, as `say` writes.
+    let clear = if io::stderr().is_terminal() { "\r\x1b[K" } else { "" };
+    let line: Arc<[u8]> = format!("{clear}{again}\n").into_bytes().into();
+    for signal in sys::terminating_signals() {
+        let (flag, line) = (interrupted.clone(), line.clone());
+        // Registered first, so it sees the flag set only from the second signal on.
+        // SAFETY: the action only loads an atomic and calls write(2) and
+        // _exit(2), all async-signal-safe; it allocates nothing.
+        let _ = unsafe {
+            signal_hook::low_level::register(signal, move || {
+                if flag.load(Relaxed) {
+                    libc::write(libc::STDERR_FILENO, line.as_ptr().cast(), line.len());
+                    signal_hook::low_level::exit(code);
+                }
+            })
+        };
+        let _ = signal_hook::flag::register(signal, interrupted.clone());
+    }
+    interrupted
+}
+
+fn import(args: &ImportArgs, config: &Config, interrupted: Arc<AtomicBool>) -> Outcome {
     let recipient = match Pipeline::recipient(args.recipient.as_deref()) {
         Ok(recipient) => recipient,
         Err(outcome) => return outcome,
@@ -61,78 +98,75 @@ fn import(args: &ImportArgs, config: &Config, mta: Mta) -> Outcome {
         Ok(pipeline) => pipeline,
         Err(outcome) => return outcome,
     };
-    let (sources, total) = match plan(&args.paths) {
+    let (sources, total) = match plan(&args.paths, args.subfolders) {
         Ok(plan) => plan,
         Err(outcome) => return outcome,
     };
-    // A dry run writes nothing, the journal included.
-    let journal = match pipeline.target() {
-        None => None,
-        Some(target) => {
-            let Some(path) = args.journal.clone().or_else(|| default_journal(&target.url)) else {
-                return Outcome::new(Cause::Config, "no home directory for the journal: give --journal FILE");
-            };
-            match Journal::open(&path) {
-                Ok(journal) => Some((journal, path)),
-                Err(e) => {
-                    let reason = format!("cannot open the journal {}: {}", path.display(), io_reason(&e));
-                    return Outcome::new(Cause::StateFailed, reason);
-                }
-            }
+    let path =
+        args.journal.clone().or_else(|| config.url.as_ref().and_then(|url| default_journal(&url.value)));
+    // A dry run reads the journal, to tell what a real run would skip, and writes nothing.
+    let journal = match (&path, mode) {
+        (None, Mode::DryRun) => Ok(Journal::default()),
+        (None, Mode::Send) => {
+            return Outcome::new(Cause::Config, "no home directory for the journal: give --journal FILE")
         }
+        (Some(path), Mode::DryRun) => Journal::read(path),
+        (Some(path), Mode::Send) => Journal::open(path),
     };
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let temporary = Outcome::new(Cause::Interrupted, "").exit_code(mta).into();
-    for signal in sys::terminating_signals() {
-        // Registered first, so it sees the flag only from the second signal on.
-        let _ = signal_hook::flag::register_conditional_shutdown(signal, temporary, interrupted.clone());
-        let _ = signal_hook::flag::register(signal, interrupted.clone());
-    }
-    let (journal, journal_path) = match journal {
-        Some((journal, path)) => (Some(Mutex::new(journal)), Some(path)),
-        None => (None, None),
+    let journal = match journal {
+        Ok(journal) => journal,
+        Err(e) => {
+            let path = path.unwrap_or_default();
+            let reason = format!("cannot open the journal {}: {}", path.display(), io_reason(&e));
+            return Outcome::new(Cause::StateFailed, reason);
+        }
     };
     let batch = Batch {
         pipeline,
         recipient: recipient.as_deref(),
         mark_seen: args.mark_seen,
+        subfolders: args.subfolders,
         flavour: if args.mboxo { Flavour::Mboxo } else { Flavour::Mboxrd },
-        journal,
+        journal: Mutex::new(journal),
         interrupted,
         halted: AtomicBool::new(false),
         tally: Mutex::new(Tally::default()),
         read: AtomicU64::new(0),
         total,
+        reading: Mutex::new(String::new()),
         tty: io::stderr().is_terminal(),
         start: Instant::now(),
     };
     batch.run(&sources, args.jobs.into());
-    if let (Some(journal), Some(path)) = (&batch.journal, &journal_path) {
-        if let Err(e) = journal.lock().unwrap_or_else(|e| e.into_inner()).sync() {
+    if let (Mode::Send, Some(path)) = (mode, &path) {
+        if let Err(e) = batch.journal().sync() {
             batch.say(&format!("warning: cannot sync the journal {}: {}", path.display(), io_reason(&e)));
         }
     }
-    summary(
-        batch.tally.into_inner().unwrap_or_else(|e| e.into_inner()),
-        batch.interrupted.load(Relaxed),
-        journal_path.as_deref(),
-    )
+    let interrupted = batch.interrupted.load(Relaxed);
+    let tally = batch.tally.into_inner().unwrap_or_else(|e| e.into_inner());
+    let journal = match mode {
+        Mode::Send => path.as_deref(),
+        Mode::DryRun => None,
+    };
+    summary(tally, interrupted, journal, &args.paths)
 }
 
 /// Where the messages come from.
 enum Source {
     Stdin,
     Mbox(PathBuf),
-    Files { paths: Vec<PathBuf>, maildir: bool },
+    /// A file that holds one message.
+    File(PathBuf),
+    Maildir(PathBuf),
+    /// A folder of .eml files.
+    Folder(PathBuf),
 }
 
-fn is_eml(name: &str) -> bool {
-    Path::new(name).extension().is_some_and(|e| e.eq_ignore_ascii_case("eml"))
-}
-
-/// Sort the inputs out before sending anything, so that a typo fails at
-/// once, and add up their sizes for the ETA (unknown with standard input).
-fn plan(paths: &[PathBuf]) -> Result<(Vec<Source>, Option<u64>), Outcome> {
+/// Sort the inputs out before sending anything, so that a path that cannot
+/// be read (a typo) fails at once, and add up their sizes for the ETA
+/// (unknown with standard input).
+fn plan(paths: &[PathBuf], subfolders: bool) -> Result<(Vec<Source>, Option<u64>), Outcome> {
     let unreadable = |path: &Path, e: io::Error| {
         Outcome::new(Cause::Usage, format!("cannot read {}: {}", path.display(), io_reason(&e)))
     };
@@ -145,23 +179,44 @@ fn plan(paths: &[PathBuf]) -> Result<(Vec<Source>, Option<u64>), Outcome> {
             continue;
         }
         let meta = fs::metadata(path).map_err(|e| unreadable(path, e))?;
-        let source = if meta.is_dir() {
-            let maildir = maildir::is_maildir(path);
-            let listed = if maildir { maildir::messages(path) } else { maildir::files(path, is_eml) };
-            Source::Files { paths: listed.map_err(|e| unreadable(path, e))?, maildir }
-        } else if !is_eml(&path.to_string_lossy()) && is_mbox(path).map_err(|e| unreadable(path, e))? {
+        let source = if meta.is_dir() && maildir::is_maildir(path) {
+            Source::Maildir(path.clone())
+        } else if meta.is_dir() {
+            Source::Folder(path.clone())
+        } else if !maildir::is_eml(path.as_os_str()) && is_mbox(path).map_err(|e| unreadable(path, e))? {
             Source::Mbox(path.clone())
         } else {
-            Source::Files { paths: vec![path.clone()], maildir: false }
+            Source::File(path.clone())
         };
-        let size = match &source {
-            Source::Files { paths, .. } => paths.iter().map(|p| fs::metadata(p).map_or(0, |m| m.len())).sum(),
-            _ => meta.len(),
-        };
+        let size = source.size(subfolders).map_err(|e| unreadable(path, e))?;
         total = total.map(|t| t + size);
         sources.push(source);
     }
     Ok((sources, total))
+}
+
+impl Source {
+    /// The bytes it holds. A folder is listed for it, which also finds at
+    /// once one that cannot be read; it is listed again when it is read, so
+    /// that mail that came meanwhile is in, and only one folder's names are
+    /// held at a time. Subfolders found broken now fail when they are read.
+    fn size(&self, subfolders: bool) -> io::Result<u64> {
+        let sum = |listing: Listing| -> u64 {
+            listing.messages.iter().map(|p| fs::metadata(p).map_or(0, |m| m.len())).sum()
+        };
+        let maildir = |path: &Path| -> io::Result<u64> {
+            Ok(sum(maildir::messages(&path.join("new"))?) + sum(maildir::messages(&path.join("cur"))?))
+        };
+        Ok(match self {
+            Source::Stdin => 0,
+            Source::Mbox(path) | Source::File(path) => fs::metadata(path)?.len(),
+            Source::Folder(path) => sum(maildir::emls(path)?),
+            Source::Maildir(path) => {
+                let folders = maildir::beside(path, subfolders)?.subfolders;
+                maildir(path)? + folders.iter().map(|f| maildir(f).unwrap_or(0)).sum::<u64>()
+            }
+        })
+    }
 }
 
 /// An mbox begins with a `From ` line, or is empty (a mail spool after the
@@ -211,18 +266,29 @@ enum Stored {
 }
 
 enum Done {
+    /// Or, in a dry run, valid and not in the journal.
     Delivered,
     /// In the journal: delivered by an earlier run.
-    Skipped,
-    NotDelivered(Outcome),
+    AlreadyDelivered,
+    /// Refused again, and saved by an earlier run: not saved twice.
+    AlreadyRefused(Outcome),
+    /// Refused for good, or to be tried again. `sent` when the ingress was
+    /// asked, so that a failure tells of its health.
+    NotDelivered { outcome: Outcome, sent: bool },
 }
 
 #[derive(Default)]
 struct Tally {
     delivered: u64,
-    skipped: u64,
+    already: u64,
     refused: u64,
     failed: u64,
+    already_refused: u64,
+    /// Paths named as not imported.
+    skipped: u64,
+    /// Of those, the ones found where messages are read (new/, cur/, a
+    /// folder of .eml files), not beside them (tmp/, subfolders).
+    skipped_among_messages: u64,
     first_refusal: Option<Outcome>,
     last_failure: Option<Outcome>,
     /// Why the run stopped before the end of its input, if it did.
@@ -230,19 +296,29 @@ struct Tally {
     failures_in_a_row: u32,
 }
 
+impl Tally {
+    /// Messages found, whatever became of them.
+    fn found(&self) -> u64 {
+        self.delivered + self.already + self.refused + self.already_refused + self.failed
+    }
+}
+
 struct Batch<'a> {
     pipeline: Pipeline,
     recipient: Option<&'a str>,
     mark_seen: bool,
+    subfolders: bool,
     flavour: Flavour,
-    /// None in a dry run.
-    journal: Option<Mutex<Journal>>,
+    /// Only read in a dry run.
+    journal: Mutex<Journal>,
     interrupted: Arc<AtomicBool>,
     halted: AtomicBool,
     tally: Mutex<Tally>,
     /// Input bytes read so far, and in all when known.
     read: AtomicU64,
     total: Option<u64>,
+    /// The file or folder being read, for the progress line.
+    reading: Mutex<String>,
     tty: bool,
     start: Instant,
 }
@@ -267,6 +343,10 @@ impl Batch<'_> {
         });
     }
 
+    fn dry_run(&self) -> bool {
+        self.pipeline.mode() == Mode::DryRun
+    }
+
     /// Stop reading: on a signal, or on a failure every message would have.
     fn stopping(&self) -> bool {
         self.interrupted.load(Relaxed) || self.halted.load(Relaxed)
@@ -274,27 +354,95 @@ impl Batch<'_> {
 
     fn read_all(&self, sources: &[Source], queue: &SyncSender<Job>) {
         for source in sources {
-            let (name, result) = match source {
-                Source::Stdin => ("standard input".into(), self.read_mbox(None, io::stdin().lock(), queue)),
+            if self.stopping() {
+                return;
+            }
+            match source {
+                Source::Stdin => {
+                    self.now_reading("standard input");
+                    if let Err(e) = self.read_mbox(None, io::stdin().lock(), queue) {
+                        self.unread("standard input", "cannot read it", &e);
+                    }
+                }
                 Source::Mbox(path) => {
-                    let result = File::open(path).and_then(|file| {
+                    self.now_reading(path.display());
+                    let read = File::open(path).and_then(|file| {
                         self.read_mbox(Some(path), BufReader::with_capacity(1 << 16, file), queue)
                     });
-                    (path.display().to_string(), result)
-                }
-                Source::Files { paths, maildir } => {
-                    for path in paths {
-                        if let Err(e) = self.read_file(path, *maildir, queue) {
-                            self.settle(&path.display().to_string(), read_error(&e));
-                        }
+                    if let Err(e) = read {
+                        self.unread(path.display(), "cannot read it", &e);
                     }
-                    continue;
                 }
-            };
-            if let Err(e) = result {
-                self.settle(&name, read_error(&e));
+                Source::File(path) => self.read_file(path, false, queue),
+                Source::Folder(path) => {
+                    self.now_reading(path.display());
+                    match maildir::emls(path) {
+                        Ok(listing) => self.read_files(listing, false, queue),
+                        Err(e) => self.unread(path.display(), "cannot list it", &e),
+                    }
+                }
+                Source::Maildir(path) => self.read_maildir(path, true, queue),
             }
         }
+    }
+
+    /// A Maildir, then its subfolders when asked (`top`: it is not one).
+    /// new/ and cur/ are listed together, so a message that a mail reader
+    /// moves from one to the other meanwhile is found once.
+    fn read_maildir(&self, path: &Path, top: bool, queue: &SyncSender<Job>) {
+        self.now_reading(path.display());
+        let subfolders = match maildir::beside(path, top && self.subfolders) {
+            Ok(beside) => {
+                self.skip(beside.skipped, false);
+                beside.subfolders
+            }
+            Err(e) => {
+                self.unread(path.display(), "cannot list it", &e);
+                Vec::new()
+            }
+        };
+        let mut all = Listing::default();
+        for sub in ["new", "cur"] {
+            let dir = path.join(sub);
+            match maildir::messages(&dir) {
+                Ok(listing) => {
+                    all.messages.extend(listing.messages);
+                    all.skipped.extend(listing.skipped);
+                }
+                Err(e) => self.unread(dir.display(), "cannot list it", &e),
+            }
+        }
+        self.read_files(all, true, queue);
+        for subfolder in subfolders {
+            if self.stopping() {
+                return;
+            }
+            self.read_maildir(&subfolder, false, queue);
+        }
+    }
+
+    fn read_files(&self, listing: Listing, maildir: bool, queue: &SyncSender<Job>) {
+        self.skip(listing.skipped, true);
+        for path in listing.messages {
+            if self.stopping() {
+                return;
+            }
+            self.read_file(&path, maildir, queue);
+        }
+    }
+
+    /// Name what is not imported. `among_messages`: where messages are read.
+    fn skip(&self, skipped: Vec<(PathBuf, Skip)>, among_messages: bool) {
+        for (path, skip) in skipped {
+            self.say(&format!("skipped: {}: {}", path.display(), skip.why()));
+            let mut tally = self.tally();
+            tally.skipped += 1;
+            tally.skipped_among_messages += u64::from(among_messages);
+        }
+    }
+
+    fn now_reading(&self, what: impl Display) {
+        *self.reading.lock().unwrap_or_else(|e| e.into_inner()) = what.to_string();
     }
 
     fn send(&self, queue: &SyncSender<Job>, job: Job) -> bool {
@@ -321,17 +469,34 @@ impl Batch<'_> {
         })
     }
 
-    fn read_file(&self, path: &Path, maildir: bool, queue: &SyncSender<Job>) -> io::Result<()> {
-        if self.stopping() {
-            return Ok(());
+    /// One message in a file. A Maildir message gone since it was listed is
+    /// looked for where a mail reader moves it; one that cannot be read is a
+    /// failure of its own, and the run goes on.
+    fn read_file(&self, path: &Path, maildir: bool, queue: &SyncSender<Job>) {
+        let opened = match File::open(path) {
+            Err(e) if maildir && e.kind() == io::ErrorKind::NotFound => match maildir::moved(path) {
+                Some(moved) => File::open(&moved).map(|file| (file, moved)),
+                None => Err(e),
+            },
+            opened => opened.map(|file| (file, path.to_path_buf())),
+        };
+        let read = opened.and_then(|(mut file, path)| {
+            self.read.fetch_add(file.metadata()?.len(), Relaxed);
+            Ok((self.pipeline.read(&mut file, self.recipient)?, path))
+        });
+        match read {
+            Ok((input, path)) => {
+                let origin = path.display().to_string();
+                let stored = Stored::File { path, maildir };
+                self.send(queue, Job { place: Place { origin, stored }, input });
+            }
+            Err(e) => self.unread(path.display(), "cannot read it", &e),
         }
-        let mut file = File::open(path)?;
-        self.read.fetch_add(file.metadata()?.len(), Relaxed);
-        let input = self.pipeline.read(&mut file, self.recipient)?;
-        let origin = path.display().to_string();
-        let stored = Stored::File { path: path.to_path_buf(), maildir };
-        self.send(queue, Job { place: Place { origin, stored }, input });
-        Ok(())
+    }
+
+    fn unread(&self, origin: impl Display, what: &str, e: &io::Error) {
+        let outcome = Outcome::new(Cause::Unreadable, format!("{what}: {}", io_reason(e)));
+        self.settle(&origin.to_string(), Done::NotDelivered { outcome, sent: false });
     }
 
     fn work(&self, jobs: &Mutex<Receiver<Job>>) {
@@ -349,38 +514,52 @@ impl Batch<'_> {
     fn deliver(&self, place: &Place, input: Input) -> Done {
         let ready = match self.pipeline.prepare(input, self.recipient) {
             Prepared::Ready(ready) => ready,
-            Prepared::Stopped(outcome, head) => {
-                return Done::NotDelivered(self.refuse(place, outcome, head.input()))
-            }
+            Prepared::Stopped(outcome, head) => return self.refuse(place, outcome, head.input()),
         };
-        let Some(journal) = &self.journal else {
+        let delivered = Entry::Delivered(journal::hash(&ready.message.bytes));
+        if self.journal().contains(&delivered) {
+            self.seen(place);
+            return Done::AlreadyDelivered;
+        }
+        if self.dry_run() {
             let (size, route) = (ready.message.len(), self.pipeline.route_of(&ready));
             self.say(&format!("would deliver: {}: {size} bytes, to {route}", place.origin));
             return Done::Delivered;
-        };
-        let hash = journal::hash(&ready.message.bytes);
-        if journal.lock().unwrap_or_else(|e| e.into_inner()).contains(&hash) {
-            self.seen(place);
-            return Done::Skipped;
         }
         let outcome = self.pipeline.send(&ready);
         if outcome.class() != Class::Success {
-            return Done::NotDelivered(self.pipeline.settle(outcome, &ready.message.bytes, &mut io::empty()));
+            let outcome = self.pipeline.settle(outcome, &ready.message.bytes, &mut io::empty());
+            return Done::NotDelivered { outcome, sent: true };
         }
-        if let Err(e) = journal.lock().unwrap_or_else(|e| e.into_inner()).record(hash) {
-            let reason = format!("cannot write to the journal: {}", io_reason(&e));
-            self.halt(&mut self.tally(), Outcome::new(Cause::StateFailed, reason));
-        }
+        self.record(delivered);
         self.seen(place);
         Done::Delivered
     }
 
-    /// A refusal, saved with the whole message. A message too large to
-    /// hold was only read up to its head: with a reject folder, it is read
-    /// again from where it is stored, after checking that its head has not
-    /// changed meanwhile.
-    fn refuse(&self, place: &Place, outcome: Outcome, head: &[u8]) -> Outcome {
-        if outcome.cause != Cause::TooLarge {
+    /// A refusal, saved with the whole message, and recorded once saved so
+    /// that a re-run does not save it again. It is looked up only once the
+    /// message is refused again: a message refused for its size goes through
+    /// when max_size is raised.
+    fn refuse(&self, place: &Place, outcome: Outcome, head: &[u8]) -> Done {
+        let refused = Entry::Refused(journal::hash(head));
+        if self.journal().contains(&refused) {
+            return Done::AlreadyRefused(outcome);
+        }
+        if self.dry_run() {
+            return Done::NotDelivered { outcome, sent: false };
+        }
+        let outcome = self.save(place, outcome, head);
+        if outcome.saved_to.is_some() {
+            self.record(refused);
+        }
+        Done::NotDelivered { outcome, sent: false }
+    }
+
+    /// Save a refusal to the reject folder, if there is one. A message too
+    /// large to hold was only read up to its head: it is read again from
+    /// where it is stored, after checking that its head has not changed.
+    fn save(&self, place: &Place, outcome: Outcome, head: &[u8]) -> Outcome {
+        if outcome.cause != Cause::TooLarge || !self.pipeline.keeps_refusals() {
             return self.pipeline.settle(outcome, head, &mut io::empty());
         }
         let again = match &place.stored {
@@ -400,8 +579,18 @@ impl Batch<'_> {
         }
     }
 
+    /// Append to the journal; if it cannot be written, nothing more is sent.
+    fn record(&self, entry: Entry) {
+        if let Err(e) = self.journal().record(entry) {
+            let reason = format!("cannot write to the journal: {}", io_reason(&e));
+            self.halt(&mut self.tally(), Outcome::new(Cause::StateFailed, reason));
+        }
+    }
+
     fn seen(&self, place: &Place) {
-        if let (true, Stored::File { path, maildir: true }) = (self.mark_seen, &place.stored) {
+        if let (true, false, Stored::File { path, maildir: true }) =
+            (self.mark_seen, self.dry_run(), &place.stored)
+        {
             if let Err(e) = maildir::mark_seen(path) {
                 self.say(&format!(
                     "warning: {}: delivered, but cannot mark it seen: {}",
@@ -412,7 +601,11 @@ impl Batch<'_> {
         }
     }
 
-    fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
+    fn journal(&self) -> MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn tally(&self) -> MutexGuard<'_, Tally> {
         self.tally.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -423,16 +616,22 @@ impl Batch<'_> {
                 tally.delivered += 1;
                 tally.failures_in_a_row = 0;
             }
-            Done::Skipped => tally.skipped += 1,
-            Done::NotDelivered(outcome) if outcome.class() == Class::Permanent => {
-                self.say(&format!("refused: {origin}: {outcome}"));
+            Done::AlreadyDelivered => tally.already += 1,
+            Done::AlreadyRefused(outcome) => {
+                self.say(&format!("already refused: {origin}: {outcome}"));
+                tally.already_refused += 1;
+                tally.first_refusal.get_or_insert(outcome);
+            }
+            Done::NotDelivered { outcome, .. } if outcome.class() == Class::Permanent => {
+                let refused = if self.dry_run() { "would refuse" } else { "refused" };
+                self.say(&format!("{refused}: {origin}: {outcome}"));
                 tally.refused += 1;
                 tally.first_refusal.get_or_insert(outcome);
             }
-            Done::NotDelivered(outcome) => {
+            Done::NotDelivered { outcome, sent } => {
                 self.say(&format!("failed: {origin}: {outcome}"));
                 tally.failed += 1;
-                tally.failures_in_a_row += 1;
+                tally.failures_in_a_row += u32::from(sent);
                 if !self.interrupted.load(Relaxed)
                     && (outcome.cause.scope() == Scope::Run || tally.failures_in_a_row >= FAILURES_TO_HALT)
                 {
@@ -482,14 +681,14 @@ impl Batch<'_> {
     fn progress(&self) -> String {
         let (done, counts) = {
             let t = self.tally();
-            let done = t.delivered + t.skipped + t.refused + t.failed;
-            (
-                done,
-                format!(
-                    "{} delivered, {} already, {} refused, {} failed",
-                    t.delivered, t.skipped, t.refused, t.failed
-                ),
-            )
+            let counts = format!(
+                "{} delivered, {} already, {} refused, {} failed",
+                t.delivered,
+                t.already + t.already_refused,
+                t.refused,
+                t.failed
+            );
+            (t.found(), counts)
         };
         let seconds = self.start.elapsed().as_secs_f64().max(0.001);
         let read = self.read.load(Relaxed);
@@ -502,6 +701,10 @@ impl Batch<'_> {
             let left = total.saturating_sub(read) as f64 / (read as f64 / seconds);
             let left = left as u64;
             line.push_str(&format!(", ETA {}:{:02}:{:02}", left / 3600, left / 60 % 60, left % 60));
+        }
+        let reading = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+        if !reading.is_empty() {
+            line.push_str(&format!(", reading {reading}"));
         }
         line
     }
@@ -527,35 +730,44 @@ fn starts_with(reader: &mut dyn Read, head: &[u8]) -> io::Result<bool> {
     Ok(true)
 }
 
-fn read_error(e: &io::Error) -> Done {
-    Done::NotDelivered(Outcome::new(Cause::Unreadable, format!("cannot read: {}", io_reason(e))))
-}
-
 /// The counts on stdout, and the outcome that decides the exit code. No
 /// journal means a dry run.
-fn summary(tally: Tally, interrupted: bool, journal: Option<&Path>) -> Outcome {
-    let Tally { delivered, skipped, refused, failed, .. } = tally;
-    // A closed stdout must not turn a finished run into a failure.
-    let _ = match journal {
-        Some(journal) => writeln!(
-            io::stdout(),
-            "{delivered} delivered, {skipped} already delivered, {refused} refused, {failed} failed (journal: {})",
-            journal.display()
-        ),
-        None => writeln!(io::stdout(), "{delivered} would be delivered, {refused} refused, {failed} failed (dry run: nothing was sent)"),
+fn summary(tally: Tally, interrupted: bool, journal: Option<&Path>, paths: &[PathBuf]) -> Outcome {
+    let Tally { delivered, already, refused, failed, already_refused, skipped, .. } = tally;
+    let (would, end) = match journal {
+        Some(journal) => ("", format!("journal: {}", journal.display())),
+        None => ("would be ", "dry run: nothing was sent".to_string()),
     };
-    let resume = "run the same command again to resume";
+    // A closed stdout must not turn a finished run into a failure.
+    let _ = writeln!(
+        io::stdout(),
+        "{delivered} {would}delivered, {already} already delivered, {refused} {would}refused, {failed} failed, \
+         {already_refused} already refused, {skipped} skipped ({end})"
+    );
     if interrupted {
-        Outcome::new(
-            Cause::Interrupted,
-            format!("interrupted; what was delivered is in the journal: {resume}"),
-        )
+        let kept = if journal.is_some() { "what was delivered is in the journal: " } else { "" };
+        Outcome::new(Cause::Interrupted, format!("interrupted; {kept}{RESUME}"))
     } else if let Some(halt) = tally.halt {
-        Outcome::new(halt.cause, format!("stopped before the end: {}; {resume}", halt.reason()))
+        Outcome::new(halt.cause, format!("stopped before the end: {}; {RESUME}", halt.reason()))
     } else if let Some(last) = tally.last_failure {
-        Outcome::new(last.cause, format!("{failed} not delivered (last: {}); {resume}", last.reason()))
+        Outcome::new(last.cause, format!("{failed} not delivered (last: {}); {RESUME}", last.reason()))
     } else if let Some(first) = tally.first_refusal {
-        Outcome::new(first.cause, format!("{refused} refused, listed above (first: {})", first.reason()))
+        let earlier = match already_refused {
+            0 => String::new(),
+            n => format!(" ({n} already, by an earlier run)"),
+        };
+        let all = refused + already_refused;
+        Outcome::new(
+            first.cause,
+            format!("{all} {would}refused{earlier}, listed above (first: {})", first.reason()),
+        )
+    } else if tally.found() == 0 && tally.skipped_among_messages > 0 {
+        let paths: Vec<_> = paths.iter().map(|p| p.display().to_string()).collect();
+        let (n, s) = (skipped, if skipped == 1 { "" } else { "s" });
+        Outcome::new(
+            Cause::Usage,
+            format!("nothing to import in {}: {n} path{s} skipped, listed above", paths.join(", ")),
+        )
     } else if journal.is_none() {
         Outcome::new(Cause::DryRun, format!("dry run: {delivered} valid; nothing was sent"))
     } else {

@@ -86,6 +86,13 @@ pub fn config_keys() -> Vec<(&'static str, &'static str, String)> {
                 .into(),
         ),
         (
+            "state_dir",
+            "\"/var/lib/chatwoot-ingress\"",
+            "Where watch keeps its place in each folder (in watch/ below it) [default: systemd's \
+             $STATE_DIRECTORY, else the user's state directory, else /var/lib/chatwoot-ingress]."
+                .into(),
+        ),
+        (
             "route",
             "[[route]]",
             "Another Chatwoot instance for some recipient domains (a host serving production and \
@@ -107,6 +114,59 @@ pub fn config_keys() -> Vec<(&'static str, &'static str, String)> {
             "route.password_file",
             "\"/etc/chatwoot-ingress/password-example-org\"",
             "Or a file whose first line is it, as password_file.".into(),
+        ),
+        (
+            "mailbox",
+            "[[mailbox]]",
+            "An IMAP mailbox that watch fetches from (repeat the table for each). Each message is \
+             delivered through the same steps as any other; it is flagged, moved or deleted on the \
+             server only after the ingress answered 2xx for it."
+                .into(),
+        ),
+        ("mailbox.name", "\"support\"", "Its name, in logs, the state directory and --mailbox.".into()),
+        ("mailbox.host", "\"imap.example.com\"", "The IMAP server.".into()),
+        ("mailbox.port", "993", "Its port [default: 993 with tls = implicit, else 143].".into()),
+        (
+            "mailbox.tls",
+            "\"implicit\"",
+            "implicit (TLS from the start, the default), starttls (never falls back to cleartext), or \
+             none (only for a server on this machine). Certificates are verified."
+                .into(),
+        ),
+        ("mailbox.user", "\"catchall@example.com\"", "The login name.".into()),
+        ("mailbox.password", "\"...\"", "The login password; prefer password_file.".into()),
+        (
+            "mailbox.password_file",
+            "\"/etc/chatwoot-ingress/imap-support\"",
+            "A file whose first line is the password, read again at each login: fixing it needs no restart."
+                .into(),
+        ),
+        ("mailbox.folders", "[\"INBOX\"]", "The folders to fetch from [default: INBOX].".into()),
+        (
+            "mailbox.after",
+            "\"seen\"",
+            "What to do with a message once the ingress answered 2xx: seen (flag it \\Seen, the \
+             default), move (to move_to) or delete (UID EXPUNGE of that message only)."
+                .into(),
+        ),
+        ("mailbox.move_to", "\"Delivered\"", "Where after = \"move\" puts messages; created if missing.".into()),
+        (
+            "mailbox.refused_folder",
+            "\"Refused\"",
+            "Where messages refused for good (not an email, larger than max_size) go, never to be \
+             fetched again; created if missing [default: Refused]."
+                .into(),
+        ),
+        (
+            "mailbox.recipient_header",
+            "\"Delivered-To\"",
+            "As recipient_header, for this mailbox (a catch-all's envelope recipient).".into(),
+        ),
+        ("mailbox.ca_file", "\"/etc/chatwoot-ingress/imap-ca.pem\"", "As ca_file, for this IMAP server.".into()),
+        (
+            "mailbox.poll_interval",
+            "60",
+            "Seconds between looks for new mail on a server without IDLE (5 to 3600) [default: 60].".into(),
         ),
     ]
 }
