@@ -262,10 +262,12 @@ impl Relay {
             (Cause::Tls, format!("TLS with {host} failed: {text}"), false)
         } else if e.is_connect()
             && target.url.scheme() == "https"
+            && self.proxies.for_url(&target.url).is_none()
             && matches!(io_kind, Some(UnexpectedEof | ConnectionReset | ConnectionAborted | InvalidData))
         {
             // The connection was made, then dropped during the handshake:
             // what a server that does not speak TLS on this port does.
+            // Through a proxy, it is the proxy that dropped it.
             let reason = format!("TLS with {host} failed: the server ended the handshake ({text})");
             (Cause::Tls, reason, false)
         } else if matches!(

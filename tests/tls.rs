@@ -1,15 +1,20 @@
 //! TLS is verified: a certificate from an unknown CA is refused (4.7.5) and
 //! nothing is sent; trusting that CA with --ca-file delivers, and `check`
-//! reports the certificate. The peer is a real HTTPS server (Python's
-//! http.server over ssl) with a private CA and a leaf made by openssl.
+//! reports the certificate. A self-signed certificate in --ca-file is
+//! trusted as that server's own. The peer is a real HTTPS server (Python's
+//! http.server over ssl) with certificates made by openssl.
 
 mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
 
-use common::{corpus, ingress, PASSWORD};
+use common::{corpus, ingress, status, to, Run, Server, PASSWORD};
 
 /// An HTTPS server that answers every POST with 204 and appends the body
 /// it received to `received`.
@@ -88,10 +93,25 @@ fn private_ca(dir: &Path) {
     );
 }
 
-fn https(dir: &Path) -> Https {
+/// A self-signed certificate for 127.0.0.1, as `openssl req -x509` makes
+/// one for an internal host: `<name>.pem` and `<name>.key`.
+fn self_signed(dir: &Path, name: &str) {
+    let (key, cert) = (format!("{name}.key"), format!("{name}.pem"));
+    openssl(
+        dir,
+        &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &cert, "-days", "30"]
+            .iter()
+            .chain(&["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+}
+
+/// An HTTPS server presenting `<name>.pem`.
+fn https(dir: &Path, name: &str) -> Https {
     let mut child = Command::new("python3")
         .args(["-c", SERVER])
-        .args([dir.join("leaf.pem"), dir.join("leaf.key"), dir.join("received")])
+        .args([dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")), dir.join("received")])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -105,7 +125,7 @@ fn https(dir: &Path) -> Https {
 fn tls_is_verified_and_a_private_ca_can_be_trusted() {
     let dir = tempfile::tempdir().unwrap();
     private_ca(dir.path());
-    let server = https(dir.path());
+    let server = https(dir.path(), "leaf");
     let url = format!("https://127.0.0.1:{}", server.1);
     let received = || std::fs::read(dir.path().join("received")).unwrap_or_default();
     let ca = dir.path().join("ca.pem");
@@ -128,4 +148,80 @@ fn tls_is_verified_and_a_private_ca_can_be_trusted() {
         .run();
     let tls = run.stdout.lines().find(|l| l.contains(" tls: ")).unwrap_or_default().to_string();
     assert!(tls.starts_with("✓ tls:") && (tls.contains("19 days") || tls.contains("20 days")), "{run:#?}");
+}
+
+#[test]
+fn a_self_signed_certificate_in_ca_file_is_trusted_as_the_servers_own() {
+    let dir = tempfile::tempdir().unwrap();
+    self_signed(dir.path(), "self");
+    self_signed(dir.path(), "unrelated");
+    let server = https(dir.path(), "self");
+    let url = format!("https://127.0.0.1:{}", server.1);
+    let received = || std::fs::read(dir.path().join("received")).unwrap_or_default();
+    let deliver = |ca: &str| {
+        ingress(&["--url", &url, "--ca-file", dir.path().join(ca).to_str().unwrap()])
+            .env("CHATWOOT_INGRESS_PASSWORD", PASSWORD)
+            .stdin(corpus("lf.eml"))
+            .run()
+    };
+
+    // Another self-signed certificate, even for the same name: refused.
+    deliver("unrelated.pem").failed(75, "4.7.5");
+    assert!(received().is_empty());
+
+    deliver("self.pem").delivered();
+    assert_eq!(received(), corpus("lf.eml"));
+}
+
+#[test]
+fn a_ca_file_without_a_certificate_is_a_configuration_error_that_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("not-a-certificate.pem");
+    std::fs::write(&ca, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+    let run = ingress(&["--url", "https://127.0.0.1:1", "--ca-file", ca.to_str().unwrap()])
+        .env("CHATWOOT_INGRESS_PASSWORD", PASSWORD)
+        .stdin(corpus("lf.eml"))
+        .run();
+    run.failed(75, "4.3.5");
+    assert!(
+        run.stderr.contains(ca.to_str().unwrap()) && run.stderr.contains("no PEM certificate"),
+        "{run:#?}"
+    );
+}
+
+#[test]
+fn plain_http_never_reads_the_system_trust_store() {
+    // A FIFO nobody writes to: reading it would block for ever.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("bundle.pem");
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+
+    let server = Server::start(vec![status(204)]);
+    let (child, writer) = to(&server, &[])
+        .env("SSL_CERT_FILE", &fifo)
+        .env("SSL_CERT_DIR", dir.path())
+        .stdin(corpus("lf.eml"))
+        .spawn();
+    // Should it block after all, end it rather than hang the suite.
+    let (pid, finished) = (child.id() as libc::pid_t, Arc::new(AtomicBool::new(false)));
+    let watchdog = {
+        let finished = finished.clone();
+        thread::spawn(move || {
+            for _ in 0..300 {
+                if finished.load(Ordering::SeqCst) {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+            // SAFETY: kill(2) on our child, not reaped while this runs.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        })
+    };
+    let run = Run::wait(child, writer);
+    finished.store(true, Ordering::SeqCst);
+    watchdog.join().unwrap();
+    run.delivered();
+    assert_eq!(server.bodies(), vec![corpus("lf.eml")]);
 }

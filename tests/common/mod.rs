@@ -29,6 +29,12 @@ pub enum Behaviour {
     /// Read the whole request; answer the first status to a body larger
     /// than the limit (as a proxy's size limit does), the second otherwise.
     StatusIfLarger(usize, u16, u16),
+    /// Read only this many bytes of the body, answer with this status, and
+    /// close a second later with the rest unread: a proxy that answers early.
+    Early(u16, usize),
+    /// Read the head, then abort the connection (RST): a proxy or firewall
+    /// that kills a connection it will not serve.
+    Abort,
 }
 
 pub use Behaviour::*;
@@ -111,6 +117,36 @@ fn serve(
         let behaviour = next(script);
         if let Reset = behaviour {
             return; // dropping both halves with the body unread sends RST
+        }
+        if let Abort = behaviour {
+            // SO_LINGER with a zero timeout: close() sends RST, not FIN.
+            let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+            // SAFETY: a valid socket and a linger struct of the size given.
+            unsafe {
+                use std::os::fd::AsRawFd;
+                let size = std::mem::size_of::<libc::linger>() as libc::socklen_t;
+                libc::setsockopt(
+                    writer.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    size,
+                );
+            }
+            return;
+        }
+        if let Early(code, read) = behaviour {
+            let mut part = vec![0; read.min(length)];
+            if reader.read_exact(&mut part).is_err() {
+                return;
+            }
+            answers.lock().unwrap().push(code);
+            let _ =
+                writer.write_all(format!("HTTP/1.1 {code} Early\r\nContent-Length: 0\r\n\r\n").as_bytes());
+            // Time for the client to read the answer before the close,
+            // with the body unread, becomes a reset.
+            thread::sleep(Duration::from_secs(1));
+            return;
         }
         let mut body = vec![0; length];
         if let SlowReader = behaviour {
@@ -214,6 +250,21 @@ impl Invocation {
 
     pub fn arg(mut self, arg: impl AsRef<std::ffi::OsStr>) -> Self {
         self.command.arg(arg);
+        self
+    }
+
+    /// Run with RLIMIT_FSIZE at `bytes`, as `ulimit -f` does: a write past
+    /// it fails, or kills with SIGXFSZ a process that does not ignore it.
+    pub fn file_size_limit(mut self, bytes: u64) -> Self {
+        use std::os::unix::process::CommandExt;
+        let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
+        // SAFETY: setrlimit is async-signal-safe, as pre_exec requires.
+        unsafe {
+            self.command.pre_exec(move || match libc::setrlimit(libc::RLIMIT_FSIZE, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            });
+        }
         self
     }
 
@@ -334,5 +385,18 @@ pub fn large_message() -> Vec<u8> {
         }
     }
     message.extend_from_slice(b"--b--\r\n");
+    message
+}
+
+/// A 20 MiB message in 76-byte lines: more than a connection's buffers hold
+/// when the server stops reading (Linux's send buffer grows to tcp_wmem's
+/// 4 MiB at most), so the client cannot have handed it all over. Below
+/// that, an answer to a part is indistinguishable from one to the whole.
+pub fn twenty_mib() -> Vec<u8> {
+    let mut message = b"From: a@example.com\nSubject: big\n\n".to_vec();
+    while message.len() < 20 << 20 {
+        message.extend_from_slice(&[b'y'; 75]);
+        message.push(b'\n');
+    }
     message
 }

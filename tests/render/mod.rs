@@ -149,7 +149,11 @@ pub fn config_keys() -> Vec<(&'static str, &'static str, String)> {
              default), move (to move_to) or delete (UID EXPUNGE of that message only)."
                 .into(),
         ),
-        ("mailbox.move_to", "\"Delivered\"", "Where after = \"move\" puts messages; created if missing.".into()),
+        (
+            "mailbox.move_to",
+            "\"Delivered\"",
+            "Where after = \"move\" puts messages; created if missing.".into(),
+        ),
         (
             "mailbox.refused_folder",
             "\"Refused\"",
@@ -162,7 +166,11 @@ pub fn config_keys() -> Vec<(&'static str, &'static str, String)> {
             "\"Delivered-To\"",
             "As recipient_header, for this mailbox (a catch-all's envelope recipient).".into(),
         ),
-        ("mailbox.ca_file", "\"/etc/chatwoot-ingress/imap-ca.pem\"", "As ca_file, for this IMAP server.".into()),
+        (
+            "mailbox.ca_file",
+            "\"/etc/chatwoot-ingress/imap-ca.pem\"",
+            "As ca_file, for this IMAP server.".into(),
+        ),
         (
             "mailbox.poll_interval",
             "60",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Throw-away Dovecot IMAP server for the getmail/fetchmail interop tests.
 #
-#   dovecot.sh setup                            # checks the packages (apt-get install dovecot-imapd)
+#   dovecot.sh available                        # whether dovecot-imapd is here (only looks)
 #   dovecot.sh start WORKDIR PORT USER PASSWORD # IMAP, plaintext, 127.0.0.1:PORT only
 #   dovecot.sh put   WORKDIR FILE...            # drop raw messages into INBOX (Maildir new/)
 #   dovecot.sh append WORKDIR < msg             # same, one message from stdin
@@ -14,7 +14,7 @@
 # made world-searchable (chmod a+x): the login processes run as dovenull.
 set -euo pipefail
 
-cmd=${1:?usage: dovecot.sh setup|start|put|append|count|stop WORKDIR ...}
+cmd=${1:?usage: dovecot.sh available|start|put|append|count|stop WORKDIR ...}
 shift
 
 maildir() { echo "$1/Maildir"; }
@@ -30,7 +30,7 @@ deliver() { # deliver WORKDIR < msg : atomic tmp/ -> new/ like a real MDA
 }
 
 case "$cmd" in
-  setup)
+  available)
     command -v dovecot >/dev/null && [ -x /usr/lib/dovecot/imap ] \
       || { echo "install dovecot-imapd (apt-get install -y dovecot-imapd)" >&2; exit 1; }
     id dovenull >/dev/null && id dovecot >/dev/null   # created by dovecot-core

@@ -2,10 +2,10 @@
 # Interop harness: Exim 4.96 with a per-WORKDIR config (spool, logs under
 # WORKDIR; no daemon, no SMTP listener) routing DOMAIN through the SHIPPED
 # packaging/exim/{main,router,transport}.conf into a chatwoot-ingress binary.
-# Must run as root. Needs: apt-get install libidn12 (the exim4 debs are only
-# downloaded and unpacked by "setup", since exim4 conflicts with postfix).
+# Must run as root. tests/interop/install-deps unpacks the exim4 debs (exim4
+# conflicts with postfix) and makes the accounts.
 #
-#   exim.sh setup                                    one-time system setup (idempotent)
+#   exim.sh available                                whether it can run here (only looks)
 #   exim.sh start   WORKDIR RELAYER_BIN CONFIG_TOML DOMAIN
 #   exim.sh deliver WORKDIR FROM TO... < message     receive + deliver in the foreground
 #   exim.sh wait    WORKDIR [SECONDS]                 until no exim process of WORKDIR runs
@@ -28,7 +28,6 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 pkg=${CHATWOOT_PACKAGING_DIR:-$here/../../../packaging}/exim
 exim=/usr/sbin/exim4                     # compiled-in re-exec path
 trusted=/etc/exim4/trusted_configs       # compiled-in TRUSTED_CONFIG_LIST
-root=${EXIM_UNPACK_DIR:-/opt/exim4-interop}
 
 die() { echo "exim.sh: $*" >&2; exit 1; }
 
@@ -50,27 +49,13 @@ pids() { pgrep -f -- "-C $1/exim.conf" || true; }
 
 cmd=${1:-}; shift || true
 case $cmd in
-setup)
-  # Exim's compiled-in exim_user.
-  getent group Debian-exim >/dev/null || groupadd --system Debian-exim
-  getent passwd Debian-exim >/dev/null ||
-    useradd --system --gid Debian-exim --home-dir /var/spool/exim4 \
-      --no-create-home --shell /usr/sbin/nologin Debian-exim
-  # The account the shipped transport runs the pipe as (the .deb creates it).
-  getent passwd chatwoot-ingress >/dev/null ||
-    useradd --system --user-group --home-dir /nonexistent --shell /usr/sbin/nologin chatwoot-ingress
-  if [ ! -x "$exim" ]; then
-    # exim4-daemon-light conflicts with postfix: unpack it instead.
-    tmp=$(mktemp -d); chmod 0755 "$tmp"
-    if getent passwd _apt >/dev/null; then chown _apt "$tmp"; fi  # apt sandbox user
-    (cd "$tmp" && apt-get download exim4-daemon-light exim4-base exim4-config >/dev/null)
-    mkdir -p "$root"
-    for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$root"; done
-    rm -rf "$tmp"
-    ln -sfn "$root/usr/sbin/exim4" "$exim"
-  fi
-  mkdir -p /etc/exim4
-  [ -e "$trusted" ] || install -o root -g root -m 0644 /dev/null "$trusted"
+available)
+  # Only looks: tests/interop/install-deps unpacks Exim and makes the accounts.
+  [ -x "$exim" ] || die "no $exim (tests/interop/install-deps unpacks it)"
+  getent passwd Debian-exim >/dev/null || die "no Debian-exim account (tests/interop/install-deps)"
+  getent passwd chatwoot-ingress >/dev/null || die "no chatwoot-ingress account (tests/interop/install-deps)"
+  [ -f "$trusted" ] || die "no $trusted (tests/interop/install-deps)"
+  # Runs it, changing nothing: a missing library (libidn12) shows here.
   "$exim" -C /dev/null -bV >/dev/null 2>&1 ||
     die "$exim does not run: $("$exim" -C /dev/null -bV 2>&1 | head -1)"
   ;;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run getmail6 once against the test IMAP server with the shipped rc.
 #
-#   getmail.sh setup     # creates the chatwoot-ingress system user/group named
-#                        # in packaging/getmail/getmailrc (apt-get install getmail6)
+#   getmail.sh available # whether getmail6 and the chatwoot-ingress account named
+#                        # in packaging/getmail/getmailrc are here (only looks;
+#                        # tests/interop/install-deps makes them)
 #   getmail.sh run WORKDIR RELAYER_BIN CONFIG_TOML IMAP_PORT USER PASSWORD
 #
 # `run` builds WORKDIR/getmailrc from packaging/getmail/getmailrc, changing
@@ -18,7 +19,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 rc_src="$here/../../../packaging/getmail/getmailrc"
 mda_user=chatwoot-ingress
 
-cmd=${1:?usage: getmail.sh setup | run WORKDIR RELAYER_BIN CONFIG_TOML IMAP_PORT USER PASSWORD}
+cmd=${1:?usage: getmail.sh available | run WORKDIR RELAYER_BIN CONFIG_TOML IMAP_PORT USER PASSWORD}
 shift
 
 # sub FILE REGEX REPLACEMENT: replace a whole line, and insist it existed once
@@ -30,11 +31,10 @@ sub() {
 }
 
 case "$cmd" in
-  setup)
-    command -v getmail >/dev/null || { echo "apt-get install -y getmail6" >&2; exit 1; }
-    getent group "$mda_user" >/dev/null || groupadd --system "$mda_user"
-    id "$mda_user" >/dev/null 2>&1 || useradd --system --gid "$mda_user" \
-        --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin "$mda_user"
+  available)
+    command -v getmail >/dev/null || { echo "getmail.sh: no getmail (tests/interop/install-deps)" >&2; exit 1; }
+    getent passwd "$mda_user" >/dev/null ||
+      { echo "getmail.sh: no $mda_user account (tests/interop/install-deps)" >&2; exit 1; }
     ;;
   run)
     w=$1 bin=$2 conf=$3 port=$4 user=$5 pass=$6

@@ -2,7 +2,7 @@
 # Throw-away OpenSMTPD 6.8 (Debian 12) that delivers through chatwoot-ingress
 # using packaging/opensmtpd/smtpd.conf.
 #
-#   opensmtpd.sh setup
+#   opensmtpd.sh available                       # whether it can run here (only looks)
 #   opensmtpd.sh start WORKDIR RELAYER_BIN CONFIG_TOML PORT DOMAIN
 #   opensmtpd.sh send  WORKDIR FROM TO < msg     # SMTP to 127.0.0.1:PORT
 #   opensmtpd.sh queue WORKDIR                   # smtpctl show queue
@@ -12,18 +12,19 @@
 #   opensmtpd.sh stop  WORKDIR
 #
 # The opensmtpd package conflicts with postfix (both provide mail-transport-
-# agent and /usr/sbin/sendmail), so `setup` does not install it: it runs
-# `apt-get download opensmtpd` and unpacks it into /opt/ci-opensmtpd.  The
-# binary has some paths compiled in, which setup/start therefore use for real:
-#   /usr/libexec/opensmtpd  (mail.mda etc.; setup symlinks it to /opt)
+# agent and /usr/sbin/sendmail), so tests/interop/install-deps does not
+# install it: it runs `apt-get download opensmtpd` and unpacks it into
+# /opt/ci-opensmtpd.  The binary has some paths compiled in, which
+# install-deps and start therefore use for real:
+#   /usr/libexec/opensmtpd  (mail.mda etc.; install-deps symlinks it to /opt)
 #   /var/spool/smtpd        (the queue; start empties it)
 #   /var/run/smtpd.sock     (control socket)
 # so only one instance can run at a time.  Postfix uses none of these.
-# System changes by setup (idempotent): the above unpack and symlink, system
+# System changes by install-deps: the above unpack and symlink, system
 # users/groups opensmtpd and opensmtpq (what Debian's postinst creates) and
-# chatwoot-ingress (the "user" of the shipped action).
-# Libraries needed (apt-get install): libevent-2.1-7 libdb5.3 (plus libssl3,
-# zlib1g, libpam0g, libcrypt1, present on any Debian 12).
+# chatwoot-ingress (the "user" of the shipped action), and the libraries
+# libevent-2.1-7 libdb5.3 (plus libssl3, zlib1g, libpam0g, libcrypt1,
+# present on any Debian 12).
 #
 # start builds WORKDIR/smtpd.conf from the shipped file, changing only the
 # listen address (127.0.0.1 port PORT), the domain and the two
@@ -39,7 +40,7 @@ smtpd=$root/usr/sbin/smtpd
 smtpctl=$root/usr/sbin/smtpctl
 sock=/var/run/smtpd.sock
 
-cmd=${1:?usage: opensmtpd.sh setup|start|send|queue|flush|wait|bounces|stop WORKDIR ...}
+cmd=${1:?usage: opensmtpd.sh available|start|send|queue|flush|wait|bounces|stop WORKDIR ...}
 shift
 
 sub() { # sub FILE REGEX REPLACEMENT: the regex must match exactly one line
@@ -49,33 +50,24 @@ sub() { # sub FILE REGEX REPLACEMENT: the regex must match exactly one line
   REPL=$3 perl -i -pe "s{$2}{\$ENV{REPL}}" "$1"
 }
 
-sysuser() { # sysuser NAME HOME: system user with a group of the same name
-  getent group "$1" >/dev/null || groupadd --system "$1"
-  id "$1" >/dev/null 2>&1 || useradd --system --gid "$1" \
-      --home-dir "$2" --no-create-home --shell /usr/sbin/nologin "$1"
-}
-
 running() { [ -f "$1/smtpd.pid" ] && kill -0 "$(cat "$1/smtpd.pid")" 2>/dev/null; }
 
 case "$cmd" in
-  setup)
-    if [ ! -x "$smtpd" ]; then
-      tmp=$(mktemp -d); chown _apt "$tmp" 2>/dev/null || true  # apt downloads as _apt
-      (cd "$tmp" && apt-get download opensmtpd)
-      dpkg -x "$tmp"/opensmtpd_*.deb "$root"
-      rm -rf "$tmp"
-    fi
+  available)
+    # Only looks: tests/interop/install-deps unpacks it and makes the accounts.
+    missing() { echo "opensmtpd.sh: $* (tests/interop/install-deps)" >&2; exit 1; }
+    [ -x "$smtpd" ] && [ -x "$smtpctl" ] || missing "no $smtpd"
     if ldd "$smtpd" | grep -q 'not found'; then
       ldd "$smtpd" | grep 'not found' >&2
-      echo "apt-get install -y libevent-2.1-7 libdb5.3" >&2; exit 1
+      missing "libraries missing"
     fi
-    [ -e /usr/libexec/opensmtpd ] || ln -s "$root/usr/libexec/opensmtpd" /usr/libexec/opensmtpd
-    sysuser opensmtpd /var/lib/opensmtpd/empty
-    sysuser opensmtpq /var/lib/opensmtpd/empty
-    sysuser chatwoot-ingress /nonexistent     # as getmail.sh setup does
-    mkdir -p /var/lib/opensmtpd/empty
-    # like the dpkg-statoverride in the package postinst: smtpctl insists on it
-    chgrp opensmtpq "$smtpctl"; chmod 2755 "$smtpctl"
+    [ -e /usr/libexec/opensmtpd ] || missing "no /usr/libexec/opensmtpd"
+    [ -d /var/lib/opensmtpd/empty ] || missing "no /var/lib/opensmtpd/empty"
+    for account in opensmtpd opensmtpq chatwoot-ingress; do
+      getent passwd "$account" >/dev/null || missing "no $account account"
+    done
+    [ -g "$smtpctl" ] && [ "$(stat -c %G "$smtpctl")" = opensmtpq ] ||
+      missing "$smtpctl is not setgid opensmtpq"
     ;;
   start)
     w=$(realpath "$1") bin=$2 conf=$3 port=$4 domain=$5

@@ -5,7 +5,7 @@
 # binary. Must run as root (postfix start; sendmail/postqueue -c without
 # alternate_config_directories). Needs: apt-get install postfix.
 #
-#   postfix.sh setup                                    check prerequisites
+#   postfix.sh available                                whether it can run here (only looks)
 #   postfix.sh start WORKDIR RELAYER_BIN CONFIG_TOML DOMAIN
 #   postfix.sh send  WORKDIR FROM TO... < message       inject via sendmail
 #   postfix.sh wait  WORKDIR [SECONDS]                   until nothing is in flight
@@ -37,13 +37,12 @@ die() { echo "postfix.sh: $*" >&2; exit 1; }
 
 cmd=${1:-}; shift || true
 case $cmd in
-setup)
+available)
   command -v postfix >/dev/null || die "postfix is not installed (apt-get install postfix)"
   [ -f /usr/share/postfix/master.cf.dist ] || die "missing /usr/share/postfix/master.cf.dist"
   getent passwd nobody postfix >/dev/null || die "users nobody/postfix missing"
   # The account the shipped master.cf runs the pipe as (the .deb creates it).
-  getent passwd chatwoot-ingress >/dev/null ||
-    useradd --system --user-group --home-dir /nonexistent --shell /usr/sbin/nologin chatwoot-ingress
+  getent passwd chatwoot-ingress >/dev/null || die "no chatwoot-ingress account (tests/interop/install-deps)"
   ;;
 start)
   [ $# -eq 4 ] || die "usage: start WORKDIR RELAYER_BIN CONFIG_TOML DOMAIN"
