@@ -14,6 +14,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod deliver;
+pub mod imap;
 pub mod import;
 pub mod message;
 pub mod outcome;
