@@ -33,7 +33,7 @@ fn available() -> bool {
     };
     assert!(
         std::env::var("CI").as_deref() != Ok("true"),
-        "dovecot.sh setup failed: {problem} (.ci/run must install dovecot-imapd)"
+        "the Dovecot tests cannot run: {problem} (.ci/run must install dovecot-imapd and run them as root)"
     );
     eprintln!("SKIPPED: {problem}");
     false
