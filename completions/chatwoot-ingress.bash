@@ -25,6 +25,9 @@ _chatwoot__ingress() {
             chatwoot__ingress,import)
                 cmd="chatwoot__ingress__subcmd__import"
                 ;;
+            chatwoot__ingress,watch)
+                cmd="chatwoot__ingress__subcmd__watch"
+                ;;
             chatwoot__ingress__subcmd__help,check)
                 cmd="chatwoot__ingress__subcmd__help__subcmd__check"
                 ;;
@@ -34,6 +37,9 @@ _chatwoot__ingress() {
             chatwoot__ingress__subcmd__help,import)
                 cmd="chatwoot__ingress__subcmd__help__subcmd__import"
                 ;;
+            chatwoot__ingress__subcmd__help,watch)
+                cmd="chatwoot__ingress__subcmd__help__subcmd__watch"
+                ;;
             *)
                 ;;
         esac
@@ -41,7 +47,7 @@ _chatwoot__ingress() {
 
     case "${cmd}" in
         chatwoot__ingress)
-            opts="-v -h -V --config --url --password-file --timeout --max-size --ca-file --reject-dir --recipient-header --mta --recipient --dry-run --verbose --help --version check import help"
+            opts="-v -h -V --config --url --password-file --timeout --max-size --ca-file --reject-dir --recipient-header --mta --recipient --dry-run --verbose --help --version check import watch help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -153,7 +159,7 @@ _chatwoot__ingress() {
             return 0
             ;;
         chatwoot__subcmd__ingress__subcmd__help)
-            opts="check import help"
+            opts="check import watch help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -208,6 +214,20 @@ _chatwoot__ingress() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        chatwoot__subcmd__ingress__subcmd__help__subcmd__watch)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         chatwoot__subcmd__ingress__subcmd__import)
             opts="-j -h --jobs --journal --mboxo --mark-seen --subfolders --recipient --dry-run --config --url --password-file --timeout --max-size --ca-file --reject-dir --recipient-header --mta --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -228,6 +248,60 @@ _chatwoot__ingress() {
                     return 0
                     ;;
                 --recipient)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --password-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reject-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --recipient-header)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mta)
+                    COMPREPLY=($(compgen -W "sysexits postfix exim qmail opensmtpd getmail fetchmail" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatwoot__subcmd__ingress__subcmd__watch)
+            opts="-h --once --mailbox --config --url --password-file --timeout --max-size --ca-file --reject-dir --recipient-header --mta --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --mailbox)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

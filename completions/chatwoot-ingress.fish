@@ -46,6 +46,7 @@ complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -s h -l 
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -s V -l version -d 'Print version'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -f -a "check" -d 'Check the setup step by step and say what to fix; deliver nothing'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -f -a "import" -d 'Relay mbox files, Maildir folders and .eml files in bulk: concurrent, resumable, with progress and a summary'
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -f -a "watch" -d 'Fetch mail from IMAP mailboxes and relay it, as a service'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l user -d 'Also check that this user can read the configuration file, the password file and ca_file, and run this program [default with any --mta but sysexits: chatwoot-ingress, the account our packaged caller configs run it as]' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l send-test -d 'When every step is right, also deliver a generated test message to ADDR, an address that reaches a Chatwoot inbox, to prove routing end to end. Unlike the probe, it is stored: it appears in the inbox' -r
@@ -90,6 +91,25 @@ complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l subfolders -d 'Maildir: also import the Maildir++ subfolders (.Sent/, .Archive/…), which are otherwise skipped and named'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l dry-run -d 'Read, split and check everything and say on stderr what would be sent, and what refused; send nothing, write no journal, save no refusal and mark nothing seen. The journal is read: what it holds is skipped, as a real run would'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand help; and not __fish_seen_subcommand_from check import help" -f -a "check" -d 'Check the setup step by step and say what to fix; deliver nothing'
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand help; and not __fish_seen_subcommand_from check import help" -f -a "import" -d 'Relay mbox files, Maildir folders and .eml files in bulk: concurrent, resumable, with progress and a summary'
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand help; and not __fish_seen_subcommand_from check import help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l mailbox -d 'Watch only this mailbox (its `name`); may be given more than once' -r
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l config -d 'Configuration file (TOML) [default: $CHATWOOT_INGRESS_CONFIG, then the user config dir, then /etc/chatwoot-ingress/config.toml]' -r -F
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l url -d 'Chatwoot\'s base URL, or the full relay ingress URL [env: CHATWOOT_INGRESS_URL above the file; URL, the rake task\'s name, below it]' -r
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l password-file -d 'File whose first line is the ingress password (there is no --password: command lines are visible to every user). The environment may instead carry the password itself: CHATWOOT_INGRESS_PASSWORD (above the file), or INGRESS_PASSWORD (below it)' -r -F
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l timeout -d 'Give up after this many seconds in all, retries included [default: 30]' -r
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l max-size -d 'Refuse larger messages permanently (bytes; K, M, G suffixes are binary) [default: 64M]' -r
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l ca-file -d 'Trust the PEM certificates in this file in addition to the system\'s: as authorities, or as the server\'s own (self-signed) certificate' -r -F
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l reject-dir -d 'Keep a copy of every permanently refused message here (fsync\'d, with its reason beside it)' -r -F
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l recipient-header -d 'Take the envelope recipient from the topmost (newest) instance of this header, e.g. Delivered-To, when no --recipient is given: for catch-all mailboxes fetched by getmail, fetchmail or import' -r
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l mta -d 'The program that runs this one; it decides the exit codes (for check: which user\'s access to test and which of its limits to check)' -r -f -a "sysexits\t'sysexits(3): 0, 75 (temporary), 65 (permanent)'
+postfix\t''
+exim\t''
+qmail\t''
+opensmtpd\t''
+getmail\t''
+fetchmail\t''"
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l once -d 'Deliver what is waiting now, then exit: 0 when nothing is left for later, 75 when something is (for cron)'
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand help; and not __fish_seen_subcommand_from check import watch help" -f -a "check" -d 'Check the setup step by step and say what to fix; deliver nothing'
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand help; and not __fish_seen_subcommand_from check import watch help" -f -a "import" -d 'Relay mbox files, Maildir folders and .eml files in bulk: concurrent, resumable, with progress and a summary'
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand help; and not __fish_seen_subcommand_from check import watch help" -f -a "watch" -d 'Fetch mail from IMAP mailboxes and relay it, as a service'
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand help; and not __fish_seen_subcommand_from check import watch help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -37,6 +37,8 @@ pub enum Command {
     /// Relay mbox files, Maildir folders and .eml files in bulk: concurrent,
     /// resumable, with progress and a summary
     Import(ImportArgs),
+    // No doc comment: WatchArgs' own is the help text.
+    Watch(WatchArgs),
 }
 
 /// Where the ingress is and how to reach it; every option overrides the
@@ -220,6 +222,30 @@ pub struct ImportArgs {
     pub dry_run: bool,
 }
 
+/// Fetch mail from IMAP mailboxes and relay it, as a service
+///
+/// Watches the folders of every [[mailbox]] in the configuration file (IDLE
+/// where the server offers it, polling otherwise) and hands each message to
+/// the ingress. A message is flagged \Seen, moved or deleted on the server
+/// (as `after` says) only after the ingress answered 2xx for it; a message
+/// refused for good goes to `refused_folder`; one that fails for now stays
+/// untouched and is tried again with backoff. Its place in each folder is
+/// kept in the state directory. SIGTERM or SIGINT: the message in flight is
+/// finished, the sessions log out, exit 0. SIGHUP: the configuration is read
+/// again. Under systemd (Type=notify) it reports readiness, status and
+/// watchdog pings.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Deliver what is waiting now, then exit: 0 when nothing is left for
+    /// later, 75 when something is (for cron)
+    #[arg(long)]
+    pub once: bool,
+
+    /// Watch only this mailbox (its `name`); may be given more than once
+    #[arg(long, value_name = "NAME")]
+    pub mailbox: Vec<String>,
+}
+
 /// What to do when the command line is not one to run.
 pub enum Early {
     /// --help or --version: print it and exit 0.
@@ -274,6 +300,7 @@ impl Command {
         match self {
             Command::Check(_) => "check",
             Command::Import(_) => "import",
+            Command::Watch(_) => "watch",
         }
     }
 }

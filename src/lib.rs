@@ -24,3 +24,4 @@ pub mod reject;
 pub mod relay;
 pub mod sys;
 pub mod tls;
+pub mod watch;

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use chatwoot_ingress::cli::{Cli, Command, Early};
 use chatwoot_ingress::config::Overrides;
-use chatwoot_ingress::{check, deliver, import, sys};
+use chatwoot_ingress::{check, deliver, import, sys, watch};
 
 fn main() -> ExitCode {
     sys::ignore_file_size_signal();
@@ -19,5 +19,6 @@ fn main() -> ExitCode {
         None => deliver::main(&cli.deliver, &overrides),
         Some(Command::Check(args)) => check::main(args, &overrides, cli.deliver.mta),
         Some(Command::Import(args)) => import::main(args, &overrides, cli.deliver.mta),
+        Some(Command::Watch(args)) => watch::main(args, &overrides),
     }
 }

@@ -85,13 +85,15 @@ pub enum Cause {
     StateFailed,
     Interrupted,
     Bug,
+    MailboxLogin,
+    MailboxFailed,
     Invalid,
     TooLarge,
 }
 
 impl Cause {
     /// Every cause, in the order the exit table lists them.
-    pub const ALL: [Cause; 24] = [
+    pub const ALL: [Cause; 26] = [
         Cause::Delivered,
         Cause::DryRun,
         Cause::Refused,
@@ -114,6 +116,8 @@ impl Cause {
         Cause::StateFailed,
         Cause::Interrupted,
         Cause::Bug,
+        Cause::MailboxLogin,
+        Cause::MailboxFailed,
         Cause::Invalid,
         Cause::TooLarge,
     ];
@@ -143,7 +147,7 @@ impl Cause {
             Cause::Dns => "4.4.3",
             Cause::Timeout => "4.4.7",
             Cause::Tls => "4.7.5",
-            Cause::PasswordRejected => "4.7.0",
+            Cause::PasswordRejected | Cause::MailboxLogin => "4.7.0",
             Cause::NoIngress | Cause::Redirected | Cause::MediaTypeRefused => "4.3.5",
             Cause::Config | Cause::Usage => "4.3.5",
             Cause::ProxyLimit => "4.3.4",
@@ -154,7 +158,7 @@ impl Cause {
             | Cause::StateFailed
             | Cause::Interrupted
             | Cause::Bug => "4.3.0",
-            Cause::UnexpectedStatus => "4.5.0",
+            Cause::UnexpectedStatus | Cause::MailboxFailed => "4.5.0",
             Cause::Invalid => "5.6.0",
             Cause::TooLarge => "5.3.4",
         }
@@ -187,7 +191,9 @@ impl Cause {
             | Cause::RejectFailed
             | Cause::StateFailed
             | Cause::Interrupted
-            | Cause::Bug => Scope::Run,
+            | Cause::Bug
+            | Cause::MailboxLogin
+            | Cause::MailboxFailed => Scope::Run,
             Cause::Delivered
             | Cause::DryRun
             | Cause::ConnectionLost
@@ -230,6 +236,8 @@ impl Cause {
             Cause::StateFailed => "the journal or the state file could not be written",
             Cause::Interrupted => "stopped by a signal (SIGTERM, SIGINT, SIGHUP, SIGUSR1…)",
             Cause::Bug => "an internal error (a bug: please report it)",
+            Cause::MailboxLogin => "watch: the IMAP server refused the login (password, or OAuth2 token)",
+            Cause::MailboxFailed => "watch: the IMAP server refused a command (a folder missing…) or broke the protocol",
             Cause::Invalid => "not an email: empty, no header section, binary, JSON…",
             Cause::TooLarge => "larger than max_size",
         }
@@ -274,6 +282,10 @@ impl Cause {
             Cause::RejectFailed => "make reject_dir writable by the user chatwoot-ingress runs as, and check free space",
             Cause::StateFailed => "make it writable by the user chatwoot-ingress runs as, and check free space",
             Cause::Bug => "please report it",
+            Cause::MailboxLogin => {
+                "check user and password_file (or the [mailbox.oauth2] table) of the [[mailbox]]; chatwoot-ingress check shows each step"
+            }
+            Cause::MailboxFailed => "see the server's answer; check the folder names of the [[mailbox]]",
             Cause::TooLarge => "raise max_size if Chatwoot and its proxy accept larger messages",
         })
     }

@@ -9,13 +9,13 @@ mod common;
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::rails::{available, rails_available, Rails};
 use common::{corpus, corpus_dir, large_message, BIN};
 
 const PASSWORD: &str = "interop+s3cret/=";
@@ -31,19 +31,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
-
-/// Whether `component` can be used; in CI its absence is a failure.
-fn available(component: &str, check: impl FnOnce() -> bool) -> bool {
-    if check() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{component} is missing: .ci/run must install it (see tests/interop/install-deps)"
-    );
-    eprintln!("SKIPPED: {component} is not installed (run tests/interop/install-deps as root)");
-    false
 }
 
 fn succeeds(program: &str, args: &[&str]) -> bool {
@@ -63,12 +50,6 @@ fn looks(script: &str) -> bool {
         eprintln!("{}", String::from_utf8_lossy(&output.stderr).trim_end());
     }
     output.status.success()
-}
-
-fn rails_available() -> bool {
-    available("Rails 6.1 (ruby-rails, ruby-sqlite3, ruby-webrick)", || {
-        succeeds("ruby", &["-e", "require 'rails'; require 'active_support/all'; require 'action_mailbox'; require 'sqlite3'; require 'webrick'"])
-    })
 }
 
 /// Run a harness script in tests/interop/mta; it must succeed.
@@ -137,104 +118,6 @@ impl Drop for Harness {
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A running Rails relay ingress, stopped on drop.
-struct Rails {
-    child: Child,
-    port: u16,
-    data: tempfile::TempDir,
-}
-
-impl Rails {
-    fn start(password: Option<&str>, ingress: &str) -> Rails {
-        let data = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut command = Command::new(root().join("tests/interop/rails/server"));
-        command
-            .arg(port.to_string())
-            .arg(data.path())
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("INGRESS", ingress)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(password) = password {
-            command.env("RAILS_INBOUND_EMAIL_PASSWORD", password);
-        }
-        let mut rails = Rails { child: command.spawn().unwrap(), port, data };
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !rails.healthy() {
-            if let Ok(Some(status)) = rails.child.try_wait() {
-                panic!("Rails exited with {status}: {}", rails.log());
-            }
-            assert!(Instant::now() < deadline, "Rails did not start: {}", rails.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        rails
-    }
-
-    fn healthy(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
-        let _ = stream.write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-        let mut answer = String::new();
-        let _ = stream.read_to_string(&mut answer);
-        answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200")
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.data.path().join("rails.log")).unwrap_or_default()
-    }
-
-    /// What Rails logged as going wrong, for failure messages.
-    fn errors(&self) -> String {
-        self.log()
-            .lines()
-            .filter(|l| l.contains("Error") || l.contains("Exception"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    /// Every message the app processed, in order, as the bytes it stored.
-    fn stored(&self) -> Vec<Vec<u8>> {
-        let journal = fs::read_to_string(self.data.path().join("received.jsonl")).unwrap_or_default();
-        journal
-            .lines()
-            .map(|line| {
-                let sha = line.split("\"sha256\":\"").nth(1).unwrap().split('"').next().unwrap();
-                fs::read(self.data.path().join("messages").join(format!("{sha}.eml"))).unwrap()
-            })
-            .collect()
-    }
-
-    /// How many stored messages are `message` as an MTA delivers it: its
-    /// Message-ID and its body intact. MTAs add trace headers (getmail even
-    /// inside the header section), Postfix turns CRLF into LF and OpenSMTPD
-    /// appends an empty line; the direct test proves our own relaying byte
-    /// for byte.
-    fn count(&self, message: &[u8]) -> usize {
-        let lf = |bytes: &[u8]| String::from_utf8_lossy(bytes).replace("\r\n", "\n");
-        let message = lf(message);
-        let (head, body) = message.split_once("\n\n").unwrap();
-        let id = head.lines().find(|l| l.starts_with("Message-ID:")).unwrap();
-        let body = body.trim_end_matches('\n');
-        self.stored()
-            .iter()
-            .map(|s| lf(s))
-            .filter(|s| s.contains(id) && s.trim_end_matches('\n').ends_with(body))
-            .count()
-    }
-}
-
-impl Drop for Rails {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The relayer as a mail system runs it: the binary and its config in a

@@ -144,11 +144,28 @@ impl ImapError {
             ImapError::Tls(_) => Cause::Tls,
             ImapError::Timeout(_) => Cause::Timeout,
             ImapError::Lost(_) => Cause::ConnectionLost,
-            // Placeholder until outcome.rs has IMAP causes of its own.
-            ImapError::LoginRefused(_)
-            | ImapError::No { .. }
-            | ImapError::Bad { .. }
-            | ImapError::Protocol(_) => Cause::Config,
+            ImapError::LoginRefused(_) => Cause::MailboxLogin,
+            ImapError::No { .. } | ImapError::Bad { .. } | ImapError::Protocol(_) => Cause::MailboxFailed,
+        }
+    }
+
+    /// What to do about it: the transport causes' own advice speaks of the
+    /// ingress, this of the IMAP server.
+    pub fn fix(&self) -> &'static str {
+        match self {
+            ImapError::Dns(_) => "check host in the [[mailbox]], and this machine's DNS",
+            ImapError::Refused(_) => {
+                "check host, port and tls of the [[mailbox]] (993 is implicit TLS, 143 plain or STARTTLS), and that no firewall is in between"
+            }
+            ImapError::Tls(_) => {
+                "the IMAP server's certificate must be valid for host and issued by a CA this machine trusts (set ca_file in the [[mailbox]] for a private CA); check tls and port"
+            }
+            ImapError::Timeout(_) => "the IMAP server stopped answering; it is tried again",
+            ImapError::Lost(_) => "the IMAP server closed the connection (a restart, an idle limit, a kick); it is tried again",
+            ImapError::LoginRefused(_) => Cause::MailboxLogin.advice().unwrap_or_default(),
+            ImapError::No { .. } | ImapError::Bad { .. } | ImapError::Protocol(_) => {
+                Cause::MailboxFailed.advice().unwrap_or_default()
+            }
         }
     }
 

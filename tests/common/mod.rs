@@ -2,6 +2,9 @@
 //! starts the built binary the way a mail system does.
 #![allow(dead_code)] // each test crate uses a different part
 
+pub mod imap;
+pub mod rails;
+
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -35,6 +38,8 @@ pub enum Behaviour {
     /// Read the head, then abort the connection (RST): a proxy or firewall
     /// that kills a connection it will not serve.
     Abort,
+    /// Read the whole request, wait this long, then answer with this status.
+    Delay(Duration, u16),
 }
 
 pub use Behaviour::*;
@@ -163,6 +168,10 @@ fn serve(
         let (code, extra) = match behaviour {
             Status(code, extra) => (code, extra),
             StatusIfLarger(limit, over, within) => (if length > limit { over } else { within }, Vec::new()),
+            Delay(pause, code) => {
+                thread::sleep(pause);
+                (code, Vec::new())
+            }
             Hang => {
                 thread::sleep(Duration::from_secs(600));
                 return;
