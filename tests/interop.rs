@@ -8,7 +8,6 @@
 mod common;
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -65,28 +64,7 @@ fn script(name: &str, args: &[&str], stdin: &[u8]) -> String {
 }
 
 fn run_script(name: &str, args: &[&str], stdin: &[u8]) -> Output {
-    // Output goes through files, not pipes: a daemon a script starts
-    // inherits them and would keep a pipe open for ever.
-    let (out, err) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
-    let mut child = Command::new("bash")
-        .arg(root().join("tests/interop/mta").join(name))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(out.try_clone().unwrap())
-        .stderr(err.try_clone().unwrap())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let _ = input.write_all(stdin);
-    drop(input);
-    let status = child.wait().unwrap();
-    let read = |mut file: fs::File| {
-        let mut bytes = Vec::new();
-        file.seek(SeekFrom::Start(0)).unwrap();
-        file.read_to_end(&mut bytes).unwrap();
-        bytes
-    };
-    Output { status, stdout: read(out), stderr: read(err) }
+    common::run_script(&root().join("tests/interop/mta").join(name), args, stdin)
 }
 
 /// One instance of a harness script in tests/interop/mta with its own work

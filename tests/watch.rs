@@ -140,6 +140,25 @@ fn wait_for(within: Duration, what: &str, check: impl FnMut() -> bool) {
     Dovecot::wait_for(within, what, check)
 }
 
+/// What most tests need: the Rails ingress, a Dovecot with the test user,
+/// and a directory for the configuration and the state.
+struct World {
+    rails: Rails,
+    dovecot: Dovecot,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    /// None (the test is skipped) when Rails or Dovecot is missing, outside CI.
+    fn start() -> Option<World> {
+        ready().then(|| World {
+            rails: Rails::start(Some(PASSWORD), "relay"),
+            dovecot: dovecot(),
+            dir: tempfile::tempdir().unwrap(),
+        })
+    }
+}
+
 /// A Dovecot with the test user.
 fn dovecot() -> Dovecot {
     let dovecot = Dovecot::start(None);
@@ -149,12 +168,7 @@ fn dovecot() -> Dovecot {
 
 #[test]
 fn once_delivers_a_backlog_byte_for_byte_and_settles_each_message_per_after() {
-    if !ready() {
-        return;
-    }
-    let rails = Rails::start(Some(PASSWORD), "relay");
-    let dovecot = dovecot();
-    let dir = tempfile::tempdir().unwrap();
+    let Some(World { rails, dovecot, dir }) = World::start() else { return };
     // Mail of several shapes, one non-email, in three folders: one per `after`.
     let shapes: Vec<Vec<u8>> =
         ["crlf.eml", "8bit-headers.eml", "broken-mime.eml", "headers-only.eml", "no-message-id-no-date.eml"]
@@ -209,12 +223,7 @@ fn once_delivers_a_backlog_byte_for_byte_and_settles_each_message_per_after() {
 
 #[test]
 fn a_message_appended_while_idling_is_stored_within_two_seconds() {
-    if !ready() {
-        return;
-    }
-    let rails = Rails::start(Some(PASSWORD), "relay");
-    let dovecot = dovecot();
-    let dir = tempfile::tempdir().unwrap();
+    let Some(World { rails, dovecot, dir }) = World::start() else { return };
     let config = config(dir.path(), &rails.url(), &mailbox("support", &dovecot, dir.path(), ""));
     let mut watcher = Watcher::start(&config, &[], &[]);
     wait_for(Duration::from_secs(20), "IDLE", || watcher.log().contains("IDLE"));
@@ -263,12 +272,7 @@ fn while_the_ingress_is_down_mail_stays_untouched_and_is_delivered_once_when_it_
 
 #[test]
 fn a_restarted_dovecot_is_reconnected_and_later_mail_delivered() {
-    if !ready() {
-        return;
-    }
-    let rails = Rails::start(Some(PASSWORD), "relay");
-    let dovecot = dovecot();
-    let dir = tempfile::tempdir().unwrap();
+    let Some(World { rails, dovecot, dir }) = World::start() else { return };
     let config = config(dir.path(), &rails.url(), &mailbox("support", &dovecot, dir.path(), ""));
     let mut watcher = Watcher::start(&config, &[], &[]);
     wait_for(Duration::from_secs(20), "IDLE", || watcher.log().contains("IDLE"));
@@ -282,12 +286,7 @@ fn a_restarted_dovecot_is_reconnected_and_later_mail_delivered() {
 
 #[test]
 fn a_wrong_password_is_one_clear_line_then_quiet_backoff_then_recovery_when_the_file_is_fixed() {
-    if !ready() {
-        return;
-    }
-    let rails = Rails::start(Some(PASSWORD), "relay");
-    let dovecot = dovecot();
-    let dir = tempfile::tempdir().unwrap();
+    let Some(World { rails, dovecot, dir }) = World::start() else { return };
     let boxes = mailbox("support", &dovecot, dir.path(), "");
     let password_file = dir.path().join("support.password");
     fs::write(&password_file, "wrong-password\n").unwrap();
@@ -311,12 +310,7 @@ fn a_wrong_password_is_one_clear_line_then_quiet_backoff_then_recovery_when_the_
 
 #[test]
 fn a_folder_deleted_and_recreated_loses_nothing() {
-    if !ready() {
-        return;
-    }
-    let rails = Rails::start(Some(PASSWORD), "relay");
-    let dovecot = dovecot();
-    let dir = tempfile::tempdir().unwrap();
+    let Some(World { rails, dovecot, dir }) = World::start() else { return };
     let config = config(
         dir.path(),
         &rails.url(),
@@ -375,12 +369,7 @@ fn sigterm_during_a_delivery_exits_0_promptly_and_the_message_is_delivered_and_f
 
 #[test]
 fn an_unreachable_mailbox_does_not_stop_another() {
-    if !ready() {
-        return;
-    }
-    let rails = Rails::start(Some(PASSWORD), "relay");
-    let dovecot = dovecot();
-    let dir = tempfile::tempdir().unwrap();
+    let Some(World { rails, dovecot, dir }) = World::start() else { return };
     let unreachable = format!(
         "\n[[mailbox]]\nname = \"gone\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nuser = \"x\"\npassword = \"y\"\n",
         free_port()
@@ -399,12 +388,7 @@ fn an_unreachable_mailbox_does_not_stop_another() {
 
 #[test]
 fn implicit_tls_and_starttls_with_a_private_ca() {
-    if !ready() {
-        return;
-    }
-    let rails = Rails::start(Some(PASSWORD), "relay");
-    let dovecot = dovecot();
-    let dir = tempfile::tempdir().unwrap();
+    let Some(World { rails, dovecot, dir }) = World::start() else { return };
     let ca = dovecot.ca();
     let tls = |name: &str, kind: &str, port: u16, ca_line: &str| {
         let text = mailbox(name, &dovecot, dir.path(), &format!("folders = [\"{name}\"]\n{ca_line}"));

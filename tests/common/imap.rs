@@ -3,7 +3,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 fn script() -> PathBuf {
@@ -11,29 +11,7 @@ fn script() -> PathBuf {
 }
 
 fn run(args: &[&str], stdin: &[u8]) -> Output {
-    use std::io::Write;
-    // Output through files: the daemon it starts must not keep a pipe open.
-    let (out, err) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
-    let mut child = Command::new("bash")
-        .arg(script())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(out.try_clone().unwrap())
-        .stderr(err.try_clone().unwrap())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let _ = input.write_all(stdin);
-    drop(input);
-    let status = child.wait().unwrap();
-    let read = |mut file: std::fs::File| {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut bytes = Vec::new();
-        file.seek(SeekFrom::Start(0)).unwrap();
-        file.read_to_end(&mut bytes).unwrap();
-        bytes
-    };
-    Output { status, stdout: read(out), stderr: read(err) }
+    super::run_script(&script(), args, stdin)
 }
 
 /// Whether Dovecot and doveadm are here (the script's `setup` only looks).

@@ -409,3 +409,29 @@ pub fn twenty_mib() -> Vec<u8> {
     }
     message
 }
+
+/// Run a harness script with `stdin`, its output through files, not pipes:
+/// a daemon the script starts inherits them and would keep a pipe open for ever.
+pub fn run_script(script: &Path, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::{Seek, SeekFrom};
+    let (out, err) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
+    let mut child = Command::new("bash")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(out.try_clone().unwrap())
+        .stderr(err.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let _ = input.write_all(stdin);
+    drop(input);
+    let status = child.wait().unwrap();
+    let read = |mut file: std::fs::File| {
+        let mut bytes = Vec::new();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        file.read_to_end(&mut bytes).unwrap();
+        bytes
+    };
+    std::process::Output { status, stdout: read(out), stderr: read(err) }
+}
