@@ -4,8 +4,6 @@
 //! and `--dry-run` all read the header section through [`fields`], so they
 //! agree on where it ends.
 
-use crate::message::from_line_len;
-
 /// The fields of the header section at the start of `message` (a message
 /// without its From_ line), in order, each with its continuation lines.
 ///
@@ -279,6 +277,21 @@ pub(crate) fn line_at(message: &[u8], at: usize) -> &[u8] {
 pub(crate) fn without_eol(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// The length of a leading mbox `From ` envelope line (Exim's default
+/// message_prefix, getmail's unixfrom, Postfix's flag F), including its end.
+/// Lenient, as MTAs write it in several shapes and one left in would make
+/// the message look invalid; but `From : x` (white space before the colon,
+/// obsolete syntax) is a header field.
+pub fn from_line_len(raw: &[u8]) -> usize {
+    let Some(rest) = raw.strip_prefix(b"From ") else {
+        return 0;
+    };
+    if rest.iter().find(|&&b| b != b' ' && b != b'\t') == Some(&b':') {
+        return 0;
+    }
+    line_at(raw, 0).len()
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::io::{self, Read};
 use bytes::Bytes;
 
 use crate::headers;
+pub use crate::headers::from_line_len;
 
 /// Input bytes with spare room in front, so that the X-Original-To line can
 /// be written just before the message instead of copying the message after it.
@@ -226,21 +227,6 @@ fn same_address(value: &[u8], addr: &str) -> bool {
 
 fn without_angle_brackets(value: &[u8]) -> &[u8] {
     value.strip_prefix(b"<").and_then(|v| v.strip_suffix(b">")).map_or(value, <[u8]>::trim_ascii)
-}
-
-/// The length of a leading mbox `From ` envelope line (Exim's default
-/// message_prefix, getmail's unixfrom, Postfix's flag F), including its end.
-/// Lenient, as MTAs write it in several shapes and one left in would make
-/// the message look invalid; but `From : x` (white space before the colon,
-/// obsolete syntax) is a header field.
-pub fn from_line_len(raw: &[u8]) -> usize {
-    let Some(rest) = raw.strip_prefix(b"From ") else {
-        return 0;
-    };
-    if rest.iter().find(|&&b| b != b' ' && b != b'\t') == Some(&b':') {
-        return 0;
-    }
-    headers::line_at(raw, 0).len()
 }
 
 /// Whether `line` is a real mbox From_ separator, as mutt's `is_from()`

@@ -12,7 +12,7 @@
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::io;
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
@@ -29,7 +29,7 @@ use reqwest::{redirect, Body, Client, Proxy, Url};
 use crate::backoff::Backoff;
 use crate::config::Target;
 use crate::outcome::{Cause, Outcome};
-use crate::sys::io_reason;
+use crate::sys::{io_reason, is_loopback};
 use crate::tls;
 
 pub const USER: &str = "actionmailbox";
@@ -448,13 +448,6 @@ impl Proxies {
                 .any(|entry| entry == "*" || host == *entry || host.ends_with(&format!(".{entry}")));
         (!excluded).then_some(proxy)
     }
-}
-
-pub fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host.to_ascii_lowercase().ends_with(".localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A proxy URL fit to print: credentials in it are never shown.

@@ -4,6 +4,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
+use std::net::IpAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Mutex;
 
@@ -16,6 +17,15 @@ pub fn io_reason(e: &io::Error) -> String {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => text.to_string(),
     }
+}
+
+/// Whether `host` (a name or an address, IPv6 with or without brackets)
+/// is this machine: never proxied, and the only place cleartext may go.
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.to_ascii_lowercase().ends_with(".localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A user as the kernel sees it for file access.

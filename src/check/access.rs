@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::network;
-use super::report::{Report, Status};
+use super::report::{from, Report, Status};
 use crate::config::{Config, Overrides, Source, SYSTEM_CONFIG};
 use crate::outcome::Mta;
 use crate::relay::{self, Proxies};
@@ -17,14 +17,6 @@ use crate::sys::{io_reason, Account};
 /// Postfix's default command_time_limit: pipe(8) kills a command still
 /// running after it and bounces the message.
 const POSTFIX_TIME_LIMIT: Duration = Duration::from_secs(1000);
-
-/// Where a value came from, for a step's detail.
-pub fn from(source: &Source) -> String {
-    match source {
-        Source::Default => "default".into(),
-        other => format!("from {other}"),
-    }
-}
 
 /// Each value and where it came from, and what is wrong with them.
 pub fn configuration(overrides: &Overrides, r: &mut Report) -> Option<Config> {
@@ -50,7 +42,7 @@ pub fn configuration(overrides: &Overrides, r: &mut Report) -> Option<Config> {
         Some(url) => {
             r.ok("url", format!("{} ({})", url.value, from(&url.source)));
             let host = url.value.host_str().unwrap_or_default();
-            if url.value.scheme() == "http" && !relay::is_loopback(host) {
+            if url.value.scheme() == "http" && !crate::sys::is_loopback(host) {
                 r.warn(
                     "url",
                     format!("plain http to {host}: the password and every email travel in clear"),

@@ -4,6 +4,8 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
+use crate::config::Source;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -89,5 +91,13 @@ impl Report {
             (0, warnings) => writeln!(out, "all checks passed, with {warnings} warning(s)"),
             (failed, _) => writeln!(out, "{failed} check(s) failed"),
         };
+    }
+}
+
+/// Where a value came from, for a step's detail.
+pub fn from(source: &Source) -> String {
+    match source {
+        Source::Default => "default".into(),
+        other => format!("from {other}"),
     }
 }

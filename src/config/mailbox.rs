@@ -7,7 +7,7 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use super::{error, header_name, ConfigError, File, Secret};
-use crate::relay::is_loopback;
+use crate::sys::is_loopback;
 
 /// How the connection to the IMAP server is protected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
