@@ -1,12 +1,15 @@
 //! `chatwoot-ingress check`: every step between this host and the relay
-//! ingress, each ✓ or ✗ with its fix, delivering nothing unless asked to.
+//! ingress, and to each IMAP mailbox `watch` fetches from, each ✓ or ✗ with
+//! its fix, delivering nothing unless asked to.
 //!
 //! [`access`] reads the configuration as the caller will (its user, its
 //! environment, its limits), [`network`] follows the way to the ingress
-//! and probes it, [`tls`] reads the certificate's expiry, and [`report`]
-//! prints the steps as text or JSON.
+//! and probes it, [`tls`] reads the certificate's expiry, [`imap`] goes
+//! through each `[[mailbox]]`, and [`report`] prints the steps as text or
+//! JSON.
 
 mod access;
+mod imap;
 mod network;
 mod report;
 mod tls;
@@ -18,7 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use mail_parser::DateTime;
 
 use crate::cli::CheckArgs;
-use crate::config::Overrides;
+use crate::config::{Config, Overrides};
 use crate::message::{Input, Raw};
 use crate::outcome::{Cause, Mta};
 use crate::pipeline::{Mode, Pipeline};
@@ -46,11 +49,20 @@ fn check(args: &CheckArgs, overrides: &Overrides, mta: Mta, r: &mut Report) {
     }
     access::environment(&config, mta, r);
     access::limits(&config, mta, r);
+    ingress(args, &config, r);
+    // Whatever became of the ingress: each mailbox has its own faults.
+    for mailbox in &config.mailboxes {
+        imap::mailbox(mailbox, &config, r);
+    }
+}
+
+/// The way to each ingress, its probes, and the test message.
+fn ingress(args: &CheckArgs, config: &Config, r: &mut Report) {
     // Routes may stand in for a top-level url; otherwise it was reported missing.
     if config.target().is_err() && config.routes.is_empty() {
         return;
     }
-    let pipeline = match Pipeline::new(&config, Mode::Send) {
+    let pipeline = match Pipeline::new(config, Mode::Send) {
         Ok(pipeline) => pipeline,
         // A ca_file that cannot be used was reported with the configuration.
         Err(_) if r.step_failed("ca_file") => return,

@@ -17,6 +17,9 @@ pub enum Status {
 #[derive(Debug, Serialize)]
 pub struct Step {
     pub step: &'static str,
+    /// The `[[mailbox]]` an IMAP step is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mailbox: Option<String>,
     pub status: Status,
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -34,6 +37,55 @@ pub struct Report {
     pub round_trip_ms: Option<u128>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificate_days_left: Option<i64>,
+    /// Each `[[mailbox]]`, with the figures its check got to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mailboxes: Vec<MailboxFigures>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MailboxFigures {
+    pub name: String,
+    pub folders: Vec<FolderFigures>,
+}
+
+/// A watched folder as STATUS and the state file see it.
+#[derive(Debug, Serialize)]
+pub struct FolderFigures {
+    pub folder: String,
+    pub messages: u32,
+    pub unseen: u32,
+    /// What `watch` would take now; unknown if its state file is unreadable.
+    pub waiting: Option<u32>,
+}
+
+/// The steps of one `[[mailbox]]`, each marked with its name.
+pub struct MailboxSteps<'r> {
+    report: &'r mut Report,
+    /// Its place in `report.mailboxes`.
+    index: usize,
+}
+
+impl MailboxSteps<'_> {
+    fn add(&mut self, step: &'static str, status: Status, detail: impl Into<String>, fix: Option<String>) {
+        let mailbox = Some(self.report.mailboxes[self.index].name.clone());
+        self.report.steps.push(Step { step, mailbox, status, detail: detail.into(), fix });
+    }
+
+    pub fn ok(&mut self, step: &'static str, detail: impl Into<String>) {
+        self.add(step, Status::Ok, detail, None);
+    }
+
+    pub fn warn(&mut self, step: &'static str, detail: impl Into<String>, fix: impl Into<String>) {
+        self.add(step, Status::Warning, detail, Some(fix.into()));
+    }
+
+    pub fn fail(&mut self, step: &'static str, detail: impl Into<String>, fix: impl Into<String>) {
+        self.add(step, Status::Fail, detail, Some(fix.into()));
+    }
+
+    pub fn folder(&mut self, figures: FolderFigures) {
+        self.report.mailboxes[self.index].folders.push(figures);
+    }
 }
 
 impl Report {
@@ -44,7 +96,13 @@ impl Report {
         detail: impl Into<String>,
         fix: Option<String>,
     ) {
-        self.steps.push(Step { step, status, detail: detail.into(), fix });
+        self.steps.push(Step { step, mailbox: None, status, detail: detail.into(), fix });
+    }
+
+    /// Where the steps of the mailbox `name` go.
+    pub fn mailbox(&mut self, name: &str) -> MailboxSteps<'_> {
+        self.mailboxes.push(MailboxFigures { name: name.to_string(), folders: Vec::new() });
+        MailboxSteps { index: self.mailboxes.len() - 1, report: self }
     }
 
     pub fn ok(&mut self, step: &'static str, detail: impl Into<String>) {
@@ -63,9 +121,9 @@ impl Report {
         self.steps.iter().any(|s| s.status == Status::Fail)
     }
 
-    /// Whether `step` has failed already (one fault is reported once).
+    /// Whether `step` (not a mailbox's) has failed already (one fault is reported once).
     pub fn step_failed(&self, step: &str) -> bool {
-        self.steps.iter().any(|s| s.step == step && s.status == Status::Fail)
+        self.steps.iter().any(|s| s.step == step && s.mailbox.is_none() && s.status == Status::Fail)
     }
 
     pub fn print(&self, json: bool) {
@@ -83,7 +141,11 @@ impl Report {
                 Status::Fail => "✗",
             };
             let fix = step.fix.as_ref().map(|fix| format!(" — fix: {fix}")).unwrap_or_default();
-            let _ = writeln!(out, "{mark} {}: {}{fix}", step.step, step.detail);
+            let _ = match &step.mailbox {
+                // "imap support: login", so that a mailbox's steps read together.
+                Some(mailbox) => writeln!(out, "{mark} imap {mailbox}: {}: {}{fix}", step.step, step.detail),
+                None => writeln!(out, "{mark} {}: {}{fix}", step.step, step.detail),
+            };
         }
         let count = |status| self.steps.iter().filter(|s| s.status == status).count();
         let _ = match (count(Status::Fail), count(Status::Warning)) {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 
-use crate::config::Password;
+use crate::config::{Mailbox, Password, Tls};
 use crate::outcome::Cause;
 use crate::sys::io_reason;
 use crate::tls;
@@ -63,6 +63,24 @@ pub struct Endpoint {
     /// For connecting, and for each command's answer (the wait for a
     /// server that has stopped sending).
     pub timeout: Duration,
+}
+
+impl Endpoint {
+    /// The server of a `[[mailbox]]`, as `watch` and `check` reach it.
+    pub fn of(mailbox: &Mailbox, timeout: Duration) -> Endpoint {
+        let security = match mailbox.tls {
+            Tls::Implicit => Security::Implicit,
+            Tls::StartTls => Security::StartTls,
+            Tls::None => Security::None,
+        };
+        Endpoint {
+            host: mailbox.host.clone(),
+            port: mailbox.port,
+            security,
+            ca_file: mailbox.ca_file.clone(),
+            timeout,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

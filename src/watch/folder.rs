@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use super::state::{FolderState, StateFile};
 use super::{log, Shared};
 use crate::backoff::Backoff;
-use crate::config::{After, Mailbox, Tls};
+use crate::config::{After, Mailbox};
 use crate::headers::RoutingView;
-use crate::imap::{Endpoint, Fetched, ImapError, Login, Security, Session, Woken};
+use crate::imap::{Endpoint, Fetched, ImapError, Login, Session, Woken};
 use crate::message::{self, Input, Raw};
 use crate::outcome::{Cause, Class, Outcome, Scope};
 use crate::pipeline::{Pipeline, Prepared};
@@ -116,26 +116,12 @@ impl Folder {
         }
     }
 
-    fn endpoint(&self) -> Endpoint {
-        let security = match self.mailbox.tls {
-            Tls::Implicit => Security::Implicit,
-            Tls::StartTls => Security::StartTls,
-            Tls::None => Security::None,
-        };
-        Endpoint {
-            host: self.mailbox.host.clone(),
-            port: self.mailbox.port,
-            security,
-            ca_file: self.mailbox.ca_file.clone(),
-            timeout: COMMAND_TIMEOUT,
-        }
-    }
-
     /// One connection: log in, deliver, wait, deliver... Err when it breaks.
     fn connected(&self, reconnect: &mut Backoff) -> Result<Left, Outcome> {
         let password =
             self.mailbox.password.read().map_err(|e| Outcome::new(Cause::Config, e.to_string()))?;
-        let mut session = Session::connect(&self.endpoint()).map_err(imap_failure)?;
+        let mut session =
+            Session::connect(&Endpoint::of(&self.mailbox, COMMAND_TIMEOUT)).map_err(imap_failure)?;
         let login = Login::Password { user: self.mailbox.user.clone(), password };
         session.login(&login).map_err(imap_failure)?;
         let needed = std::iter::once(&self.mailbox.refused_folder)

@@ -259,8 +259,8 @@ fn load(args: &WatchArgs, overrides: &Overrides) -> Result<Loaded, Outcome> {
 }
 
 /// state_dir, else systemd's StateDirectory (read by the configuration),
-/// else the user's state directory, else the system's.
-fn state_dir(config: &Config) -> PathBuf {
+/// else the user's state directory, else the system's (`check` reads it too).
+pub fn state_dir(config: &Config) -> PathBuf {
     if let Some(dir) = &config.state_dir {
         return dir.value.join("watch");
     }
