@@ -136,7 +136,10 @@ pub struct DeliverArgs {
 /// TCP are the proxy's. The ingress is probed with the password and an empty
 /// text/plain body, which Chatwoot answers with 415 exactly when the URL, its
 /// ingress mode and the password are right, and stores nothing; any other
-/// answer is ✗. With --mta, the check is made for that caller: the access of
+/// answer is ✗. Every [[route]] is checked the same way, and every [[mailbox]]
+/// too: DNS, TCP, TLS, the login, IDLE/MOVE/UIDPLUS, the folders, and how many
+/// messages watch would take; nothing on the IMAP server is created or
+/// flagged. With --mta, the check is made for that caller: the access of
 /// the user it runs us as (see --user), whether values from the environment
 /// reach us (Postfix, Exim and OpenSMTPD pass almost none), and its own limits
 /// (Postfix's command_time_limit). Exits 0 when no step is ✗ (warnings do not
