@@ -275,10 +275,7 @@ fn deliver_defer_recover_bounce(mta: &dyn Mta, relayer: &Relayer, rails: &Rails,
 #[test]
 fn postfix_delivers_defers_recovers_and_bounces() {
     let _serial = serial();
-    if !rails_available()
-        || !available("Postfix", || Path::new("/usr/sbin/postfix").exists())
-        || !available("Postfix harness", || looks("postfix.sh"))
-    {
+    if !postfix_available() {
         return;
     }
     struct Postfix(Harness);
@@ -669,4 +666,201 @@ fn fetchmail_keeps_failed_mail_on_the_server_and_delivers_it_once_later() {
     assert_eq!(rails.count(&kept), 1, "never twice");
     // %T is the mailbox's address from the rc ("is ... here").
     assert!(contains(rails.stored().last().unwrap(), "X-Original-To: support@example.com"));
+}
+
+// Issue 12: Chatwoot stores a message only where its routing puts it (the
+// interop app records that decision as `route`), and drops the rest while the
+// ingress still answers 204. So these scenarios assert on the route.
+
+const SUPPORT: &str = "support@inbox.test";
+
+/// Found as Chatwoot finds an inbox through the single X-Original-To, i.e.
+/// through the envelope recipient `address`.
+fn by_envelope(inbox: &str, address: &str) -> serde_json::Value {
+    serde_json::json!({"kind": "inbox", "inbox": inbox, "via": "x_original_to", "address": address})
+}
+
+/// The one record Rails made of message `id` (see `message`), with the
+/// bytes it stored.
+fn recorded(rails: &Rails, id: &str) -> (serde_json::Value, Vec<u8>) {
+    let message_id = format!("{id}@sender.test");
+    let mut found: Vec<_> = rails
+        .records()
+        .into_iter()
+        .zip(rails.stored())
+        .filter(|(r, _)| r["message_id"] == message_id)
+        .collect();
+    assert_eq!(found.len(), 1, "{id} is not stored exactly once: {:#?}", rails.records());
+    found.pop().unwrap()
+}
+
+/// The unfolded, trimmed values of every `name` field of the header section.
+fn header_values(message: &[u8], name: &str) -> Vec<String> {
+    let text = String::from_utf8_lossy(message).replace("\r\n", "\n");
+    let head = text.split("\n\n").next().unwrap();
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in head.lines() {
+        match (line.starts_with([' ', '\t']), fields.last_mut(), line.split_once(':')) {
+            (true, Some((_, value)), _) => value.push_str(line),
+            (false, _, Some((field, value))) => fields.push((field.trim().to_string(), value.to_string())),
+            _ => {}
+        }
+    }
+    fields
+        .into_iter()
+        .filter(|(field, _)| field.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().into())
+        .collect()
+}
+
+fn postfix_available() -> bool {
+    rails_available()
+        && available("Postfix", || Path::new("/usr/sbin/postfix").exists())
+        && available("Postfix harness", || looks("postfix.sh"))
+}
+
+/// Inject `message` for the envelope `recipients` and let Postfix finish.
+fn through_postfix(postfix: &Harness, recipients: &[&str], message: &[u8]) {
+    postfix.run("send", &[&[FROM], recipients].concat(), message);
+    postfix.run("wait", &["120"], b"");
+}
+
+#[test]
+fn postfix_mail_reaches_the_inbox_or_conversation_its_envelope_recipient_means() {
+    let _serial = serial();
+    if !postfix_available() {
+        return;
+    }
+    let (rails, relayer) = ingress_and_relayer();
+    let postfix = Harness::start("postfix.sh", &[&relayer.bin(), &relayer.config(), DOMAIN]);
+    let routed = |id: &str| recorded(&rails, id).0["route"].clone();
+
+    // BCC: the inbox address is only in the envelope.
+    through_postfix(&postfix, &[SUPPORT], &message("route-bcc", "someone@elsewhere.test"));
+    assert_eq!(routed("route-bcc"), by_envelope(SUPPORT, SUPPORT));
+
+    // List mail an upstream server already gave an X-Original-To, and a
+    // message with two (Chatwoot ignores both; one of them names another
+    // inbox): one X-Original-To, ours; the old ones renamed, in order.
+    let stale = [
+        ("route-stale", vec!["lists+old@elsewhere.test"]),
+        ("route-two-stale", vec!["sales@inbox.test", "lists+old@elsewhere.test"]),
+    ];
+    for (id, old) in &stale {
+        let headers: String = old.iter().map(|o| format!("X-Original-To: {o}\n")).collect();
+        let m = [headers.into_bytes(), message(id, "Customers <customers@lists.elsewhere.test>")].concat();
+        through_postfix(&postfix, &[SUPPORT], &m);
+        let (record, stored) = recorded(&rails, id);
+        assert_eq!(record["route"], by_envelope(SUPPORT, SUPPORT), "{id}");
+        assert_eq!(header_values(&stored, "X-Original-To"), [SUPPORT], "{id}");
+        assert_eq!(&header_values(&stored, "X-Previous-Original-To"), old, "{id}");
+    }
+
+    // Forwarded by the customer's own mail server: To is its address, which
+    // Chatwoot does not know; to the inbox address and to the inbox's
+    // forwarding address (what Chatwoot tells administrators to forward to).
+    let forwarding = "3f1e9c2ab4d84f0e9a7b6c5d4e3f2a1b@inbox.test";
+    for (id, recipient) in [("route-forwarded", SUPPORT), ("route-forwarded-to-forward-address", forwarding)]
+    {
+        let m = [b"Delivered-To: help@shop.test\n".to_vec(), message(id, "Shop <help@shop.test>")].concat();
+        through_postfix(&postfix, &[recipient], &m);
+        assert_eq!(routed(id), by_envelope(SUPPORT, recipient), "{id}");
+    }
+
+    // A reply to an agent: Chatwoot's reply+<uuid> address in To.
+    let uuid = "7b1c6e2a-3f5d-4c8e-9a1b-2d3e4f5a6b7c";
+    let reply_to = format!("reply+{uuid}@{DOMAIN}");
+    through_postfix(&postfix, &[&reply_to], &message("route-reply", &reply_to));
+    assert_eq!(
+        routed("route-reply"),
+        serde_json::json!({"kind": "conversation", "uuid": uuid, "inbox": SUPPORT, "via": "to"})
+    );
+    assert_eq!(rails.records().len(), 6, "{:#?}", rails.records());
+}
+
+#[test]
+fn one_postfix_feeds_two_chatwoot_instances_by_recipient_domain() {
+    let _serial = serial();
+    if !postfix_available() {
+        return;
+    }
+    let first = Rails::start(Some(PASSWORD), "relay");
+    let fixture = root().join("tests/interop/rails/config/chatwoot_fixture_second.json");
+    let second_password = "second+instance/=";
+    let second = Rails::start_with(
+        Some(second_password),
+        "relay",
+        free_port(),
+        &[("CHATWOOT_FIXTURE", fixture.to_str().unwrap())],
+    );
+    let relayer = Relayer::new();
+    let route = format!(
+        "[[route]]\ndomains = [\"second.test\"]\nurl = \"{}\"\npassword = \"{second_password}\"\n",
+        second.url()
+    );
+    relayer.configure(&first.url(), PASSWORD, &route);
+    let postfix =
+        Harness::start("postfix.sh", &[&relayer.bin(), &relayer.config(), &format!("{DOMAIN},second.test")]);
+
+    // The first instance's fixture knows help@second.test too: only the
+    // route keeps its mail out of there.
+    let help = "help@second.test";
+    through_postfix(&postfix, &[SUPPORT], &message("instance-first", "someone@elsewhere.test"));
+    through_postfix(&postfix, &[help], &message("instance-second", "someone@elsewhere.test"));
+    // One message for both: Postfix pipes one copy per recipient.
+    through_postfix(&postfix, &[SUPPORT, help], &message("instance-both", "someone@elsewhere.test"));
+
+    let ids = |rails: &Rails| rails.records().iter().map(|r| r["message_id"].clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&first), ["instance-first@sender.test", "instance-both@sender.test"]);
+    assert_eq!(ids(&second), ["instance-second@sender.test", "instance-both@sender.test"]);
+    for (rails, inbox, ids) in [
+        (&first, SUPPORT, ["instance-first", "instance-both"]),
+        (&second, help, ["instance-second", "instance-both"]),
+    ] {
+        for id in ids {
+            let (record, stored) = recorded(rails, id);
+            assert_eq!(record["route"], by_envelope(inbox, inbox), "{id}");
+            assert_eq!(header_values(&stored, "X-Original-To"), [inbox], "{id}");
+        }
+    }
+}
+
+#[test]
+fn getmail_from_a_catch_all_mailbox_reaches_the_inbox_its_topmost_delivered_to_names() {
+    let _serial = serial();
+    if !rails_available()
+        || !available("getmail6", || succeeds("getmail", &["--version"]))
+        || !available("Dovecot IMAP", || looks("dovecot.sh"))
+        || !available("getmail harness", || looks("getmail.sh"))
+    {
+        return;
+    }
+    let rails = Rails::start(Some(PASSWORD), "relay");
+    let port = free_port().to_string();
+    let imap = Harness::start("dovecot.sh", &[&port, "catchall", "imap-pass"]);
+    let relayer = Relayer::new();
+    relayer.configure(&rails.url(), PASSWORD, "recipient_header = \"Delivered-To\"\n");
+
+    // As a catch-all mailbox holds them: the recipient in the topmost
+    // Delivered-To, the catch-all's own further down, To someone else.
+    let recipients = [("catch-all-sales", "sales@inbox.test"), ("catch-all-support", SUPPORT)];
+    for (id, recipient) in recipients {
+        let trace = format!(
+            "Delivered-To: {recipient}\nReceived: from mx.inbox.test by imap.inbox.test; Mon, 23 Nov 2026 10:00:01 +0000\nDelivered-To: catchall@inbox.test\n"
+        );
+        imap.run("append", &[], &[trace.into_bytes(), message(id, "someone@elsewhere.test")].concat());
+    }
+    let work = tempfile::tempdir().unwrap();
+    let (bin, config) = (relayer.bin(), relayer.config());
+    let args = ["run", work.path().to_str().unwrap(), &bin, &config, &port, "catchall", "imap-pass"];
+    let output = run_script("getmail.sh", &args, b"");
+    let said = String::from_utf8_lossy(&[output.stdout, output.stderr].concat()).into_owned();
+    assert!(output.status.success(), "{said}");
+    assert_eq!(imap.run("count", &[], b"").trim(), "0", "{said}");
+
+    for (id, recipient) in recipients {
+        let (record, stored) = recorded(&rails, id);
+        assert_eq!(record["route"], by_envelope(recipient, recipient), "{id}");
+        assert_eq!(header_values(&stored, "X-Original-To"), [recipient], "{id}");
+    }
 }

@@ -6,7 +6,7 @@
 # alternate_config_directories). Needs: apt-get install postfix.
 #
 #   postfix.sh available                                whether it can run here (only looks)
-#   postfix.sh start WORKDIR RELAYER_BIN CONFIG_TOML DOMAIN
+#   postfix.sh start WORKDIR RELAYER_BIN CONFIG_TOML DOMAIN[,DOMAIN...]
 #   postfix.sh send  WORKDIR FROM TO... < message       inject via sendmail
 #   postfix.sh wait  WORKDIR [SECONDS]                   until nothing is in flight
 #   postfix.sh queue WORKDIR                             queue as JSON lines (postqueue -j)
@@ -15,7 +15,9 @@
 #   postfix.sh sink  WORKDIR                             files of mail delivered to the sink
 #   postfix.sh stop  WORKDIR
 #
-# Mail for DOMAIN goes to the chatwoot pipe. Mail for any other domain
+# Mail for each DOMAIN goes to the one chatwoot pipe service (several domains:
+# as the README's "Several Chatwoot instances" shows, one relay_domains list
+# and one transport line per domain). Mail for any other domain
 # (bounces to FROM, postmaster notices) is kept local: sender.test and mta.test
 # are delivered into the Maildir WORKDIR/mail/sink/, anything else bounces
 # with "no external delivery". So use FROM=someone@sender.test to see bounces.
@@ -81,14 +83,16 @@ virtual_uid_maps = static:$(id -u nobody)
 virtual_gid_maps = static:$(id -g nobody)
 delay_warning_time = 0
 EOF
-  # The shipped files, with only paths and the domain substituted.
+  # The shipped files, with only paths and the domain(s) substituted.
   subst=(-e "s|/usr/bin/chatwoot-ingress|$bin|g"
          -e "s|/etc/chatwoot-ingress/config.toml|$conf|g"
-         -e "s|/etc/postfix/transport|$etc/transport|g"
-         -e "s|inbox\.example\.com|$domain|g")
-  sed "${subst[@]}" "$pkg/main.cf" >> "$etc/main.cf"
+         -e "s|/etc/postfix/transport|$etc/transport|g")
+  sed "${subst[@]}" -e "s|inbox\.example\.com|${domain//,/, }|g" "$pkg/main.cf" >> "$etc/main.cf"
   sed "${subst[@]}" "$pkg/master.cf" >> "$etc/master.cf"
-  sed "${subst[@]}" "$pkg/transport" > "$etc/transport"
+  IFS=, read -ra domains <<< "$domain"
+  for d in "${domains[@]}"; do
+    sed "${subst[@]}" -e "s|inbox\.example\.com|$d|g" "$pkg/transport"
+  done > "$etc/transport"
   postmap -c "$etc" "hash:$etc/transport"
   postconf -c "$etc" -MX smtp/inet         # no SMTP listener at all
   postconf -c "$etc" -F '*/*/chroot = n'   # the queue dir has no chroot files
