@@ -25,6 +25,9 @@ _chatwoot__ingress() {
             chatwoot__ingress,import)
                 cmd="chatwoot__ingress__subcmd__import"
                 ;;
+            chatwoot__ingress,oauth2)
+                cmd="chatwoot__ingress__subcmd__oauth2"
+                ;;
             chatwoot__ingress,watch)
                 cmd="chatwoot__ingress__subcmd__watch"
                 ;;
@@ -37,8 +40,26 @@ _chatwoot__ingress() {
             chatwoot__ingress__subcmd__help,import)
                 cmd="chatwoot__ingress__subcmd__help__subcmd__import"
                 ;;
+            chatwoot__ingress__subcmd__help,oauth2)
+                cmd="chatwoot__ingress__subcmd__help__subcmd__oauth2"
+                ;;
             chatwoot__ingress__subcmd__help,watch)
                 cmd="chatwoot__ingress__subcmd__help__subcmd__watch"
+                ;;
+            chatwoot__ingress__subcmd__help__subcmd__oauth2,authorize)
+                cmd="chatwoot__ingress__subcmd__help__subcmd__oauth2__subcmd__authorize"
+                ;;
+            chatwoot__ingress__subcmd__oauth2,authorize)
+                cmd="chatwoot__ingress__subcmd__oauth2__subcmd__authorize"
+                ;;
+            chatwoot__ingress__subcmd__oauth2,help)
+                cmd="chatwoot__ingress__subcmd__oauth2__subcmd__help"
+                ;;
+            chatwoot__ingress__subcmd__oauth2__subcmd__help,authorize)
+                cmd="chatwoot__ingress__subcmd__oauth2__subcmd__help__subcmd__authorize"
+                ;;
+            chatwoot__ingress__subcmd__oauth2__subcmd__help,help)
+                cmd="chatwoot__ingress__subcmd__oauth2__subcmd__help__subcmd__help"
                 ;;
             *)
                 ;;
@@ -47,7 +68,7 @@ _chatwoot__ingress() {
 
     case "${cmd}" in
         chatwoot__ingress)
-            opts="-v -h -V --config --url --password-file --timeout --max-size --ca-file --reject-dir --recipient-header --mta --recipient --dry-run --verbose --help --version check import watch help"
+            opts="-v -h -V --config --url --password-file --timeout --max-size --ca-file --reject-dir --recipient-header --mta --recipient --dry-run --verbose --help --version check import watch oauth2 help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -159,7 +180,7 @@ _chatwoot__ingress() {
             return 0
             ;;
         chatwoot__subcmd__ingress__subcmd__help)
-            opts="check import watch help"
+            opts="check import watch oauth2 help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -203,6 +224,34 @@ _chatwoot__ingress() {
         chatwoot__subcmd__ingress__subcmd__help__subcmd__import)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatwoot__subcmd__ingress__subcmd__help__subcmd__oauth2)
+            opts="authorize"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatwoot__subcmd__ingress__subcmd__help__subcmd__oauth2__subcmd__authorize)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -287,6 +336,152 @@ _chatwoot__ingress() {
                     COMPREPLY=($(compgen -W "sysexits postfix exim qmail opensmtpd getmail fetchmail" -- "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatwoot__subcmd__ingress__subcmd__oauth2)
+            opts="-h --config --url --password-file --timeout --max-size --ca-file --reject-dir --recipient-header --mta --help authorize help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --password-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reject-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --recipient-header)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mta)
+                    COMPREPLY=($(compgen -W "sysexits postfix exim qmail opensmtpd getmail fetchmail" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatwoot__subcmd__ingress__subcmd__oauth2__subcmd__authorize)
+            opts="-h --mailbox --config --url --password-file --timeout --max-size --ca-file --reject-dir --recipient-header --mta --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --mailbox)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --password-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reject-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --recipient-header)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mta)
+                    COMPREPLY=($(compgen -W "sysexits postfix exim qmail opensmtpd getmail fetchmail" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatwoot__subcmd__ingress__subcmd__oauth2__subcmd__help)
+            opts="authorize help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatwoot__subcmd__ingress__subcmd__oauth2__subcmd__help__subcmd__authorize)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatwoot__subcmd__ingress__subcmd__oauth2__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;

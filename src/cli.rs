@@ -39,6 +39,9 @@ pub enum Command {
     Import(ImportArgs),
     // No doc comment: WatchArgs' own is the help text.
     Watch(WatchArgs),
+    /// OAuth2 for [[mailbox]] tables: sign in once, so that watch logs in
+    /// with tokens from then on
+    Oauth2(Oauth2Args),
 }
 
 /// Where the ingress is and how to reach it; every option overrides the
@@ -232,7 +235,10 @@ pub struct ImportArgs {
 /// the ingress. A message is flagged \Seen, moved or deleted on the server
 /// (as `after` says) only after the ingress answered 2xx for it; a message
 /// refused for good goes to `refused_folder`; one that fails for now stays
-/// untouched and is tried again with backoff. Its place in each folder is
+/// untouched and is tried again with backoff. Mailboxes log in with a
+/// password, or with OAuth2 access tokens (auth = "xoauth2" or
+/// "oauthbearer", and [mailbox.oauth2]; a user signs in once with
+/// chatwoot-ingress oauth2 authorize). Its place in each folder is
 /// kept in the state directory. SIGTERM or SIGINT: the message in flight is
 /// finished, the sessions log out, exit 0. SIGHUP: the configuration is read
 /// again. Under systemd (Type=notify) it reports readiness, status and
@@ -247,6 +253,37 @@ pub struct WatchArgs {
     /// Watch only this mailbox (its `name`); may be given more than once
     #[arg(long, value_name = "NAME")]
     pub mailbox: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct Oauth2Args {
+    #[command(subcommand)]
+    pub command: Oauth2Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Oauth2Command {
+    // No doc comment: AuthorizeArgs' own is the help text.
+    Authorize(AuthorizeArgs),
+}
+
+/// Sign in as a mailbox's user and write its refresh_token_file
+///
+/// For a [[mailbox]] with auth = "xoauth2" or "oauthbearer" whose
+/// [mailbox.oauth2] table names a refresh_token_file. Where the provider
+/// has a device-code flow (Microsoft), prints an address and a code to enter
+/// in a browser on any device; otherwise (Google), prints an address to open
+/// in a browser, which is then sent back to a port on this machine's
+/// loopback (with a browser on another machine, paste the address it fails
+/// to load). Then writes the refresh token to refresh_token_file,
+/// atomically and with mode 0600 (a new file written by root goes to the
+/// owner of its directory). The tokens are never shown. Run it as the user
+/// watch runs as (sudo -u chatwoot-ingress), or as root.
+#[derive(Debug, Args)]
+pub struct AuthorizeArgs {
+    /// The mailbox: its `name` in the configuration file
+    #[arg(long, value_name = "NAME")]
+    pub mailbox: String,
 }
 
 /// What to do when the command line is not one to run.
@@ -304,6 +341,7 @@ impl Command {
             Command::Check(_) => "check",
             Command::Import(_) => "import",
             Command::Watch(_) => "watch",
+            Command::Oauth2(_) => "oauth2",
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod headers;
 pub mod imap;
 pub mod import;
 pub mod message;
+pub mod oauth2;
 pub mod outcome;
 pub mod pipeline;
 pub mod reject;

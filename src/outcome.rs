@@ -87,13 +87,14 @@ pub enum Cause {
     Bug,
     MailboxLogin,
     MailboxFailed,
+    TokenRefused,
     Invalid,
     TooLarge,
 }
 
 impl Cause {
     /// Every cause, in the order the exit table lists them.
-    pub const ALL: [Cause; 26] = [
+    pub const ALL: [Cause; 27] = [
         Cause::Delivered,
         Cause::DryRun,
         Cause::Refused,
@@ -118,6 +119,7 @@ impl Cause {
         Cause::Bug,
         Cause::MailboxLogin,
         Cause::MailboxFailed,
+        Cause::TokenRefused,
         Cause::Invalid,
         Cause::TooLarge,
     ];
@@ -147,7 +149,7 @@ impl Cause {
             Cause::Dns => "4.4.3",
             Cause::Timeout => "4.4.7",
             Cause::Tls => "4.7.5",
-            Cause::PasswordRejected | Cause::MailboxLogin => "4.7.0",
+            Cause::PasswordRejected | Cause::MailboxLogin | Cause::TokenRefused => "4.7.0",
             Cause::NoIngress | Cause::Redirected | Cause::MediaTypeRefused => "4.3.5",
             Cause::Config | Cause::Usage => "4.3.5",
             Cause::ProxyLimit => "4.3.4",
@@ -193,7 +195,8 @@ impl Cause {
             | Cause::Interrupted
             | Cause::Bug
             | Cause::MailboxLogin
-            | Cause::MailboxFailed => Scope::Run,
+            | Cause::MailboxFailed
+            | Cause::TokenRefused => Scope::Run,
             Cause::Delivered
             | Cause::DryRun
             | Cause::ConnectionLost
@@ -238,6 +241,9 @@ impl Cause {
             Cause::Bug => "an internal error (a bug: please report it)",
             Cause::MailboxLogin => "watch: the IMAP server refused the login (password, or OAuth2 token)",
             Cause::MailboxFailed => "watch: the IMAP server refused a command (a folder missing…) or broke the protocol",
+            Cause::TokenRefused => {
+                "watch: no OAuth2 access token: the provider refused (client secret, refresh token, consent) or failed, or token_command did"
+            }
             Cause::Invalid => "not an email: empty, no header section, binary, JSON…",
             Cause::TooLarge => "larger than max_size",
         }
@@ -286,6 +292,9 @@ impl Cause {
                 "check user and password_file (or the [mailbox.oauth2] table) of the [[mailbox]]; chatwoot-ingress check shows each step"
             }
             Cause::MailboxFailed => "see the server's answer; check the folder names of the [[mailbox]]",
+            Cause::TokenRefused => {
+                "check the [mailbox.oauth2] table as the reason says (a new refresh token: chatwoot-ingress oauth2 authorize --mailbox NAME); chatwoot-ingress check shows each step"
+            }
             Cause::TooLarge => "raise max_size if Chatwoot and its proxy accept larger messages",
         })
     }

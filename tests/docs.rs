@@ -127,7 +127,8 @@ fn readme_exit_table_is_current() {
 }
 
 /// `# key = value` lines of the example configuration, uncommented, with
-/// their key as `table.key` under a `# [[table]]` line; and the tables.
+/// their key as `table.key` under a `# [[table]]` or `# [table]` line; and
+/// the tables.
 fn example_settings(text: &str) -> Vec<(String, String)> {
     let mut table: Option<String> = None;
     let mut settings = Vec::new();
@@ -143,6 +144,10 @@ fn example_settings(text: &str) -> Vec<(String, String)> {
         if let Some(name) = line.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
             table = Some(name.to_string());
             settings.push((name.to_string(), format!("[[{name}]]")));
+        } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            // A table inside the last of an array of tables: [mailbox.oauth2].
+            table = Some(name.to_string());
+            settings.push((name.to_string(), format!("[{name}]")));
         } else if let Some((key, _)) = line.split_once(" = ") {
             if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
                 let path = table.as_ref().map_or(key.to_string(), |t| format!("{t}.{key}"));
@@ -160,10 +165,12 @@ fn load(text: &str) -> Result<Config, String> {
     Config::load_with(&overrides, |_| None).map_err(|e| e.to_string())
 }
 
-/// The keys serde lists when it meets an unknown one (in `table`, if given).
+/// The keys serde lists when it meets an unknown one (in `table`, if given:
+/// `mailbox`, an array of tables, or `mailbox.oauth2`, a table in one).
 fn accepted_keys(table: Option<&str>) -> BTreeSet<String> {
-    let text = match table {
-        Some(table) => format!("[[{table}]]\nno_such_key = 1\n"),
+    let text = match table.map(|t| t.split_once('.')) {
+        Some(Some((array, _))) => format!("[[{array}]]\n[{}]\nno_such_key = 1\n", table.unwrap_or_default()),
+        Some(None) => format!("[[{}]]\nno_such_key = 1\n", table.unwrap_or_default()),
         None => "no_such_key = 1\n".to_string(),
     };
     let error = load(&text).unwrap_err();
@@ -177,7 +184,7 @@ fn the_documented_keys_are_the_keys_the_parser_accepts() {
         docs::config_keys().iter().map(|(key, _, _)| key.to_string()).collect();
     let tables: Vec<&str> = docs::config_keys()
         .iter()
-        .filter(|(_, sample, _)| sample.starts_with('['))
+        .filter(|(key, sample, _)| docs::is_table(key, sample))
         .map(|(key, _, _)| *key)
         .collect();
     let mut accepted = accepted_keys(None);
@@ -199,6 +206,8 @@ fn the_example_configuration_shows_every_key_and_parses() {
     // Uncommented, every line must be valid. A password_file would have to
     // exist, and excludes password: the top-level one is left out, a
     // table's stands in for its password.
+    let (oauth2, settings): (Vec<_>, Vec<_>) =
+        settings.iter().partition(|(key, _)| key.starts_with("mailbox.oauth2"));
     let uncommented: String = settings
         .iter()
         .filter(|(key, _)| key != "password_file" && !(key.contains('.') && key.ends_with(".password")))
@@ -210,6 +219,20 @@ fn the_example_configuration_shows_every_key_and_parses() {
     let config = load(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
     assert!(config.url.is_some() && config.password.is_some() && config.reject_dir.is_some());
     assert!(!config.routes.is_empty());
+    // [mailbox.oauth2] in the two ways its keys go together: a user's
+    // refresh token (a client_secret_file would have to exist), and
+    // token_command alone.
+    let mailbox = "[[mailbox]]\nname = \"o\"\nhost = \"imap.example.com\"\nuser = \"u@example.com\"\nauth = \"xoauth2\"\n";
+    let lines = |keep: &dyn Fn(&str) -> bool| -> String {
+        oauth2.iter().filter(|(key, _)| keep(key)).map(|(_, line)| format!("{line}\n")).collect()
+    };
+    let refresh = lines(&|key| !key.ends_with(".token_command") && !key.ends_with(".client_secret_file"));
+    let command = lines(&|key| key == "mailbox.oauth2" || key.ends_with(".token_command"));
+    for table in [refresh, command] {
+        let text = format!("{mailbox}{table}");
+        let config = load(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(config.mailboxes.len(), 1);
+    }
 }
 
 #[test]

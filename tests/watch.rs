@@ -6,12 +6,12 @@
 mod common;
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::imap::{dovecot_available, free_port, Dovecot};
+use common::process::{once, wait_for, Process};
 use common::rails::{available, rails_available, Rails};
 use common::{corpus, status, Behaviour, Server, BIN, PASSWORD};
 
@@ -47,97 +47,11 @@ fn config(dir: &Path, url: &str, mailboxes: &str) -> PathBuf {
     path
 }
 
-/// `chatwoot-ingress watch`, as a service manager starts it: its output in files.
-struct Watcher {
-    child: Child,
-    out: PathBuf,
-    err: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Watcher {
-    fn start(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Watcher {
-        let dir = tempfile::tempdir().unwrap();
-        let (out, err) = (dir.path().join("out"), dir.path().join("err"));
-        let child = Command::new(BIN)
-            .arg("watch")
-            .arg("--config")
-            .arg(config)
-            .args(args)
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&out).unwrap())
-            .stderr(fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap();
-        Watcher { child, out, err, _dir: dir }
-    }
-
-    fn log(&self) -> String {
-        let mut text = fs::read_to_string(&self.out).unwrap_or_default();
-        text.push_str(&fs::read_to_string(&self.err).unwrap_or_default());
-        text
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    /// Send `signal`, wait for the exit: (code, how long it took).
-    fn stop(&mut self, signal: &str) -> (i32, Duration) {
-        let started = Instant::now();
-        assert!(Command::new("kill").args([&format!("-{signal}"), &self.pid()]).status().unwrap().success());
-        let code = self.wait(Duration::from_secs(60));
-        (code, started.elapsed())
-    }
-
-    fn wait(&mut self, within: Duration) -> i32 {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < deadline, "watch did not exit: {}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// CPU time (user + system) used so far, from /proc.
-    fn cpu(&self) -> Duration {
-        let stat = fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        // SAFETY: sysconf has no preconditions.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-        Duration::from_millis(ticks * 1000 / per_second)
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `watch --once`, to its end.
-fn once(config: &Path, args: &[&str]) -> (i32, String) {
-    let mut watcher = Watcher::start(config, &[&["--once"], args].concat(), &[]);
-    let code = watcher.wait(Duration::from_secs(120));
-    (code, watcher.log())
-}
-
 fn message(id: &str, to: &str) -> Vec<u8> {
     format!(
         "From: Customer <customer@sender.test>\r\nTo: {to}\r\nSubject: watch {id}\r\nMessage-ID: <{id}@sender.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\nbody of {id}\r\n"
     )
     .into_bytes()
-}
-
-fn wait_for(within: Duration, what: &str, check: impl FnMut() -> bool) {
-    Dovecot::wait_for(within, what, check)
 }
 
 /// What most tests need: the Rails ingress, a Dovecot with the test user,
@@ -225,20 +139,20 @@ fn once_delivers_a_backlog_byte_for_byte_and_settles_each_message_per_after() {
 fn a_message_appended_while_idling_is_stored_within_two_seconds() {
     let Some(World { rails, dovecot, dir }) = World::start() else { return };
     let config = config(dir.path(), &rails.url(), &mailbox("support", &dovecot, dir.path(), ""));
-    let mut watcher = Watcher::start(&config, &[], &[]);
-    wait_for(Duration::from_secs(20), "IDLE", || watcher.log().contains("IDLE"));
+    let mut watcher = Process::watch(&config, &[], &[]);
+    wait_for(Duration::from_secs(20), "IDLE", || watcher.output().contains("IDLE"));
     std::thread::sleep(Duration::from_millis(300));
     for n in 0..3 {
         let appended = Instant::now();
         dovecot.append(USER, "INBOX", &message(&format!("idle-{n}"), "support@inbox.test"));
         wait_for(Duration::from_secs(10), "stored", || rails.stored().len() == n + 1);
         let took = appended.elapsed();
-        assert!(took < Duration::from_secs(2), "stored after {took:?}: {}", watcher.log());
+        assert!(took < Duration::from_secs(2), "stored after {took:?}: {}", watcher.output());
     }
     // Flagged after the 2xx; a clean stop.
     wait_for(Duration::from_secs(5), "flagged", || dovecot.count(USER, "INBOX", &["seen"]) == 3);
     let (code, took) = watcher.stop("TERM");
-    assert_eq!(code, 0, "{}", watcher.log());
+    assert_eq!(code, 0, "{}", watcher.output());
     assert!(took < Duration::from_secs(10), "{took:?}");
 }
 
@@ -255,10 +169,10 @@ fn while_the_ingress_is_down_mail_stays_untouched_and_is_delivered_once_when_it_
         &format!("http://127.0.0.1:{port}"),
         &mailbox("support", &dovecot, dir.path(), ""),
     );
-    let mut watcher = Watcher::start(&config, &[], &[]);
+    let mut watcher = Process::watch(&config, &[], &[]);
     let kept = message("down", "support@inbox.test");
     dovecot.append(USER, "INBOX", &kept);
-    wait_for(Duration::from_secs(30), "a failure logged", || watcher.log().contains("4.4.1"));
+    wait_for(Duration::from_secs(30), "a failure logged", || watcher.output().contains("4.4.1"));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(dovecot.count(USER, "INBOX", &["seen"]), 0, "untouched while the ingress is down");
     // Back, on the same port: delivered without a restart, once.
@@ -267,20 +181,20 @@ fn while_the_ingress_is_down_mail_stays_untouched_and_is_delivered_once_when_it_
     wait_for(Duration::from_secs(10), "flagged", || dovecot.count(USER, "INBOX", &["seen"]) == 1);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(rails.count(&kept), 1);
-    assert_eq!(watcher.stop("TERM").0, 0, "{}", watcher.log());
+    assert_eq!(watcher.stop("TERM").0, 0, "{}", watcher.output());
 }
 
 #[test]
 fn a_restarted_dovecot_is_reconnected_and_later_mail_delivered() {
     let Some(World { rails, dovecot, dir }) = World::start() else { return };
     let config = config(dir.path(), &rails.url(), &mailbox("support", &dovecot, dir.path(), ""));
-    let mut watcher = Watcher::start(&config, &[], &[]);
-    wait_for(Duration::from_secs(20), "IDLE", || watcher.log().contains("IDLE"));
+    let mut watcher = Process::watch(&config, &[], &[]);
+    wait_for(Duration::from_secs(20), "IDLE", || watcher.output().contains("IDLE"));
     dovecot.restart();
     let after = message("after-restart", "support@inbox.test");
     dovecot.append(USER, "INBOX", &after);
     wait_for(Duration::from_secs(60), "delivered after the restart", || rails.count(&after) == 1);
-    assert!(watcher.log().matches("connected to").count() >= 2, "{}", watcher.log());
+    assert!(watcher.output().matches("connected to").count() >= 2, "{}", watcher.output());
     assert_eq!(watcher.stop("TERM").0, 0);
 }
 
@@ -293,13 +207,13 @@ fn a_wrong_password_is_one_clear_line_then_quiet_backoff_then_recovery_when_the_
     let config = config(dir.path(), &rails.url(), &boxes);
     let waiting = message("after-fix", "support@inbox.test");
     dovecot.append(USER, "INBOX", &waiting);
-    let mut watcher = Watcher::start(&config, &[], &[]);
-    wait_for(Duration::from_secs(20), "a login failure", || watcher.log().contains("4.7.0"));
+    let mut watcher = Process::watch(&config, &[], &[]);
+    wait_for(Duration::from_secs(20), "a login failure", || watcher.output().contains("4.7.0"));
     let cpu = watcher.cpu();
     std::thread::sleep(Duration::from_secs(8));
     let used = watcher.cpu() - cpu;
     assert!(used < Duration::from_millis(200), "{used:?} of CPU in 8 s of backoff");
-    let log = watcher.log();
+    let log = watcher.output();
     let failures = log.lines().filter(|l| l.contains("4.7.0")).count();
     assert!((1..=5).contains(&failures), "backoff, not a busy loop: {failures} failures in {log}");
     assert!(!log.contains("wrong-password") && !log.contains(IMAP_PASSWORD), "{log}");
@@ -318,7 +232,7 @@ fn a_folder_deleted_and_recreated_loses_nothing() {
     );
     let first = message("before", "support@inbox.test");
     dovecot.append(USER, "Support", &first);
-    let mut watcher = Watcher::start(&config, &[], &[]);
+    let mut watcher = Process::watch(&config, &[], &[]);
     wait_for(Duration::from_secs(30), "first delivered", || rails.count(&first) == 1);
     let before = dovecot.cmd("status", &[USER, "Support"]);
     dovecot.cmd("delete-folder", &[USER, "Support"]);
@@ -334,10 +248,12 @@ fn a_folder_deleted_and_recreated_loses_nothing() {
     // An IDLE on a deleted folder may hear nothing until it is renewed (every
     // few minutes): a kick makes the watcher look again now.
     dovecot.kick(USER);
-    wait_for(Duration::from_secs(60), &format!("delivered from the new folder: {}", watcher.log()), || {
-        rails.count(&second) == 1
-    });
-    assert!(watcher.log().contains("UIDVALIDITY changed"), "{}", watcher.log());
+    wait_for(
+        Duration::from_secs(60),
+        &format!("delivered from the new folder: {}", watcher.output()),
+        || rails.count(&second) == 1,
+    );
+    assert!(watcher.output().contains("UIDVALIDITY changed"), "{}", watcher.output());
     assert_eq!(rails.count(&first), 1);
     assert_eq!(watcher.stop("TERM").0, 0);
 }
@@ -353,17 +269,17 @@ fn sigterm_during_a_delivery_exits_0_promptly_and_the_message_is_delivered_and_f
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &server.url(), &mailbox("support", &dovecot, dir.path(), ""));
     dovecot.append(USER, "INBOX", &message("in-flight", "support@inbox.test"));
-    let mut watcher = Watcher::start(&config, &[], &[]);
+    let mut watcher = Process::watch(&config, &[], &[]);
     wait_for(Duration::from_secs(30), "the request in flight", || !server.received().is_empty());
     let (code, took) = watcher.stop("TERM");
-    assert_eq!(code, 0, "{}", watcher.log());
+    assert_eq!(code, 0, "{}", watcher.output());
     assert!(took < Duration::from_secs(15), "{took:?}: within the delivery timeout");
     let seen = dovecot.count(USER, "INBOX", &["seen"]);
     let answered = server.answered().contains(&204);
     assert!(
         (answered && seen == 1) || (!answered && seen == 0),
         "answered {answered}, seen {seen}: {}",
-        watcher.log()
+        watcher.output()
     );
 }
 
@@ -376,13 +292,13 @@ fn an_unreachable_mailbox_does_not_stop_another() {
     );
     let boxes = [mailbox("support", &dovecot, dir.path(), ""), unreachable].concat();
     let config = config(dir.path(), &rails.url(), &boxes);
-    let mut watcher = Watcher::start(&config, &[], &[]);
+    let mut watcher = Process::watch(&config, &[], &[]);
     for n in 0..2 {
         let m = message(&format!("other-{n}"), "support@inbox.test");
         dovecot.append(USER, "INBOX", &m);
         wait_for(Duration::from_secs(30), "delivered beside the broken mailbox", || rails.count(&m) == 1);
     }
-    assert!(watcher.log().contains("gone/INBOX: 4.4.1"), "{}", watcher.log());
+    assert!(watcher.output().contains("gone/INBOX: 4.4.1"), "{}", watcher.output());
     assert_eq!(watcher.stop("TERM").0, 0);
 }
 
@@ -437,20 +353,20 @@ fn systemd_hears_ready_status_watchdog_and_stopping_and_a_second_watcher_is_refu
     socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let notify = socket_path.to_str().unwrap();
     let mut watcher =
-        Watcher::start(&config, &[], &[("NOTIFY_SOCKET", notify), ("WATCHDOG_USEC", "2000000")]);
+        Process::watch(&config, &[], &[("NOTIFY_SOCKET", notify), ("WATCHDOG_USEC", "2000000")]);
     let mut heard = String::new();
     let mut buf = [0; 4096];
     let deadline = Instant::now() + Duration::from_secs(30);
     while !(heard.contains("READY=1") && heard.contains("WATCHDOG=1") && heard.contains("STATUS=")) {
-        assert!(Instant::now() < deadline, "heard only {heard:?}: {}", watcher.log());
+        assert!(Instant::now() < deadline, "heard only {heard:?}: {}", watcher.output());
         let n = socket.recv(&mut buf).unwrap();
         heard.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
     assert!(heard.contains("STATUS=1 folder(s)"), "{heard}");
     // A second watcher on the same state: refused, not racing the first.
-    let mut second = Watcher::start(&config, &[], &[]);
+    let mut second = Process::watch(&config, &[], &[]);
     assert_eq!(second.wait(Duration::from_secs(10)), 75);
-    assert!(second.log().contains("another watch already runs"), "{}", second.log());
+    assert!(second.output().contains("another watch already runs"), "{}", second.output());
     let (code, _) = watcher.stop("TERM");
     assert_eq!(code, 0);
     let mut rest = Vec::new();
@@ -459,8 +375,7 @@ fn systemd_hears_ready_status_watchdog_and_stopping_and_a_second_watcher_is_refu
         rest.extend_from_slice(&buf[..n]);
     }
     assert!(String::from_utf8_lossy(&rest).contains("STOPPING=1"), "{}", String::from_utf8_lossy(&rest));
-    let mut stdout = String::new();
-    fs::File::open(&watcher.out).unwrap().read_to_string(&mut stdout).unwrap();
+    let stdout = watcher.stdout();
     assert!(!stdout.contains(PASSWORD) && !stdout.contains(IMAP_PASSWORD));
 }
 
@@ -474,16 +389,18 @@ fn sighup_reloads_the_configuration_and_a_bad_one_is_not_used() {
     let dir = tempfile::tempdir().unwrap();
     let boxes = mailbox("support", &dovecot, dir.path(), "");
     let config_path = config(dir.path(), &first.url(), &boxes);
-    let mut watcher = Watcher::start(&config_path, &[], &[]);
+    let mut watcher = Process::watch(&config_path, &[], &[]);
     dovecot.append(USER, "INBOX", &message("to-first", "support@inbox.test"));
     wait_for(Duration::from_secs(30), "first ingress", || first.received().len() == 1);
     // A broken file is reported and the running configuration kept.
     fs::write(&config_path, "url = \n").unwrap();
     assert!(Command::new("kill").args(["-HUP", &watcher.pid()]).status().unwrap().success());
-    wait_for(Duration::from_secs(30), "the bad file reported", || watcher.log().contains("is not used"));
+    wait_for(Duration::from_secs(30), "the bad file reported", || watcher.output().contains("is not used"));
     config(dir.path(), &second.url(), &boxes);
     assert!(Command::new("kill").args(["-HUP", &watcher.pid()]).status().unwrap().success());
-    wait_for(Duration::from_secs(30), "reloaded", || watcher.log().matches("watching 1 folder").count() >= 3);
+    wait_for(Duration::from_secs(30), "reloaded", || {
+        watcher.output().matches("watching 1 folder").count() >= 3
+    });
     dovecot.append(USER, "INBOX", &message("to-second", "support@inbox.test"));
     wait_for(Duration::from_secs(30), "second ingress", || second.received().len() == 1);
     assert_eq!(first.received().len(), 1);

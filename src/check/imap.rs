@@ -8,8 +8,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::report::{FolderFigures, MailboxSteps, Report};
-use crate::config::{After, Config, Mailbox, Tls};
+use crate::config::{After, Auth, Config, Grant, Mailbox, Tls};
 use crate::imap::{Capabilities, Endpoint, ImapError, Login, Session};
+use crate::oauth2::TokenSource;
 use crate::sys::io_reason;
 use crate::watch::{self, state::StateFile};
 
@@ -111,28 +112,67 @@ fn fail<T>(s: &mut MailboxSteps, step: &'static str, e: ImapError) -> Option<T> 
     None
 }
 
-/// Log in with the password, read again as watch reads it; whether it worked.
+/// Log in as watch does: with the password, read again, or with an OAuth2
+/// token, whose request is a step of its own (the provider's answer when it
+/// fails); whether it worked.
 fn login(m: &Mailbox, session: &mut Session, s: &mut MailboxSteps) -> bool {
-    let password = match m.password.read() {
-        Ok(password) => password,
-        Err(e) => {
-            s.fail("login", e.to_string(), "correct password_file of the [[mailbox]]");
-            return false;
+    let (login, how, refused_fix) = match &m.auth {
+        Auth::Password(secret) => match secret.read() {
+            Ok(password) => {
+                let file = secret.path().map(|path| format!(" (password from {})", path.display()));
+                let fix = "check user and the password (password_file) of the [[mailbox]]; some servers want the whole address as user, or an app password";
+                (Login::Password { user: m.user.clone(), password }, file.unwrap_or_default(), fix)
+            }
+            Err(e) => {
+                s.fail("login", e.to_string(), "correct password_file of the [[mailbox]]");
+                return false;
+            }
+        },
+        Auth::OAuth2(_, oauth2) => {
+            let token = TokenSource::for_mailbox(m).and_then(|source| {
+                let source = source.expect("an OAuth2 mailbox has a token source");
+                source.fetch_now().map(|token| (source.login(&token), token, source))
+            });
+            match token {
+                Ok((login, token, source)) => {
+                    let expires = token
+                        .expires
+                        .map(|at| {
+                            format!(
+                                ", valid for {}s",
+                                at.saturating_duration_since(std::time::Instant::now()).as_secs()
+                            )
+                        })
+                        .unwrap_or_default();
+                    let from = match &oauth2.grant {
+                        Grant::Command(argv) => {
+                            format!("token_command {}", argv.first().map_or("", String::as_str))
+                        }
+                        Grant::ClientCredentials(client) => {
+                            format!("{} (client credentials)", client.token_url)
+                        }
+                        Grant::RefreshToken { client, file, .. } => {
+                            format!("{} (the refresh token in {})", client.token_url, file.display())
+                        }
+                    };
+                    s.ok("token", format!("an access token from {from}{expires}"));
+                    (login, " with an OAuth2 token".to_string(), source.refused_fix())
+                }
+                Err(e) => {
+                    s.fail("token", e.reason.clone(), e.fix.clone());
+                    return false;
+                }
+            }
         }
     };
-    let file = m.password.path().map(|path| format!(" (password from {})", path.display()));
-    match session.login(&Login::Password { user: m.user.clone(), password }) {
+    match session.login(&login) {
         Ok(()) => {
-            s.ok("login", format!("logged in as {}{}", m.user, file.unwrap_or_default()));
+            s.ok("login", format!("logged in as {}{how}", m.user));
             true
         }
-        // The server's text, without the password (the client removes it).
+        // The server's text, without the secret (the client removes it).
         Err(e @ ImapError::LoginRefused(_)) => {
-            s.fail(
-                "login",
-                format!("{e} (as {})", m.user),
-                "check user and the password (password_file) of the [[mailbox]]; some servers want the whole address as user, or an app password",
-            );
+            s.fail("login", format!("{e} (as {})", m.user), refused_fix);
             false
         }
         Err(e) => {
@@ -314,7 +354,7 @@ mod tests {
             port: 993,
             tls: Tls::Implicit,
             user: "u".into(),
-            password: Secret::Inline(Password::new("p")),
+            auth: Auth::Password(Secret::Inline(Password::new("p"))),
             folders: vec!["INBOX".into()],
             after,
             move_to: (after == After::Move).then(|| "Done".into()),

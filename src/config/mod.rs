@@ -19,7 +19,10 @@ use toml::{Spanned, Value};
 use crate::sys::{io_reason, whoami};
 
 mod mailbox;
-pub use mailbox::{After, Mailbox, Tls, DEFAULT_FOLDER, DEFAULT_POLL_INTERVAL, DEFAULT_REFUSED_FOLDER};
+pub use mailbox::{
+    read_secret_file, After, Auth, Client, Grant, Mailbox, OAuth2, Provider, Sasl, Tls, DEFAULT_FOLDER,
+    DEFAULT_POLL_INTERVAL, DEFAULT_REFUSED_FOLDER,
+};
 
 pub const SYSTEM_CONFIG: &str = "/etc/chatwoot-ingress/config.toml";
 pub const RELAY_PATH: &str = "/rails/action_mailbox/relay/inbound_emails";

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use super::state::{FolderState, StateFile};
 use super::{log, Shared};
 use crate::backoff::Backoff;
-use crate::config::{After, Mailbox};
+use crate::config::{After, Auth, Mailbox};
 use crate::headers::RoutingView;
 use crate::imap::{Endpoint, Fetched, ImapError, Login, Session, Woken};
 use crate::message::{self, Input, Raw};
+use crate::oauth2::{Token, TokenSource};
 use crate::outcome::{Cause, Class, Outcome, Scope};
 use crate::pipeline::{Pipeline, Prepared};
 use crate::sys::io_reason;
@@ -53,6 +54,9 @@ pub struct Folder {
     /// the configuration's.
     recipient_header: Option<String>,
     once: bool,
+    /// The mailbox's access tokens (auth = "xoauth2" or "oauthbearer"),
+    /// shared with its other folders.
+    tokens: Option<Arc<TokenSource>>,
 }
 
 /// A message whose delivery failed for now, and when to try it again.
@@ -72,10 +76,11 @@ impl Folder {
         state_dir: &Path,
         recipient_header: Option<String>,
         once: bool,
+        tokens: Option<Arc<TokenSource>>,
     ) -> Folder {
         let state_file = StateFile::new(state_dir, &mailbox.name, &name);
         let recipient_header = mailbox.recipient_header.clone().or(recipient_header);
-        Folder { mailbox, name, pipeline, shared, id, state_file, recipient_header, once }
+        Folder { mailbox, name, pipeline, shared, id, state_file, recipient_header, once, tokens }
     }
 
     fn label(&self) -> String {
@@ -118,12 +123,11 @@ impl Folder {
 
     /// One connection: log in, deliver, wait, deliver... Err when it breaks.
     fn connected(&self, reconnect: &mut Backoff) -> Result<Left, Outcome> {
-        let password =
-            self.mailbox.password.read().map_err(|e| Outcome::new(Cause::Config, e.to_string()))?;
+        // The token first: no connection while the provider refuses one.
+        let token = self.tokens.as_ref().map(|tokens| self.token(tokens)).transpose()?;
         let mut session =
             Session::connect(&Endpoint::of(&self.mailbox, COMMAND_TIMEOUT)).map_err(imap_failure)?;
-        let login = Login::Password { user: self.mailbox.user.clone(), password };
-        session.login(&login).map_err(imap_failure)?;
+        self.log_in(&mut session, token)?;
         let needed = std::iter::once(&self.mailbox.refused_folder)
             .chain(self.mailbox.move_to.iter().filter(|_| self.mailbox.after == After::Move));
         for folder in needed {
@@ -180,6 +184,45 @@ impl Folder {
                 session.logout();
                 return Ok(Left::Nothing);
             }
+        }
+    }
+
+    /// A token for the next login: the mailbox's cached one while it has a
+    /// while to live, else a new one (never one about to expire).
+    fn token(&self, tokens: &TokenSource) -> Result<Token, Outcome> {
+        let token = tokens.token()?;
+        if let Some(warning) = &token.warning {
+            log(&format!("{}: warning: {warning}", self.label()));
+        }
+        Ok(token)
+    }
+
+    /// Log in with the password, read now, or with `token`. A token from
+    /// the cache that the server refuses (revoked, or expired before its
+    /// time) is forgotten and a new one tried, once.
+    fn log_in(&self, session: &mut Session, token: Option<Token>) -> Result<(), Outcome> {
+        let (tokens, token) = match (&self.mailbox.auth, &self.tokens, token) {
+            (Auth::Password(secret), ..) => {
+                let password = secret.read().map_err(|e| Outcome::new(Cause::Config, e.to_string()))?;
+                let login = Login::Password { user: self.mailbox.user.clone(), password };
+                return session.login(&login).map_err(imap_failure);
+            }
+            (Auth::OAuth2(..), Some(tokens), Some(token)) => (tokens, token),
+            (Auth::OAuth2(..), ..) => {
+                return Err(Outcome::new(Cause::Bug, "an OAuth2 mailbox without its tokens"))
+            }
+        };
+        let refused = |e: ImapError| match e {
+            ImapError::LoginRefused(_) => imap_failure(e).with_fix(tokens.refused_fix()),
+            e => imap_failure(e),
+        };
+        match session.login(&tokens.login(&token)) {
+            Err(ImapError::LoginRefused(_)) if !token.fresh => {
+                tokens.forget(&token);
+                let token = self.token(tokens)?;
+                session.login(&tokens.login(&token)).map_err(refused)
+            }
+            result => result.map_err(refused),
         }
     }
 

@@ -24,6 +24,7 @@ use sd_notify::NotifyState;
 
 use crate::cli::WatchArgs;
 use crate::config::{Config, Mailbox, Overrides};
+use crate::oauth2::TokenSource;
 use crate::outcome::{Cause, Class, Mta, Outcome};
 use crate::pipeline::{Mode, Pipeline};
 use crate::sys;
@@ -287,6 +288,8 @@ impl Run {
         let shared = Arc::new(Shared::new());
         let mut threads = Vec::new();
         for mailbox in mailboxes {
+            // One token cache for the folders of a mailbox.
+            let tokens = TokenSource::for_mailbox(mailbox).map_err(Outcome::from)?.map(Arc::new);
             for name in &mailbox.folders {
                 let id = shared.join(format!("{}/{name}", mailbox.name));
                 let folder = Folder::new(
@@ -298,6 +301,7 @@ impl Run {
                     state_dir,
                     config.recipient_header.as_ref().map(|h| h.value.clone()),
                     once,
+                    tokens.clone(),
                 );
                 let thread = thread::Builder::new()
                     .name(format!("{}/{name}", mailbox.name))

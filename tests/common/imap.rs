@@ -3,8 +3,8 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/imap/dovecot.sh")
@@ -116,19 +116,139 @@ impl Dovecot {
     pub fn logins(&self) -> Vec<String> {
         self.cmd("logins", &[]).lines().map(str::to_string).collect()
     }
-
-    /// Wait until `check` holds, or panic with `what` after `within`.
-    pub fn wait_for(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
-        let deadline = Instant::now() + within;
-        while !check() {
-            assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
 }
 
 impl Drop for Dovecot {
     fn drop(&mut self) {
         let _ = run(&["stop", self.dir()], b"");
     }
+}
+
+/// The local OAuth2 token service (tests/interop/imap/token-service.py):
+/// client credentials, refresh tokens with rotation, device codes, and the
+/// introspection endpoint Dovecot's oauth2 passdb asks. Stopped on drop.
+pub struct TokenService {
+    child: std::process::Child,
+    /// http://127.0.0.1:PORT
+    pub url: String,
+    pub state: tempfile::TempDir,
+}
+
+impl TokenService {
+    /// With `config` (see tests/interop/imap/README.md), logging each request.
+    pub fn start(config: &serde_json::Value) -> TokenService {
+        let state = tempfile::tempdir().unwrap();
+        let config_path = state.path().join("config.json");
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let (out, err) = (state.path().join("stdout"), state.path().join("stderr"));
+        let child = Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/imap/token-service.py"))
+            .args(["--port", "0", "--verbose", "--state"])
+            .arg(state.path().join("service"))
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        let mut service = TokenService { child, url: String::new(), state };
+        super::process::wait_for(Duration::from_secs(15), "the token service ready", || {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            match text.split("token-service ready ").nth(1) {
+                Some(url) => {
+                    service.url = url.trim().to_string();
+                    true
+                }
+                None => false,
+            }
+        });
+        service
+    }
+
+    /// Whether python3 is here to run it.
+    pub fn available() -> bool {
+        Command::new("python3").arg("--version").output().is_ok_and(|o| o.status.success())
+    }
+
+    pub fn introspection_url(&self) -> String {
+        format!("{}/introspect", self.url)
+    }
+
+    /// One request to the service: (status, JSON answer).
+    fn request(&self, method: &str, path: &str, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
+        use std::io::{Read, Write};
+        let body: Vec<String> = form.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+        let body = body.join("&");
+        let address = self.url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let (head, json) = answer.split_once("\r\n\r\n").unwrap();
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, serde_json::from_str(json).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// POST to the admin API (revoke, approve, secret, expire, issue, config).
+    pub fn admin(&self, what: &str, form: &[(&str, &str)]) -> serde_json::Value {
+        let (status, answer) = self.request("POST", &format!("/admin/{what}"), form);
+        assert_eq!(status, 200, "admin/{what}: {answer}");
+        answer
+    }
+
+    /// The requests served: endpoint, grant_type, result (`ok`, an error code, `active`…).
+    pub fn log(&self) -> Vec<serde_json::Value> {
+        match self.request("GET", "/admin/log", &[]).1 {
+            serde_json::Value::Array(entries) => entries,
+            other => panic!("admin/log: {other}"),
+        }
+    }
+
+    /// The newest valid refresh token of `user`.
+    pub fn refresh_token(&self, user: &str) -> Option<String> {
+        let state = self.request("GET", "/admin/state", &[]).1;
+        state["users"][user]["refresh_token"].as_str().map(str::to_string)
+    }
+
+    /// Every token and device code it ever issued, from its state file.
+    pub fn every_token(&self) -> Vec<String> {
+        let path = self.state.path().join("service/state.json");
+        let state: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        ["access", "refresh", "devices"]
+            .iter()
+            .filter_map(|kind| state[kind].as_object())
+            .flat_map(|tokens| tokens.keys().cloned())
+            .collect()
+    }
+
+    /// What it printed, and its request log file.
+    pub fn output(&self) -> String {
+        ["stdout", "stderr", "service/requests.jsonl"]
+            .iter()
+            .map(|name| std::fs::read_to_string(self.state.path().join(name)).unwrap_or_default())
+            .collect()
+    }
+}
+
+impl Drop for TokenService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Form-urlencoding of one key or value.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test crate uses a different part
 
 pub mod imap;
+pub mod process;
 pub mod rails;
 
 use std::collections::{HashMap, VecDeque};

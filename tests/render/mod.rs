@@ -24,6 +24,12 @@ pub const BIN: &str = "chatwoot-ingress";
 /// Where the Debian and RPM packages put the caller configs of packaging/.
 pub const EXAMPLES_DIR: &str = "/usr/share/doc/chatwoot-ingress/examples";
 
+/// Whether `key` of [`config_keys`] is a table: its sample is `[[key]]` (an
+/// array of tables) or `[key]` (a table in one), not a list value.
+pub fn is_table(key: &str, sample: &str) -> bool {
+    sample.trim_start_matches('[').trim_end_matches(']') == key
+}
+
 /// Every key of the configuration file, with a sample value and what it does.
 /// A test checks this list against the keys the parser accepts.
 pub fn config_keys() -> Vec<(&'static str, &'static str, String)> {
@@ -175,6 +181,99 @@ pub fn config_keys() -> Vec<(&'static str, &'static str, String)> {
             "mailbox.poll_interval",
             "60",
             "Seconds between looks for new mail on a server without IDLE (5 to 3600) [default: 60].".into(),
+        ),
+        (
+            "mailbox.auth",
+            "\"password\"",
+            "How to log in: password (with password or password_file, the default), or xoauth2 or \
+             oauthbearer (SASL with an OAuth2 access token from the [mailbox.oauth2] table, for \
+             Microsoft 365 and Gmail, which take either)."
+                .into(),
+        ),
+        (
+            "mailbox.oauth2",
+            "[mailbox.oauth2]",
+            "Where the access tokens of a mailbox with auth = xoauth2 or oauthbearer come from: \
+             token_command; else a user's refresh token in refresh_token_file (written by \
+             chatwoot-ingress oauth2 authorize); else the application's own access (client \
+             credentials, with client_secret_file: Microsoft 365 app-only, which shared mailboxes \
+             allow). A token is shared by the mailbox's folders and renewed before it expires; one \
+             the server no longer takes is replaced at the next login. A provider's refusal is logged \
+             with what to do, and asked again with backoff."
+                .into(),
+        ),
+        (
+            "mailbox.oauth2.provider",
+            "\"microsoft\"",
+            "microsoft or google: fills in token_url, scope, device_authorization_url and \
+             authorization_url (Google has no client credentials for Gmail)."
+                .into(),
+        ),
+        (
+            "mailbox.oauth2.tenant",
+            "\"contoso.onmicrosoft.com\"",
+            "Microsoft: the Directory (tenant) ID, or a domain, of the app registration; needed for \
+             client credentials [default for a user's sign-in: common]."
+                .into(),
+        ),
+        (
+            "mailbox.oauth2.client_id",
+            "\"00000000-0000-0000-0000-000000000000\"",
+            "The application (client) ID the provider gave the app registration or OAuth client.".into(),
+        ),
+        (
+            "mailbox.oauth2.client_secret_file",
+            "\"/etc/chatwoot-ingress/oauth2-support.secret\"",
+            "A file whose first line is the client secret (its value), read again at each token request: \
+             fixing it needs no restart. Needed for client credentials; with a refresh token, when the \
+             client has a secret (Google's do)."
+                .into(),
+        ),
+        (
+            "mailbox.oauth2.refresh_token_file",
+            "\"/var/lib/chatwoot-ingress/support.refresh-token\"",
+            "A file whose first line is the user's refresh token. chatwoot-ingress oauth2 authorize \
+             writes it; watch replaces it when the provider sends a new one (atomically, mode 0600), so \
+             its directory must be writable by the user watch runs as (the state directory is)."
+                .into(),
+        ),
+        (
+            "mailbox.oauth2.token_command",
+            "[\"/usr/local/bin/imap-token\", \"support\"]",
+            "A program and its arguments (no shell) that prints an access token on its first line, or a \
+             JSON object with access_token (and expires_in, which lets the token be reused). Run for a \
+             login, without input, within 30 seconds, with PATH, HOME, USER, LOGNAME, LANG, LC_ALL and \
+             TZ from the environment and CHATWOOT_INGRESS_MAILBOX and CHATWOOT_INGRESS_USER set; what \
+             it writes on standard error is not shown. Not together with the other keys."
+                .into(),
+        ),
+        (
+            "mailbox.oauth2.token_url",
+            "\"https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token\"",
+            "The token endpoint [default: the provider's]: https://, or http:// to this machine only.".into(),
+        ),
+        (
+            "mailbox.oauth2.scope",
+            "\"https://outlook.office365.com/.default\"",
+            "The scopes to ask for, separated by spaces [default: with provider = microsoft, \
+             https://outlook.office365.com/.default for client credentials, else \
+             https://outlook.office.com/IMAP.AccessAsUser.All offline_access; with google, \
+             https://mail.google.com/]."
+                .into(),
+        ),
+        (
+            "mailbox.oauth2.device_authorization_url",
+            "\"https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/devicecode\"",
+            "For oauth2 authorize: the device authorization endpoint, whose code is entered in a browser \
+             on any device [default: Microsoft's]."
+                .into(),
+        ),
+        (
+            "mailbox.oauth2.authorization_url",
+            "\"https://accounts.google.com/o/oauth2/v2/auth\"",
+            "For oauth2 authorize, when there is no device authorization endpoint: the authorization \
+             endpoint of a browser's sign-in, sent back to this machine [default: Google's]."
+                .into(),
         ),
     ]
 }
@@ -369,23 +468,24 @@ fn configuration_file() -> Roff {
          (with - for _) and by the environment. Unknown keys are an error. Relative paths are \
          relative to the directory of the file.",
     )]);
-    let mut in_table = false;
+    // Tables open an indented block for their keys (and tables in them).
+    let mut open = 0;
     for (key, sample, what) in config_keys() {
-        match key.split_once('.') {
-            // A key of the table just introduced.
-            Some((_, key)) => tagged(&mut roff, [bold(key), roman(" = "), italic(sample)], [roman(what)]),
-            None if sample.starts_with('[') => {
-                if in_table {
-                    roff.control("RE", []);
-                }
-                tagged(&mut roff, [bold(sample)], [roman(what)]);
-                roff.control("RS", ["4"]);
-                in_table = true;
-            }
-            None => tagged(&mut roff, [bold(key), roman(" = "), italic(sample)], [roman(what)]),
+        let depth = key.matches('.').count();
+        while open > depth {
+            roff.control("RE", []);
+            open -= 1;
+        }
+        if is_table(key, sample) {
+            tagged(&mut roff, [bold(sample)], [roman(what)]);
+            roff.control("RS", ["4"]);
+            open += 1;
+        } else {
+            let name = key.rsplit('.').next().unwrap_or(key);
+            tagged(&mut roff, [bold(name), roman(" = "), italic(sample)], [roman(what)]);
         }
     }
-    if in_table {
+    for _ in 0..open {
         roff.control("RE", []);
     }
     roff
