@@ -4,10 +4,7 @@
 //! the UIDs asked for, IDLE, kicks and restarts. What is expected comes
 //! from Dovecot's side (doveadm through the harness), not from the client.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -15,41 +12,22 @@ use std::time::{Duration, Instant};
 
 use chatwoot_ingress::config::Password;
 use chatwoot_ingress::imap::{Endpoint, ImapError, Login, Security, Session, Woken};
+use common::imap::{dovecot_available, Dovecot as Harness, TokenService};
 
-const HARNESS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/imap/dovecot.sh");
-const TOKEN_SERVICE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/imap/token-service.py");
+mod common;
+
 const ALICE: &str = "alice";
 const ALICE_PASSWORD: &str = "alice-pw";
 
 /// Whether Dovecot can be run here; in CI its absence is a failure.
 fn available() -> bool {
-    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n");
-    let setup = Command::new(HARNESS).arg("setup").output();
-    let problem = match setup {
-        Ok(output) if output.status.success() && root => return true,
-        Ok(output) if output.status.success() => "the Dovecot harness must run as root".to_string(),
-        Ok(output) => String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        Err(e) => format!("cannot run {HARNESS}: {e}"),
-    };
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "the Dovecot tests cannot run: {problem} (.ci/run must install dovecot-imapd and run them as root)"
-    );
-    eprintln!("SKIPPED: {problem}");
-    false
+    common::rails::available("Dovecot (dovecot-imapd, doveadm, openssl), as root", || {
+        dovecot_available() && Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n")
+    })
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A Dovecot of our own, stopped (and its directory removed) on drop.
-struct Dovecot {
-    work: PathBuf,
-    plain: u16,
-    tls: u16,
-    _dir: tempfile::TempDir,
-}
+/// A Dovecot of our own with the user alice, stopped on drop.
+struct Dovecot(Harness);
 
 impl Dovecot {
     /// A running instance with the user alice, or None when skipped.
@@ -61,77 +39,43 @@ impl Dovecot {
         if !available() {
             return None;
         }
-        let dir = tempfile::Builder::new().prefix("imap-client.").tempdir_in("/tmp").unwrap();
-        let work = dir.path().join("dovecot");
-        let (plain, tls) = loop {
-            let (plain, tls) = (free_port(), free_port());
-            if plain != tls {
-                break (plain, tls);
-            }
-        };
-        let dovecot = Dovecot { work, plain, tls, _dir: dir };
-        let (plain, tls) = (plain.to_string(), tls.to_string());
-        let mut args = vec!["start", dovecot.dir(), &plain, &tls];
-        args.extend(introspection);
-        dovecot.sh(&args, b"");
-        dovecot.sh(&["user", dovecot.dir(), ALICE, ALICE_PASSWORD], b"");
-        Some(dovecot)
+        let harness = Harness::start(introspection);
+        harness.user(ALICE, ALICE_PASSWORD);
+        Some(Dovecot(harness))
     }
 
-    fn dir(&self) -> &str {
-        self.work.to_str().unwrap()
-    }
-
-    /// Run the harness; it must succeed. Its standard output.
-    fn sh(&self, args: &[&str], stdin: &[u8]) -> Vec<u8> {
-        let mut child = Command::new(HARNESS)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        let stdin = stdin.to_vec();
-        let feeder = thread::spawn(move || std::io::Write::write_all(&mut input, &stdin));
-        let output = child.wait_with_output().unwrap();
-        feeder.join().unwrap().unwrap();
-        assert!(output.status.success(), "dovecot.sh {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-        output.stdout
-    }
-
-    fn text(&self, args: &[&str]) -> String {
-        String::from_utf8(self.sh(args, b"")).unwrap()
+    /// `SUBCOMMAND WORKDIR ARGS...` of the harness; its output.
+    fn cmd(&self, command: &str, args: &[&str]) -> String {
+        self.0.cmd(command, args)
     }
 
     fn append(&self, folder: &str, message: &[u8]) -> u32 {
-        let uid = self.sh(&["append", self.dir(), ALICE, folder], message);
-        String::from_utf8(uid).unwrap().trim().parse().unwrap()
+        self.0.append(ALICE, folder, message)
     }
 
     fn uids(&self, folder: &str) -> String {
-        self.text(&["uids", self.dir(), ALICE, folder])
+        self.cmd("uids", &[ALICE, folder])
     }
 
     fn body(&self, folder: &str, uid: u32) -> Vec<u8> {
-        self.sh(&["body", self.dir(), ALICE, folder, &uid.to_string()], b"")
+        self.0.body(ALICE, folder, uid)
     }
 
     fn folders(&self) -> Vec<String> {
-        self.text(&["folders", self.dir(), ALICE]).lines().map(str::to_string).collect()
+        self.0.folders(ALICE)
     }
 
     /// `logins`: "USER MECHANISM TLS|plain" per successful login.
     fn logins(&self) -> Vec<String> {
-        self.text(&["logins", self.dir()]).lines().map(str::to_string).collect()
+        self.0.logins()
     }
 
     fn endpoint(&self, security: Security) -> Endpoint {
         Endpoint {
             host: "localhost".into(),
-            port: if security == Security::Implicit { self.tls } else { self.plain },
+            port: if security == Security::Implicit { self.0.tls_port } else { self.0.plain_port },
             security,
-            ca_file: Some(self.work.join("ca.pem")),
+            ca_file: Some(self.0.ca()),
             timeout: Duration::from_secs(10),
         }
     }
@@ -145,12 +89,6 @@ impl Dovecot {
         let mut session = Session::connect(endpoint).unwrap();
         session.login(&password(ALICE, ALICE_PASSWORD)).unwrap();
         session
-    }
-}
-
-impl Drop for Dovecot {
-    fn drop(&mut self) {
-        let _ = Command::new(HARNESS).args(["stop", self.dir()]).output();
     }
 }
 
@@ -200,7 +138,7 @@ fn tls_implicit_and_starttls_are_verified_against_the_ca_file() {
 fn awkward_passwords_log_in_and_wrong_ones_are_refused_without_showing_them() {
     let Some(dovecot) = Dovecot::start() else { return };
     let awkward = "p\"a\\ss wörd {3}";
-    dovecot.sh(&["user", dovecot.dir(), "bob", awkward], b"");
+    dovecot.0.user("bob", awkward);
     for security in [Security::StartTls, Security::Implicit] {
         let mut session = Session::connect(&dovecot.endpoint(security)).unwrap();
         session.login(&password("bob", awkward)).unwrap();
@@ -230,7 +168,7 @@ fn fetched_bodies_are_the_exact_bytes_dovecot_serves() {
     for message in &messages {
         dovecot.append("INBOX", message);
     }
-    let status = dovecot.text(&["status", dovecot.dir(), ALICE, "INBOX"]);
+    let status = dovecot.cmd("status", &[ALICE, "INBOX"]);
     let mut session = dovecot.session(Security::Implicit);
     let selected = session.select("INBOX").unwrap();
     assert_eq!(
@@ -386,7 +324,7 @@ fn a_kick_during_idle_is_lost() {
     let kicker = dovecot.clone();
     let kicked = thread::spawn(move || {
         thread::sleep(Duration::from_millis(500));
-        kicker.sh(&["kick", kicker.dir(), ALICE], b"");
+        kicker.0.kick(ALICE);
     });
     let started = Instant::now();
     let e = session.idle(Instant::now() + Duration::from_secs(20), &|| false).unwrap_err();
@@ -405,7 +343,7 @@ fn a_restart_during_idle_is_lost_and_a_fresh_connect_works() {
     let restarter = dovecot.clone();
     let restarted = thread::spawn(move || {
         thread::sleep(Duration::from_millis(300));
-        restarter.sh(&["restart", restarter.dir()], b"");
+        restarter.0.restart();
     });
     let e = session.idle(Instant::now() + Duration::from_secs(20), &|| false).unwrap_err();
     assert!(matches!(e, ImapError::Lost(_)), "{e:?}");
@@ -415,51 +353,15 @@ fn a_restart_during_idle_is_lost_and_a_fresh_connect_works() {
     session.logout();
 }
 
-/// The OAuth2 token service, stopped on drop.
-struct TokenService(Child, u16);
-
-impl TokenService {
-    fn start(state: &std::path::Path) -> TokenService {
-        let mut child = Command::new("python3")
-            .args([TOKEN_SERVICE, "--port", "0", "--state"])
-            .arg(state)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut ready = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut ready).unwrap();
-        let port = ready.trim().rsplit(':').next().and_then(|port| port.parse().ok());
-        let Some(port) = port else { panic!("token service: {ready:?}") };
-        TokenService(child, port)
-    }
-
-    fn admin(&self, what: &str, form: &str) -> serde_json::Value {
-        let url = format!("http://127.0.0.1:{}/admin/{what}", self.1);
-        let output = Command::new("curl").args(["-sf", "-d", form, &url]).output().unwrap();
-        assert!(output.status.success(), "curl {url}");
-        serde_json::from_slice(&output.stdout).unwrap()
-    }
-}
-
-impl Drop for TokenService {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn xoauth2_and_oauthbearer_log_in_with_a_live_token_only() {
     if !available() {
         return;
     }
-    let state = tempfile::tempdir().unwrap();
-    let tokens = TokenService::start(state.path());
-    let url = format!("http://127.0.0.1:{}/introspect", tokens.1);
-    let dovecot = Dovecot::launch(Some(&url)).unwrap();
+    let tokens = TokenService::start(&serde_json::json!({}));
+    let dovecot = Dovecot::launch(Some(&tokens.introspection_url())).unwrap();
     let user = "alice@example.org";
-    let issued = tokens.admin("issue", &format!("username={user}"));
+    let issued = tokens.admin("issue", &[("username", user)]);
     let token = issued["access_token"].as_str().unwrap().to_string();
     let logins = |token: &str| {
         [
@@ -475,7 +377,7 @@ fn xoauth2_and_oauthbearer_log_in_with_a_live_token_only() {
     }
     assert_eq!(dovecot.logins(), [format!("{user} XOAUTH2 TLS"), format!("{user} OAUTHBEARER TLS")]);
 
-    let revoked = tokens.admin("revoke", &format!("username={user}"));
+    let revoked = tokens.admin("revoke", &[("username", user)]);
     assert_eq!(revoked["revoked_access_tokens"], 1);
     for ((security, login), status) in
         logins(&token).into_iter().zip(["(status 401)", "(status invalid_token)"])

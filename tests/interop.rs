@@ -14,6 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::imap::{dovecot_available, Dovecot};
 use common::rails::{available, rails_available, Rails};
 use common::{corpus, corpus_dir, large_message, BIN};
 
@@ -49,6 +50,14 @@ fn looks(script: &str) -> bool {
         eprintln!("{}", String::from_utf8_lossy(&output.stderr).trim_end());
     }
     output.status.success()
+}
+
+/// Rails, getmail6, Dovecot and the getmail harness.
+fn getmail_available() -> bool {
+    rails_available()
+        && available("getmail6", || succeeds("getmail", &["--version"]))
+        && available("Dovecot IMAP", dovecot_available)
+        && available("getmail harness", || looks("getmail.sh"))
 }
 
 /// Run a harness script in tests/interop/mta; it must succeed.
@@ -352,15 +361,11 @@ fn exim_delivers_without_its_from_line_defers_recovers_and_bounces() {
 #[test]
 fn getmail_leaves_undelivered_mail_on_the_server_and_delivers_it_once_later() {
     let _serial = serial();
-    if !rails_available()
-        || !available("getmail6", || succeeds("getmail", &["--version"]))
-        || !available("Dovecot IMAP", || looks("dovecot.sh"))
-        || !available("getmail harness", || looks("getmail.sh"))
-    {
+    if !getmail_available() {
         return;
     }
     struct Getmail {
-        imap: Harness,
+        imap: Dovecot,
         work: tempfile::TempDir,
         port: String,
         relayer: Relayer,
@@ -374,14 +379,14 @@ fn getmail_leaves_undelivered_mail_on_the_server_and_delivers_it_once_later() {
     }
     impl Mta for Getmail {
         fn send(&self, _to: &str, message: &[u8]) {
-            self.imap.run("append", &[], message);
+            self.imap.append("support", "INBOX", message);
             self.run();
         }
         fn retry(&self) {
             self.run();
         }
         fn held(&self) -> usize {
-            self.imap.run("count", &[], b"").trim().parse().unwrap()
+            self.imap.count("support", "INBOX", &[])
         }
         fn log(&self) -> String {
             let output = self.run();
@@ -390,8 +395,9 @@ fn getmail_leaves_undelivered_mail_on_the_server_and_delivers_it_once_later() {
     }
 
     let rails = Rails::start(Some(PASSWORD), "relay");
-    let port = free_port().to_string();
-    let imap = Harness::start("dovecot.sh", &[&port, "support", "imap-pass"]);
+    let imap = Dovecot::start(None);
+    imap.user("support", "imap-pass");
+    let port = imap.plain_port.to_string();
     let getmail = Getmail { imap, work: tempfile::tempdir().unwrap(), port, relayer: Relayer::new() };
     getmail.relayer.configure(&rails.url(), PASSWORD, "");
 
@@ -598,14 +604,15 @@ fn fetchmail_keeps_failed_mail_on_the_server_and_delivers_it_once_later() {
     let _serial = serial();
     if !rails_available()
         || !available("fetchmail", || succeeds("fetchmail", &["--version"]))
-        || !available("Dovecot IMAP", || looks("dovecot.sh"))
+        || !available("Dovecot IMAP", dovecot_available)
         || !available("the chatwoot-ingress account", || succeeds("getent", &["passwd", "chatwoot-ingress"]))
     {
         return;
     }
     let rails = Rails::start(Some(PASSWORD), "relay");
-    let port = free_port().to_string();
-    let imap = Harness::start("dovecot.sh", &[&port, "support", "imap-pass"]);
+    let imap = Dovecot::start(None);
+    imap.user("support", "imap-pass");
+    let port = imap.plain_port.to_string();
     let relayer = Relayer::new();
     relayer.configure(&rails.url(), "wrong-password", "");
 
@@ -651,10 +658,10 @@ fn fetchmail_keeps_failed_mail_on_the_server_and_delivers_it_once_later() {
             .unwrap();
         String::from_utf8_lossy(&[output.stdout, output.stderr].concat()).into_owned()
     };
-    let held = || imap.run("count", &[], b"").trim().parse::<usize>().unwrap();
+    let held = || imap.count("support", "INBOX", &[]);
 
     let kept = message("fetchmail-kept", "someone@elsewhere.test");
-    imap.run("append", &[], &kept);
+    imap.append("support", "INBOX", &kept);
     let output = fetch();
     assert!(output.contains("4.7.0 the ingress rejected the password"), "{output}");
     assert_eq!((rails.count(&kept), held()), (0, 1), "left on the server: {output}");
@@ -828,16 +835,13 @@ fn one_postfix_feeds_two_chatwoot_instances_by_recipient_domain() {
 #[test]
 fn getmail_from_a_catch_all_mailbox_reaches_the_inbox_its_topmost_delivered_to_names() {
     let _serial = serial();
-    if !rails_available()
-        || !available("getmail6", || succeeds("getmail", &["--version"]))
-        || !available("Dovecot IMAP", || looks("dovecot.sh"))
-        || !available("getmail harness", || looks("getmail.sh"))
-    {
+    if !getmail_available() {
         return;
     }
     let rails = Rails::start(Some(PASSWORD), "relay");
-    let port = free_port().to_string();
-    let imap = Harness::start("dovecot.sh", &[&port, "catchall", "imap-pass"]);
+    let imap = Dovecot::start(None);
+    imap.user("catchall", "imap-pass");
+    let port = imap.plain_port.to_string();
     let relayer = Relayer::new();
     relayer.configure(&rails.url(), PASSWORD, "recipient_header = \"Delivered-To\"\n");
 
@@ -848,7 +852,11 @@ fn getmail_from_a_catch_all_mailbox_reaches_the_inbox_its_topmost_delivered_to_n
         let trace = format!(
             "Delivered-To: {recipient}\nReceived: from mx.inbox.test by imap.inbox.test; Mon, 23 Nov 2026 10:00:01 +0000\nDelivered-To: catchall@inbox.test\n"
         );
-        imap.run("append", &[], &[trace.into_bytes(), message(id, "someone@elsewhere.test")].concat());
+        imap.append(
+            "catchall",
+            "INBOX",
+            &[trace.into_bytes(), message(id, "someone@elsewhere.test")].concat(),
+        );
     }
     let work = tempfile::tempdir().unwrap();
     let (bin, config) = (relayer.bin(), relayer.config());
@@ -856,7 +864,7 @@ fn getmail_from_a_catch_all_mailbox_reaches_the_inbox_its_topmost_delivered_to_n
     let output = run_script("getmail.sh", &args, b"");
     let said = String::from_utf8_lossy(&[output.stdout, output.stderr].concat()).into_owned();
     assert!(output.status.success(), "{said}");
-    assert_eq!(imap.run("count", &[], b"").trim(), "0", "{said}");
+    assert_eq!(imap.count("catchall", "INBOX", &[]), 0, "{said}");
 
     for (id, recipient) in recipients {
         let (record, stored) = recorded(&rails, id);

@@ -47,6 +47,26 @@ fn token_service(lifetime: u64) -> TokenService {
     }))
 }
 
+/// What each test needs: the token service (tokens living `lifetime`
+/// seconds), a Dovecot that checks them there, Rails, and a directory.
+struct World {
+    service: TokenService,
+    dovecot: Dovecot,
+    rails: Rails,
+    dir: tempfile::TempDir,
+}
+
+/// None (the test is skipped) when a part is missing, outside CI.
+fn world(lifetime: u64) -> Option<World> {
+    if !ready() {
+        return None;
+    }
+    let service = token_service(lifetime);
+    let dovecot = Dovecot::start(Some(&service.introspection_url()));
+    let rails = Rails::start(Some(PASSWORD), "relay");
+    Some(World { service, dovecot, rails, dir: tempfile::tempdir().unwrap() })
+}
+
 /// A file holding `secret`, readable by its owner only.
 fn secret_file(path: &Path, secret: &str) -> PathBuf {
     fs::write(path, format!("{secret}\n")).unwrap();
@@ -128,13 +148,7 @@ fn assert_no_secret(outputs: &[String], service: &TokenService, dovecot: &Doveco
 /// Item 1.
 #[test]
 fn client_credentials_and_xoauth2_deliver_a_backlog_then_new_mail_while_idling() {
-    if !ready() {
-        return;
-    }
-    let service = token_service(3600);
-    let dovecot = Dovecot::start(Some(&service.introspection_url()));
-    let rails = Rails::start(Some(PASSWORD), "relay");
-    let dir = tempfile::tempdir().unwrap();
+    let Some(World { service, dovecot, rails, dir }) = world(3600) else { return };
     let secret = secret_file(&dir.path().join("client.secret"), CLIENT_SECRET);
     let boxes =
         mailbox("app", &dovecot, "xoauth2", &["INBOX", "Support"], &client_credentials(&service, &secret));
@@ -163,13 +177,7 @@ fn client_credentials_and_xoauth2_deliver_a_backlog_then_new_mail_while_idling()
 /// Item 2.
 #[test]
 fn refresh_token_and_oauthbearer_the_rotated_token_is_saved_and_used_after_a_restart() {
-    if !ready() {
-        return;
-    }
-    let service = token_service(3600);
-    let dovecot = Dovecot::start(Some(&service.introspection_url()));
-    let rails = Rails::start(Some(PASSWORD), "relay");
-    let dir = tempfile::tempdir().unwrap();
+    let Some(World { service, dovecot, rails, dir }) = world(3600) else { return };
     fs::create_dir(dir.path().join("tokens")).unwrap();
     let file = secret_file(&dir.path().join("tokens/user.refresh-token"), FIRST_REFRESH_TOKEN);
     let boxes =
@@ -202,13 +210,7 @@ fn refresh_token_and_oauthbearer_the_rotated_token_is_saved_and_used_after_a_res
 /// Item 3.
 #[test]
 fn token_command_prints_the_token_and_gets_none_of_our_secrets() {
-    if !ready() {
-        return;
-    }
-    let service = token_service(3600);
-    let dovecot = Dovecot::start(Some(&service.introspection_url()));
-    let rails = Rails::start(Some(PASSWORD), "relay");
-    let dir = tempfile::tempdir().unwrap();
+    let Some(World { service, dovecot, rails, dir }) = world(3600) else { return };
     let issued = service.admin("issue", &[("username", USER), ("lifetime", "3600")]);
     let token = issued["access_token"].as_str().unwrap().to_string();
     // A helper that records its environment and each run, chatters on
@@ -266,14 +268,8 @@ fn token_command_prints_the_token_and_gets_none_of_our_secrets() {
 /// Item 4.
 #[test]
 fn a_session_dropped_when_its_token_expired_reconnects_with_a_new_token_losing_and_repeating_nothing() {
-    if !ready() {
-        return;
-    }
     // Tokens live 3 seconds.
-    let service = token_service(3);
-    let dovecot = Dovecot::start(Some(&service.introspection_url()));
-    let rails = Rails::start(Some(PASSWORD), "relay");
-    let dir = tempfile::tempdir().unwrap();
+    let Some(World { service, dovecot, rails, dir }) = world(3) else { return };
     let secret = secret_file(&dir.path().join("client.secret"), CLIENT_SECRET);
     let boxes = mailbox("app", &dovecot, "xoauth2", &["INBOX"], &client_credentials(&service, &secret));
     let config = config(dir.path(), &rails.url(), &boxes);
@@ -328,13 +324,7 @@ fn a_session_dropped_when_its_token_expired_reconnects_with_a_new_token_losing_a
 /// Item 5.
 #[test]
 fn a_wrong_client_secret_and_a_revoked_refresh_token_are_one_clear_line_then_quiet_backoff_then_recovery() {
-    if !ready() {
-        return;
-    }
-    let service = token_service(3600);
-    let dovecot = Dovecot::start(Some(&service.introspection_url()));
-    let rails = Rails::start(Some(PASSWORD), "relay");
-    let dir = tempfile::tempdir().unwrap();
+    let Some(World { service, dovecot, rails, dir }) = world(3600) else { return };
     let secret = secret_file(&dir.path().join("client.secret"), "wrong-secret-Vb3");
     let refresh = secret_file(&dir.path().join("user.refresh-token"), FIRST_REFRESH_TOKEN);
     service.admin("revoke", &[("refresh_token", FIRST_REFRESH_TOKEN)]);
@@ -386,13 +376,7 @@ fn a_wrong_client_secret_and_a_revoked_refresh_token_are_one_clear_line_then_qui
 /// Item 6.
 #[test]
 fn oauth2_authorize_with_a_device_code_writes_a_refresh_token_that_watch_then_uses() {
-    if !ready() {
-        return;
-    }
-    let service = token_service(3600);
-    let dovecot = Dovecot::start(Some(&service.introspection_url()));
-    let rails = Rails::start(Some(PASSWORD), "relay");
-    let dir = tempfile::tempdir().unwrap();
+    let Some(World { service, dovecot, rails, dir }) = world(3600) else { return };
     let file = dir.path().join("signed-in.refresh-token");
     let table = format!(
         "{}\ndevice_authorization_url = \"{}/devicecode\"\nscope = \"https://outlook.office.com/IMAP.AccessAsUser.All offline_access\"",

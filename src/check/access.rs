@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::network;
-use super::report::{from, Report, Status};
+use super::report::{from, Report, Status, Steps};
 use crate::config::{Config, Overrides, Source, SYSTEM_CONFIG};
 use crate::outcome::Mta;
 use crate::relay::{self, Proxies};

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::report::{FolderFigures, MailboxSteps, Report};
+use super::report::{FolderFigures, MailboxSteps, Report, Steps};
 use crate::config::{After, Auth, Config, Grant, Mailbox, Tls};
 use crate::imap::{Capabilities, Endpoint, ImapError, Login, Session};
 use crate::oauth2::TokenSource;

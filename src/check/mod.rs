@@ -26,7 +26,7 @@ use crate::message::{Input, Raw};
 use crate::outcome::{Cause, Mta};
 use crate::pipeline::{Mode, Pipeline};
 use crate::sys;
-use report::Report;
+use report::{Report, Steps};
 
 pub fn main(args: &CheckArgs, overrides: &Overrides, mta: Mta) -> ExitCode {
     let mut report = Report::default();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use reqwest::Url;
 
-use super::report::{from, Report};
+use super::report::{from, Report, Steps};
 use super::tls;
 use crate::config::{Sourced, Target};
 use crate::outcome::Cause;

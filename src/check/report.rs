@@ -65,56 +65,47 @@ pub struct MailboxSteps<'r> {
     index: usize,
 }
 
-impl MailboxSteps<'_> {
+/// Where steps are written: the report, or one mailbox's part of it.
+pub trait Steps {
+    fn add(&mut self, step: &'static str, status: Status, detail: impl Into<String>, fix: Option<String>);
+
+    fn ok(&mut self, step: &'static str, detail: impl Into<String>) {
+        self.add(step, Status::Ok, detail, None);
+    }
+
+    fn warn(&mut self, step: &'static str, detail: impl Into<String>, fix: impl Into<String>) {
+        self.add(step, Status::Warning, detail, Some(fix.into()));
+    }
+
+    fn fail(&mut self, step: &'static str, detail: impl Into<String>, fix: impl Into<String>) {
+        self.add(step, Status::Fail, detail, Some(fix.into()));
+    }
+}
+
+impl Steps for MailboxSteps<'_> {
     fn add(&mut self, step: &'static str, status: Status, detail: impl Into<String>, fix: Option<String>) {
         let mailbox = Some(self.report.mailboxes[self.index].name.clone());
         self.report.steps.push(Step { step, mailbox, status, detail: detail.into(), fix });
     }
+}
 
-    pub fn ok(&mut self, step: &'static str, detail: impl Into<String>) {
-        self.add(step, Status::Ok, detail, None);
-    }
-
-    pub fn warn(&mut self, step: &'static str, detail: impl Into<String>, fix: impl Into<String>) {
-        self.add(step, Status::Warning, detail, Some(fix.into()));
-    }
-
-    pub fn fail(&mut self, step: &'static str, detail: impl Into<String>, fix: impl Into<String>) {
-        self.add(step, Status::Fail, detail, Some(fix.into()));
-    }
-
+impl MailboxSteps<'_> {
     pub fn folder(&mut self, figures: FolderFigures) {
         self.report.mailboxes[self.index].folders.push(figures);
     }
 }
 
-impl Report {
-    pub fn add(
-        &mut self,
-        step: &'static str,
-        status: Status,
-        detail: impl Into<String>,
-        fix: Option<String>,
-    ) {
+impl Steps for Report {
+    fn add(&mut self, step: &'static str, status: Status, detail: impl Into<String>, fix: Option<String>) {
         self.steps.push(Step { step, mailbox: None, status, detail: detail.into(), fix });
     }
+}
 
+impl Report {
     /// Where the steps of the mailbox `name` go.
     pub fn mailbox(&mut self, name: &str) -> MailboxSteps<'_> {
         self.mailboxes.push(MailboxFigures { name: name.to_string(), folders: Vec::new() });
         MailboxSteps { index: self.mailboxes.len() - 1, report: self }
-    }
-
-    pub fn ok(&mut self, step: &'static str, detail: impl Into<String>) {
-        self.add(step, Status::Ok, detail, None);
-    }
-
-    pub fn warn(&mut self, step: &'static str, detail: impl Into<String>, fix: impl Into<String>) {
-        self.add(step, Status::Warning, detail, Some(fix.into()));
-    }
-
-    pub fn fail(&mut self, step: &'static str, detail: impl Into<String>, fix: impl Into<String>) {
-        self.add(step, Status::Fail, detail, Some(fix.into()));
     }
 
     pub fn failed(&self) -> bool {

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use mail_parser::DateTime;
 
-use super::report::Report;
+use super::report::{Report, Steps};
 
 /// Less than this many days left is worth a warning.
 const RENEW_DAYS: i64 = 14;

@@ -424,20 +424,8 @@ mod tests {
         let url = Url::parse(&format!("http://{}/token", listener.local_addr().unwrap())).unwrap();
         let served = thread::spawn(move || {
             let (mut stream, _) = listener.accept().unwrap();
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap();
-                }
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
+            let body =
+                crate::oauth2::http::read_request_body(&mut BufReader::new(stream.try_clone().unwrap()));
             // A form body is a URL's query.
             let body = Url::parse(&format!("http://form/?{}", String::from_utf8(body).unwrap())).unwrap();
             let form: HashMap<String, String> = body.query_pairs().into_owned().collect();

@@ -210,10 +210,30 @@ fn transport(place: &str, e: &reqwest::Error) -> TokenError {
     }
 }
 
+/// A request's body as a test server reads it: the head up to its empty
+/// line (Content-Length noted), then exactly that many bytes.
+#[cfg(test)]
+pub(crate) fn read_request_body(reader: &mut impl std::io::BufRead) -> Vec<u8> {
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap();
+        }
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    body
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Write};
     use std::net::TcpListener;
 
     /// A server that answers each request with the next of `answers`
@@ -224,19 +244,7 @@ mod tests {
         std::thread::spawn(move || {
             for ((head, body), stream) in answers.into_iter().zip(listener.incoming()) {
                 let mut stream = stream.unwrap();
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut length = 0;
-                loop {
-                    let mut line = String::new();
-                    reader.read_line(&mut line).unwrap();
-                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = value.trim().parse().unwrap();
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
-                }
-                reader.take(length).read_to_end(&mut Vec::new()).unwrap();
+                read_request_body(&mut BufReader::new(stream.try_clone().unwrap()));
                 let answer =
                     format!("{head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
                 stream.write_all(answer.as_bytes()).unwrap();
