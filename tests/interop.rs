@@ -794,12 +794,8 @@ fn one_postfix_feeds_two_chatwoot_instances_by_recipient_domain() {
     let first = Rails::start(Some(PASSWORD), "relay");
     let fixture = root().join("tests/interop/rails/config/chatwoot_fixture_second.json");
     let second_password = "second+instance/=";
-    let second = Rails::start_with(
-        Some(second_password),
-        "relay",
-        free_port(),
-        &[("CHATWOOT_FIXTURE", fixture.to_str().unwrap())],
-    );
+    let second =
+        Rails::start_env(Some(second_password), "relay", &[("CHATWOOT_FIXTURE", fixture.to_str().unwrap())]);
     let relayer = Relayer::new();
     let route = format!(
         "[[route]]\ndomains = [\"second.test\"]\nurl = \"{}\"\npassword = \"{second_password}\"\n",

@@ -33,12 +33,21 @@ impl Dovecot {
     /// Plain IMAP with STARTTLS on `plain_port`, implicit TLS on `tls_port`;
     /// with `introspection`, also XOAUTH2 and OAUTHBEARER checked there.
     pub fn start(introspection: Option<&str>) -> Dovecot {
-        let dovecot =
-            Dovecot { work: tempfile::tempdir().unwrap(), plain_port: free_port(), tls_port: free_port() };
-        let (plain, tls) = (dovecot.plain_port.to_string(), dovecot.tls_port.to_string());
-        let mut args = vec!["start", dovecot.dir(), &plain, &tls];
-        args.extend(introspection);
-        dovecot.must(&args, b"");
+        let mut dovecot = Dovecot { work: tempfile::tempdir().unwrap(), plain_port: 0, tls_port: 0 };
+        // A port free_port() found free can be taken before Dovecot binds it
+        // (by a test running beside this one): try others.
+        for attempt in 1.. {
+            (dovecot.plain_port, dovecot.tls_port) = (free_port(), free_port());
+            let (plain, tls) = (dovecot.plain_port.to_string(), dovecot.tls_port.to_string());
+            let mut args = vec!["start", dovecot.dir(), &plain, &tls];
+            args.extend(introspection);
+            let output = run(&args, b"");
+            let said = String::from_utf8_lossy(&output.stderr);
+            if output.status.success() || attempt == 5 || !(said.contains("in use") || plain == tls) {
+                dovecot.check(&args, &output);
+                break;
+            }
+        }
         dovecot
     }
 
@@ -48,13 +57,17 @@ impl Dovecot {
 
     fn must(&self, args: &[&str], stdin: &[u8]) -> String {
         let output = run(args, stdin);
+        self.check(args, &output);
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn check(&self, args: &[&str], output: &Output) {
         assert!(
             output.status.success(),
             "dovecot.sh {args:?}: {}{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// `SUBCOMMAND WORKDIR ARGS...`

@@ -50,12 +50,34 @@ pub struct Rails {
 
 impl Rails {
     pub fn start(password: Option<&str>, ingress: &str) -> Rails {
-        Rails::start_with(password, ingress, free_port(), &[])
+        Rails::start_env(password, ingress, &[])
+    }
+
+    /// With extra environment (e.g. CHATWOOT_FIXTURE), on a free port.
+    pub fn start_env(password: Option<&str>, ingress: &str, env: &[(&str, &str)]) -> Rails {
+        // A port free_port() found free can be taken before Rails binds it
+        // (by a test running beside this one): Rails exits, try another.
+        for _ in 1..3 {
+            if let Ok(rails) = Rails::spawn(password, ingress, free_port(), env) {
+                return rails;
+            }
+        }
+        Rails::start_with(password, ingress, free_port(), env)
     }
 
     /// On `port` (to come back where a relayer expects it), with extra
-    /// environment (e.g. CHATWOOT_FIXTURE).
+    /// environment.
     pub fn start_with(password: Option<&str>, ingress: &str, port: u16, env: &[(&str, &str)]) -> Rails {
+        Rails::spawn(password, ingress, port, env).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Err when Rails exits before it answers.
+    fn spawn(
+        password: Option<&str>,
+        ingress: &str,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Result<Rails, String> {
         let data = tempfile::tempdir().unwrap();
         let mut command = Command::new(root().join("tests/interop/rails/server"));
         command
@@ -74,12 +96,12 @@ impl Rails {
         let deadline = Instant::now() + Duration::from_secs(90);
         while !rails.healthy() {
             if let Ok(Some(status)) = rails.child.try_wait() {
-                panic!("Rails exited with {status}: {}", rails.log());
+                return Err(format!("Rails exited with {status}: {}", rails.log()));
             }
             assert!(Instant::now() < deadline, "Rails did not start: {}", rails.log());
             std::thread::sleep(Duration::from_millis(100));
         }
-        rails
+        Ok(rails)
     }
 
     fn healthy(&self) -> bool {
