@@ -4,8 +4,11 @@
 //! the UIDs asked for, IDLE, kicks and restarts. What is expected comes
 //! from Dovecot's side (doveadm through the harness), not from the client.
 
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -284,28 +287,38 @@ fn idle_wakes_on_new_mail_stops_on_request_and_times_out() {
         appender.append("INBOX", &message("idle", 0));
         Instant::now()
     });
-    let woken = session.idle(Instant::now() + Duration::from_secs(20), &|| false).unwrap();
+    let woken = session.idle(Instant::now() + Duration::from_secs(20), &|| false, None).unwrap();
     let late = appended.join().unwrap().elapsed();
     assert_eq!(woken, Woken::NewMail);
     assert!(late < Duration::from_secs(2), "EXISTS {late:?} after the append");
     assert_eq!(session.uid_search("UID 1:*").unwrap(), [1]);
 
+    // Stopped through a wake descriptor, as watch does: asked only when
+    // woken, not every 250 ms (an idle watcher costs no CPU).
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
+    let (wake, waker) = UnixStream::pair().unwrap();
     let stopper = thread::spawn(move || {
-        thread::sleep(Duration::from_millis(500));
+        thread::sleep(Duration::from_millis(1500));
         flag.store(true, Ordering::SeqCst);
+        (&waker).write_all(b"!").unwrap();
         Instant::now()
     });
-    let woken =
-        session.idle(Instant::now() + Duration::from_secs(20), &|| stop.load(Ordering::SeqCst)).unwrap();
+    let asked = AtomicUsize::new(0);
+    let asking = || {
+        asked.fetch_add(1, Ordering::SeqCst);
+        stop.load(Ordering::SeqCst)
+    };
+    let woken = session.idle(Instant::now() + Duration::from_secs(20), &asking, Some(wake.as_fd())).unwrap();
     let late = stopper.join().unwrap().elapsed();
     assert_eq!(woken, Woken::Stopped);
-    assert!(late < Duration::from_secs(1), "stopped {late:?} after the request");
+    assert!(late < Duration::from_millis(500), "stopped {late:?} after the request");
+    let asked = asked.load(Ordering::SeqCst);
+    assert!(asked <= 3, "asked {asked} times in 1.5 s");
     assert_eq!(session.select("INBOX").unwrap().exists, 1, "the session is still usable");
 
     let started = Instant::now();
-    assert_eq!(session.idle(started + Duration::from_secs(1), &|| false).unwrap(), Woken::Timeout);
+    assert_eq!(session.idle(started + Duration::from_secs(1), &|| false, None).unwrap(), Woken::Timeout);
     assert!(started.elapsed() < Duration::from_secs(2));
 
     // Polling instead of IDLE.
@@ -327,7 +340,7 @@ fn a_kick_during_idle_is_lost() {
         kicker.0.kick(ALICE);
     });
     let started = Instant::now();
-    let e = session.idle(Instant::now() + Duration::from_secs(20), &|| false).unwrap_err();
+    let e = session.idle(Instant::now() + Duration::from_secs(20), &|| false, None).unwrap_err();
     kicked.join().unwrap();
     assert!(matches!(e, ImapError::Lost(_)), "{e:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -345,7 +358,7 @@ fn a_restart_during_idle_is_lost_and_a_fresh_connect_works() {
         thread::sleep(Duration::from_millis(300));
         restarter.0.restart();
     });
-    let e = session.idle(Instant::now() + Duration::from_secs(20), &|| false).unwrap_err();
+    let e = session.idle(Instant::now() + Duration::from_secs(20), &|| false, None).unwrap_err();
     assert!(matches!(e, ImapError::Lost(_)), "{e:?}");
     restarted.join().unwrap();
     let mut session = dovecot.session(Security::Implicit);

@@ -6,7 +6,7 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,12 @@ pub(super) enum Failure {
 trait Stream: Read + Write + Send {
     /// Tell the peer we are done (TLS close_notify), best effort.
     fn close(&mut self) {}
+
+    /// Whether a read may return bytes without the socket being readable
+    /// (TLS plaintext already decrypted, a close_notify received).
+    fn buffered(&self) -> bool {
+        false
+    }
 }
 
 impl Stream for TcpStream {}
@@ -43,6 +49,10 @@ impl Stream for StreamOwned<ClientConnection, TcpStream> {
     fn close(&mut self) {
         self.conn.send_close_notify();
         let _ = self.flush();
+    }
+
+    fn buffered(&self) -> bool {
+        !self.conn.wants_read()
     }
 }
 
@@ -210,6 +220,24 @@ impl Conn {
             let wait = left(since.max(self.last_heard) + timeout)?;
             self.fill(wait)?;
         }
+    }
+
+    /// Whether bytes may be read now: at once if some are buffered, else
+    /// after waiting at most `wait` for the socket, or less if `wake`
+    /// becomes readable first (then false, as when the time is up).
+    pub(super) fn readable(&self, wake: Option<BorrowedFd<'_>>, wait: Duration) -> bool {
+        if self.pending() || self.stream.buffered() {
+            return true;
+        }
+        let pollfd = |fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // poll() ignores a negative descriptor.
+        let mut fds = [pollfd(self.socket.as_raw_fd()), pollfd(wake.map_or(-1, |fd| fd.as_raw_fd()))];
+        let ms = wait.as_millis().clamp(1, libc::c_int::MAX as u128) as libc::c_int;
+        // SAFETY: fds is an array of two initialised pollfd that outlives
+        // the call, and its length is what we pass.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+        // An error (EINTR) leaves it to the read, which has its own timeout.
+        ready < 0 || fds[0].revents != 0
     }
 
     /// The next whole response if one is complete after waiting at most

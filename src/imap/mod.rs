@@ -20,6 +20,7 @@ mod tests;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,8 +34,10 @@ use crate::tls;
 use conn::{Conn, Failure};
 use parse::{Body, Condition, Fetch, ParseError, Response, State, Text, Untagged};
 
-/// How often an IDLE looks at its stop flag.
+/// How often an IDLE looks at its stop flag when nothing wakes it.
 const IDLE_TICK: Duration = Duration::from_millis(250);
+/// How often it does with a wake descriptor: only to show it is alive.
+const IDLE_BEAT: Duration = Duration::from_secs(60);
 /// A server in IDLE says something (Dovecot: "* OK Still here" every 2
 /// minutes) long before this; a connection this quiet is dead.
 const DEFAULT_SILENCE: Duration = Duration::from_secs(31 * 60);
@@ -780,10 +783,17 @@ impl Session {
         Ok(())
     }
 
-    /// IDLE until new mail, `until`, or `stop()` (asked every 250 ms).
+    /// IDLE until new mail, `until`, or `stop()`: asked every 250 ms, or,
+    /// given `wake` (readable once a stop is requested), when it is
+    /// readable and once a minute, so that an idle watcher costs no CPU.
     /// Always ends with DONE and the server's OK, so the session stays
     /// usable. New mail that arrived before is reported at once.
-    pub fn idle(&mut self, until: Instant, stop: &dyn Fn() -> bool) -> Result<Woken, ImapError> {
+    pub fn idle(
+        &mut self,
+        until: Instant,
+        stop: &dyn Fn() -> bool,
+        wake: Option<BorrowedFd<'_>>,
+    ) -> Result<Woken, ImapError> {
         if std::mem::take(&mut self.new_mail) {
             return Ok(Woken::NewMail);
         }
@@ -832,6 +842,11 @@ impl Session {
                     self.place(),
                     self.silence
                 )));
+            }
+            let tick = if wake.is_some() { IDLE_BEAT } else { IDLE_TICK };
+            let quiet = self.silence.saturating_sub(now.duration_since(self.conn.last_heard));
+            if !self.conn.readable(wake, tick.min(until - now).min(quiet)) {
+                continue;
             }
             let Some(raw) =
                 self.conn.poll(IDLE_TICK.min(until - now)).map_err(|f| self.failed(f, command))?

@@ -4,6 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -663,7 +664,7 @@ fn idle_wakes_on_a_split_exists(tls: bool) {
         ],
     );
     let started = Instant::now();
-    let woken = session.idle(started + Duration::from_secs(10), &|| false).unwrap();
+    let woken = session.idle(started + Duration::from_secs(10), &|| false, None).unwrap();
     assert_eq!(woken, Woken::NewMail);
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
     assert!(!session.noop().unwrap(), "the EXISTS was reported by IDLE");
@@ -700,14 +701,48 @@ fn idle_stops_within_a_second_and_the_session_stays_usable() {
         flag.store(true, Ordering::SeqCst);
         Instant::now()
     });
-    let woken =
-        session.idle(Instant::now() + Duration::from_secs(10), &|| stop.load(Ordering::SeqCst)).unwrap();
+    let woken = session
+        .idle(Instant::now() + Duration::from_secs(10), &|| stop.load(Ordering::SeqCst), None)
+        .unwrap();
     let took = stopper.join().unwrap().elapsed();
     assert_eq!(woken, Woken::Stopped);
     assert!(took < Duration::from_secs(1), "{took:?}");
     // The EXISTS that came with DONE's answer is still news.
     assert!(session.noop().unwrap());
     fake.played();
+}
+
+#[test]
+fn idle_with_a_wake_descriptor_sleeps_until_woken() {
+    for tls in [false, true] {
+        let (mut session, fake) = greeted(
+            tls,
+            vec![c("A0001 IDLE\r\n"), s("+ idling\r\n"), c("DONE\r\n"), s("A0001 OK Idle completed.\r\n")],
+        );
+        let (wake, waker) = std::os::unix::net::UnixStream::pair().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let stopper = thread::spawn(move || {
+            thread::sleep(ms(1500));
+            flag.store(true, Ordering::SeqCst);
+            (&waker).write_all(b"!").unwrap();
+            Instant::now()
+        });
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let asking = || {
+            asked.fetch_add(1, Ordering::SeqCst);
+            stop.load(Ordering::SeqCst)
+        };
+        let woken =
+            session.idle(Instant::now() + Duration::from_secs(10), &asking, Some(wake.as_fd())).unwrap();
+        let late = stopper.join().unwrap().elapsed();
+        assert_eq!(woken, Woken::Stopped);
+        assert!(late < ms(300), "tls {tls}: stopped {late:?} after the request");
+        // Before IDLE, while idling, once woken: not every 250 ms.
+        let asked = asked.load(Ordering::SeqCst);
+        assert!(asked <= 3, "tls {tls}: asked {asked} times in 1.5 s");
+        fake.played();
+    }
 }
 
 #[test]
@@ -728,10 +763,13 @@ fn idle_times_out_at_until_and_a_server_ended_idle_is_fine() {
         ],
     );
     let started = Instant::now();
-    assert_eq!(session.idle(started + ms(600), &|| false).unwrap(), Woken::Timeout);
+    assert_eq!(session.idle(started + ms(600), &|| false, None).unwrap(), Woken::Timeout);
     let took = started.elapsed();
     assert!(took >= ms(600) && took < ms(1500), "{took:?}");
-    assert_eq!(session.idle(Instant::now() + Duration::from_secs(10), &|| false).unwrap(), Woken::Timeout);
+    assert_eq!(
+        session.idle(Instant::now() + Duration::from_secs(10), &|| false, None).unwrap(),
+        Woken::Timeout
+    );
     session.noop().unwrap();
     fake.played();
 }
@@ -742,20 +780,20 @@ fn bye_or_silence_during_idle_is_lost() {
         false,
         vec![c("A0001 IDLE\r\n"), s("+ idling\r\n"), Pause(ms(200)), s("* BYE Server shutting down.\r\n")],
     );
-    let e = session.idle(Instant::now() + Duration::from_secs(10), &|| false).unwrap_err();
+    let e = session.idle(Instant::now() + Duration::from_secs(10), &|| false, None).unwrap_err();
     assert!(matches!(&e, ImapError::Lost(text) if text.ends_with("Server shutting down.")), "{e:?}");
     fake.played();
 
     let (mut session, fake) = greeted(false, vec![c("A0001 IDLE\r\n"), s("+ idling\r\n"), Pause(ms(2000))]);
     session.set_idle_silence(ms(600));
     let started = Instant::now();
-    let e = session.idle(started + Duration::from_secs(10), &|| false).unwrap_err();
+    let e = session.idle(started + Duration::from_secs(10), &|| false, None).unwrap_err();
     assert!(matches!(e, ImapError::Lost(_)), "{e:?}");
     assert!(started.elapsed() < ms(1500), "{:?}", started.elapsed());
     fake.played();
 
     let (mut session, fake) = greeted(false, vec![c("A0001 IDLE\r\n"), s("+ idling\r\n"), Close]);
-    let e = session.idle(Instant::now() + Duration::from_secs(10), &|| false).unwrap_err();
+    let e = session.idle(Instant::now() + Duration::from_secs(10), &|| false, None).unwrap_err();
     assert!(matches!(e, ImapError::Lost(_)), "{e:?}");
     fake.played();
 }

@@ -168,10 +168,11 @@ impl Folder {
             self.doing(if idle { "idle" } else { "waiting" }, left.is_some());
             let woken = if idle {
                 let (shared, id) = (&self.shared, self.id);
-                session.idle(until, &|| {
+                let stop = || {
                     shared.update(id, |_| {});
                     shared.stop.requested()
-                })
+                };
+                session.idle(until, &stop, shared.stop.wake())
             } else {
                 let pause = self.mailbox.poll_interval.min(until.saturating_duration_since(Instant::now()));
                 if self.shared.stop.sleep(pause) {

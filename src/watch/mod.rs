@@ -12,6 +12,8 @@ mod folder;
 pub mod state;
 
 use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -33,12 +35,26 @@ use folder::{Folder, Left};
 /// How often the main thread looks at its workers (status, watchdog).
 const TICK: Duration = Duration::from_secs(1);
 
-/// A request to stop, which sleeping threads hear at once.
-#[derive(Default)]
+/// A request to stop, which sleeping threads hear at once, and so do
+/// threads in IDLE: they wait on `wake` too, instead of waking to ask.
 pub struct Stop {
     flag: AtomicBool,
     lock: Mutex<()>,
     woken: Condvar,
+    /// A socket pair: one byte written to the second end makes the first
+    /// readable. Without one (no descriptors left), IDLE asks every 250 ms.
+    wake: Option<(UnixStream, UnixStream)>,
+}
+
+impl Default for Stop {
+    fn default() -> Stop {
+        Stop {
+            flag: AtomicBool::new(false),
+            lock: Mutex::new(()),
+            woken: Condvar::new(),
+            wake: UnixStream::pair().ok(),
+        }
+    }
 }
 
 impl Stop {
@@ -48,8 +64,16 @@ impl Stop {
 
     pub fn request(&self) {
         self.flag.store(true, SeqCst);
+        if let Some((_, sender)) = &self.wake {
+            let _ = (&*sender).write_all(b"!");
+        }
         let _guard = self.lock.lock();
         self.woken.notify_all();
+    }
+
+    /// Readable once a stop is requested.
+    pub fn wake(&self) -> Option<BorrowedFd<'_>> {
+        self.wake.as_ref().map(|(receiver, _)| receiver.as_fd())
     }
 
     /// Sleep for `pause`, or less if a stop is requested; true if it was.
