@@ -1,11 +1,14 @@
 //! What we ask of the operating system: accounts (through the C library,
-//! so LDAP or sssd accounts count), the wording of io errors, signals, and
-//! panics turned into something a caller can act on.
+//! so LDAP or sssd accounts count), the wording of io errors, files replaced
+//! atomically, signals, and panics turned into something a caller can act on.
 
 use std::ffi::{CStr, CString};
-use std::io;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
 use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::panic::{self, AssertUnwindSafe};
+use std::path::Path;
 use std::sync::Mutex;
 
 /// An io::Error without Rust's "(os error N)" suffix, lower-cased like the rest of our lines.
@@ -17,6 +20,39 @@ pub fn io_reason(e: &io::Error) -> String {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => text.to_string(),
     }
+}
+
+/// Replace `path` with `contents`, atomically and durably: a new file
+/// beside it, mode 0600 (handed to `prepare` first, to change its owner
+/// say), fsync'd, renamed over it, then the directory fsync'd. A crash
+/// leaves the old contents or the new, never half; a failure leaves no
+/// temporary file behind.
+pub fn replace_file(
+    path: &Path,
+    contents: &[u8],
+    prepare: impl FnOnce(&File) -> io::Result<()>,
+) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name =
+        path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
+    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    // One left by a crash of a process with the same id.
+    let _ = fs::remove_file(&tmp);
+    let written = (|| {
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        prepare(&file)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
+    File::open(dir)?.sync_all()
 }
 
 /// Whether `host` (a name or an address, IPv6 with or without brackets)

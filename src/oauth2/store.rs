@@ -1,9 +1,9 @@
 //! The refresh token's file, replaced atomically and durably.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{fchown, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::io;
+use std::os::unix::fs::{fchown, MetadataExt};
+use std::path::Path;
 
 /// Replace `path` with `secret` and a newline: a new file in the same
 /// directory, mode 0600 and owned like the one it replaces, fsync'd, then
@@ -19,38 +19,22 @@ pub(super) fn write_secret(path: &Path, secret: &str) -> io::Result<()> {
         Ok(meta) if meta.file_type().is_symlink() => fs::canonicalize(path)?,
         _ => path.to_path_buf(),
     };
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name =
-        path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
+    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
     // SAFETY: geteuid cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     let owner = match fs::metadata(&path) {
         Ok(meta) => Some((meta.uid(), meta.gid())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::metadata(&dir).ok().map(|m| (m.uid(), m.gid())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::metadata(dir).ok().map(|m| (m.uid(), m.gid())),
         Err(e) => return Err(e),
     }
     .filter(|_| root);
-    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
-    // One left by a crash of a process with the same id.
-    let _ = fs::remove_file(&tmp);
-    let written = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    crate::sys::replace_file(&path, format!("{secret}\n").as_bytes(), |file| {
         let made = file.metadata()?;
-        if let Some((uid, gid)) = owner.filter(|&owner| owner != (made.uid(), made.gid())) {
-            fchown(&file, Some(uid), Some(gid))?;
+        match owner.filter(|&owner| owner != (made.uid(), made.gid())) {
+            Some((uid, gid)) => fchown(file, Some(uid), Some(gid)),
+            None => Ok(()),
         }
-        file.write_all(format!("{secret}\n").as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        File::open(&dir)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written
+    })
 }
 
 #[cfg(test)]

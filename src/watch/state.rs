@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -91,18 +91,8 @@ impl StateFile {
     pub fn save(&self, state: &FolderState) -> io::Result<()> {
         let dir = self.path.parent().expect("a state file is in a folder");
         fs::create_dir_all(dir)?;
-        let tmp = self.path.with_extension("json.tmp");
-        let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        let written = serde_json::to_vec(state)
-            .map_err(io::Error::other)
-            .and_then(|bytes| file.write_all(&bytes))
-            .and_then(|()| file.sync_all());
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        fs::rename(&tmp, &self.path)?;
-        File::open(dir)?.sync_all()
+        let bytes = serde_json::to_vec(state).map_err(io::Error::other)?;
+        crate::sys::replace_file(&self.path, &bytes, |_| Ok(()))
     }
 }
 
@@ -165,6 +155,9 @@ mod tests {
         file.save(&state).unwrap();
         assert_eq!(file.load().unwrap(), Some(state));
         assert!(!file.path().with_extension("json.tmp").exists());
+        let beside: Vec<_> =
+            fs::read_dir(file.path().parent().unwrap()).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(beside, [file.path().to_path_buf()], "no temporary file is left");
         fs::write(file.path(), b"{not json").unwrap();
         assert!(file.load().is_err());
         assert_ne!(
