@@ -23,6 +23,7 @@ pub mod outcome;
 pub mod pipeline;
 pub mod reject;
 pub mod relay;
+pub mod secret;
 pub mod sys;
 pub mod tls;
 pub mod watch;

@@ -87,25 +87,7 @@ pub struct Sourced<T> {
     pub source: Source,
 }
 
-/// A secret (the ingress password). It has no `Display`, and `Debug` hides it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Password(String);
-
-impl Password {
-    pub fn new(text: impl Into<String>) -> Password {
-        Password(text.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Password(****)")
-    }
-}
+pub use crate::secret::Password;
 
 /// A secret written in the configuration file itself, or in a file of its
 /// own that is read again each time it is needed, so that fixing the file
@@ -304,7 +286,7 @@ impl File<'_> {
             (Some(value), None) => {
                 let text = self.string("password", value)?;
                 warn_if_world_readable(self.path, warnings);
-                Ok(Some((Password(text), None)))
+                Ok(Some((Password::new(text), None)))
             }
             (None, None) => Ok(None),
         }
@@ -371,7 +353,7 @@ impl Config {
             password_file = Some(path.clone());
             Some(read_password_file(path, "--password-file", Source::Flag("--password-file"), &mut warnings)?)
         } else if let Some((value, source)) = from_env(ENV_PASSWORD) {
-            Some(Sourced { value: Password(value), source })
+            Some(Sourced { value: Password::new(value), source })
         } else if let Some((value, path)) = match &file {
             Some(file) => file.password(&content.password, &content.password_file, &mut warnings)?,
             None => None,
@@ -379,10 +361,10 @@ impl Config {
             password_file = path;
             Some(Sourced { value, source: file.as_ref().map_or(Source::Default, File::source) })
         } else {
-            from_env(RAKE_PASSWORD).map(|(value, source)| Sourced { value: Password(value), source })
+            from_env(RAKE_PASSWORD).map(|(value, source)| Sourced { value: Password::new(value), source })
         };
         if let Some(p) = &password {
-            if p.value.0.is_empty() {
+            if p.value.expose().is_empty() {
                 return Err(error(format!("the password from {} is empty", p.source)));
             }
         }
@@ -564,7 +546,7 @@ fn read_password_file(
     if first_line.is_empty() {
         return Err(error(format!("password file {} is empty", path.display())));
     }
-    Ok(Sourced { value: Password(first_line.to_string()), source })
+    Ok(Sourced { value: Password::new(first_line), source })
 }
 
 fn warn_if_world_readable(path: &Path, warnings: &mut Vec<String>) {
@@ -614,7 +596,7 @@ fn routes(
         let (password, password_file) = file
             .password(&table.password, &table.password_file, warnings)?
             .ok_or_else(|| missing("password_file"))?;
-        if password.0.is_empty() {
+        if password.expose().is_empty() {
             return Err(error(format!("{name}: the password is empty")));
         }
         routes.push(Route { domains, target: Target { url, password }, password_file, name });
@@ -812,7 +794,7 @@ mod tests {
         let c = load(&flags, &[("CHATWOOT_INGRESS_PASSWORD", "env-loses")]).unwrap();
         assert_eq!(c.password.unwrap().value.expose(), "s3cr3t+/=");
         assert!(c.warnings[0].contains("readable by every user"));
-        assert!(!format!("{:?}", Password("s3cr3t".into())).contains("s3cr3t"));
+        assert!(!format!("{:?}", Password::new("s3cr3t")).contains("s3cr3t"));
     }
 
     #[test]

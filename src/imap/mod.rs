@@ -192,12 +192,7 @@ impl ImapError {
 
     /// The same error with every secret in its text replaced by `****`.
     fn scrubbed(self, secrets: &[&str]) -> ImapError {
-        let clean = |text: String| {
-            secrets
-                .iter()
-                .filter(|secret| !secret.is_empty())
-                .fold(text, |text, secret| text.replace(secret, "****"))
-        };
+        let clean = |text: String| crate::secret::scrub(&text, secrets);
         match self {
             ImapError::Dns(text) => ImapError::Dns(clean(text)),
             ImapError::Refused(text) => ImapError::Refused(clean(text)),

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use super::TokenError;
 use crate::outcome::Cause;
 use crate::relay::{chain, Proxies, USER_AGENT};
+use crate::secret::scrub;
 use crate::sys::io_reason;
 use crate::tls;
 
@@ -167,13 +168,6 @@ fn one_line(description: &str) -> String {
         Some((at, _)) => format!("{}…", &text[..at]),
         None => text.to_string(),
     }
-}
-
-fn scrub(text: &str, secrets: &[&str]) -> String {
-    secrets
-        .iter()
-        .filter(|s| !s.is_empty())
-        .fold(text.to_string(), |text, secret| text.replace(secret, "****"))
 }
 
 /// A request that got no answer, classified by the types in its cause chain.
