@@ -253,6 +253,12 @@ pub struct WatchArgs {
     /// Watch only this mailbox (its `name`); may be given more than once
     #[arg(long, value_name = "NAME")]
     pub mailbox: Vec<String>,
+
+    /// How each line of the log is written: text, or one JSON object per
+    /// line (time, level, event, mailbox, folder, uid, message_id, bytes,
+    /// status, ms, error, fix, message) for container log pipelines
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<crate::log::Format>,
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,8 @@ pub mod deliver;
 pub mod headers;
 pub mod imap;
 pub mod import;
+pub mod log;
+pub mod mailbox;
 pub mod message;
 pub mod oauth2;
 pub mod outcome;

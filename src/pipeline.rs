@@ -107,15 +107,14 @@ impl Pipeline {
             (Some(i), _) => Ok((Some(i), &self.routes[i].target)),
             (None, Some(target)) => Ok((None, target)),
             (None, None) => Err(Outcome::new(
-                Cause::Config,
+                Cause::NoRoute,
                 match domain {
                     Some(domain) => format!(
                         "no [[route]] is for {domain} and there is no top-level url for other domains"
                     ),
                     None => "no recipient to choose a [[route]] by, and no top-level url".to_string(),
                 },
-            )
-            .with_fix("add the domain to a route's domains, or set a top-level url")),
+            )),
         }
     }
 
@@ -165,6 +164,11 @@ impl Pipeline {
     /// Read one message from `reader`, up to one byte past max_size.
     pub fn read(&self, reader: &mut impl Read, recipient: Option<&str>) -> io::Result<Input> {
         message::read_limited(reader, self.max_size.value, recipient)
+    }
+
+    /// The relay's deadline for one delivery, retries included.
+    pub fn timeout(&self) -> std::time::Duration {
+        self.relay.as_ref().map_or(std::time::Duration::ZERO, Relay::timeout)
     }
 
     pub fn max_size(&self) -> u64 {
