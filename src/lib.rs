@@ -15,6 +15,8 @@ pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod headers;
+#[cfg(feature = "test-hooks")]
+pub mod hooks;
 pub mod imap;
 pub mod import;
 pub mod log;

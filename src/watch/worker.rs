@@ -485,6 +485,8 @@ impl<S: Source> Worker<S> {
 
     /// One message: fetch, the pipeline, remember, settle.
     fn one(&mut self, i: usize, item: &Item<S::Key>, progress: &mut bool) -> Result<Turn, SourceError> {
+        #[cfg(feature = "test-hooks")]
+        crate::hooks::point("watch-message");
         let max_size = self.ctx.pipeline.max_size();
         self.beat(self.source.longest_step(item.size.unwrap_or(max_size).min(max_size)));
         let body = match self.source.fetch(item, max_size) {
