@@ -86,7 +86,8 @@ fn endpoints_answer_as_documented() {
     let missing = server.get("/healthz");
     assert!(missing.starts_with("HTTP/1.1 404 Not Found\r\n"), "{missing}");
     let post = server.exchange(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
-    assert!(post.starts_with("HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD\r\n"), "{post}");
+    assert!(post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{post}");
+    assert!(post.contains("\r\nAllow: GET, HEAD\r\n"), "{post}");
     // HTTP/1.0 clients are answered too.
     assert_eq!(server.exchange(b"GET /healthz/live HTTP/1.0\r\n\r\n"), ok_answer());
 }

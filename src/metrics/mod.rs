@@ -148,89 +148,91 @@ impl Metrics {
     /// sorted by their label values; a family with no series is left out.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        family(&mut out, "build_info", "gauge", "The version of chatwoot-ingress that is running; always 1.");
-        sample(&mut out, "build_info", "", &[("version", &self.version)], 1.0);
+        family(&mut out, &BUILD_INFO);
+        sample(&mut out, &BUILD_INFO, "", &[("version", &self.version)], 1.0);
         let state = self.state();
         if !state.messages.is_empty() {
-            family(&mut out, "messages_total", "counter", "Messages handed to the ingress, by what became of them: delivered (2xx), refused for good, or deferred to be tried again.");
-            for (mailbox, folders) in &state.messages {
-                for (folder, counts) in folders {
-                    for outcome in MessageOutcome::ALL {
-                        let labels =
-                            [("mailbox", mailbox.as_str()), ("folder", folder), ("outcome", outcome.label())];
-                        sample(&mut out, "messages_total", "", &labels, counts[outcome as usize] as f64);
-                    }
+            family(&mut out, &MESSAGES);
+        }
+        for (mailbox, folders) in &state.messages {
+            for (folder, counts) in folders {
+                for outcome in MessageOutcome::ALL {
+                    let labels =
+                        [("mailbox", mailbox.as_str()), ("folder", folder), ("outcome", outcome.label())];
+                    sample(&mut out, &MESSAGES, "", &labels, counts[outcome as usize] as f64);
                 }
             }
         }
         if !state.durations.is_empty() {
-            family(
-                &mut out,
-                "delivery_duration_seconds",
-                "histogram",
-                "How long the POST of one message to the ingress took, retries included.",
-            );
-            for (mailbox, histogram) in &state.durations {
-                let mut cumulative = 0;
-                for (i, count) in histogram.counts.iter().enumerate() {
-                    cumulative += count;
-                    let bound = DURATION_BUCKETS.get(i).map_or("+Inf".to_string(), |b| b.to_string());
-                    let labels = [("mailbox", mailbox.as_str()), ("le", &bound)];
-                    sample(&mut out, "delivery_duration_seconds", "_bucket", &labels, cumulative as f64);
-                }
-                sample(&mut out, "delivery_duration_seconds", "_sum", &[("mailbox", mailbox)], histogram.sum);
+            family(&mut out, &DURATION);
+        }
+        for (mailbox, histogram) in &state.durations {
+            let mut cumulative = 0;
+            for (i, count) in histogram.counts.iter().enumerate() {
+                cumulative += count;
+                let bound = DURATION_BUCKETS.get(i).map_or("+Inf".to_string(), |b| b.to_string());
                 sample(
                     &mut out,
-                    "delivery_duration_seconds",
-                    "_count",
-                    &[("mailbox", mailbox)],
+                    &DURATION,
+                    "_bucket",
+                    &[("mailbox", mailbox), ("le", &bound)],
                     cumulative as f64,
                 );
             }
+            sample(&mut out, &DURATION, "_sum", &[("mailbox", mailbox)], histogram.sum);
+            sample(&mut out, &DURATION, "_count", &[("mailbox", mailbox)], cumulative as f64);
         }
         if !state.up.is_empty() {
-            family(
-                &mut out,
-                "mailbox_up",
-                "gauge",
-                "1 while the folder's worker is connected and idling or polling, 0 otherwise.",
-            );
-            for (mailbox, folders) in &state.up {
-                for (folder, up) in folders {
-                    sample(
-                        &mut out,
-                        "mailbox_up",
-                        "",
-                        &[("mailbox", mailbox), ("folder", folder)],
-                        flag(*up),
-                    );
-                }
+            family(&mut out, &MAILBOX_UP);
+        }
+        for (mailbox, folders) in &state.up {
+            for (folder, up) in folders {
+                sample(&mut out, &MAILBOX_UP, "", &[("mailbox", mailbox), ("folder", folder)], flag(*up));
             }
         }
-        per_mailbox(
-            &mut out,
-            "last_delivery_timestamp_seconds",
-            "When the ingress last answered 2xx for a message of the mailbox (Unix time).",
-            &state.last_delivery,
-            |t| *t,
-        );
-        per_mailbox(
-            &mut out,
-            "oauth2_token_expiry_timestamp_seconds",
-            "When the mailbox's current OAuth2 access token expires (Unix time).",
-            &state.token_expiry,
-            |t| *t,
-        );
-        per_mailbox(
-            &mut out,
-            "lease_held",
-            "1 while this replica holds the mailbox's lease and may fetch from it, 0 otherwise.",
-            &state.lease_held,
-            |held| flag(*held),
-        );
+        per_mailbox(&mut out, &LAST_DELIVERY, &state.last_delivery, |at| *at);
+        per_mailbox(&mut out, &TOKEN_EXPIRY, &state.token_expiry, |at| *at);
+        per_mailbox(&mut out, &LEASE_HELD, &state.lease_held, |held| flag(*held));
         out
     }
 }
+
+/// A metric family: its name (after the prefix), type and help text.
+struct Family(&'static str, &'static str, &'static str);
+
+const BUILD_INFO: Family =
+    Family("build_info", "gauge", "The version of chatwoot-ingress that is running; always 1.");
+const MESSAGES: Family = Family(
+    "messages_total",
+    "counter",
+    "Messages handed to the ingress, by what became of them: delivered (2xx), refused for good, \
+     or deferred to be tried again.",
+);
+const DURATION: Family = Family(
+    "delivery_duration_seconds",
+    "histogram",
+    "How long the ingress took to answer one message, the relay's retries included.",
+);
+const MAILBOX_UP: Family = Family(
+    "mailbox_up",
+    "gauge",
+    "1 while the folder's worker is connected and idling or polling, 0 otherwise.",
+);
+const LAST_DELIVERY: Family = Family(
+    "last_delivery_timestamp_seconds",
+    "gauge",
+    "When the ingress last answered 2xx for a message of the mailbox (Unix time).",
+);
+const TOKEN_EXPIRY: Family = Family(
+    "oauth2_token_expiry_timestamp_seconds",
+    "gauge",
+    "When the mailbox's current OAuth2 access token expires (Unix time).",
+);
+const LEASE_HELD: Family = Family(
+    "lease_held",
+    "gauge",
+    "1 while this replica holds the mailbox's lease and may fetch from it, 0 otherwise.",
+);
 
 impl Histogram {
     fn observe(&mut self, seconds: f64) {
@@ -265,23 +267,16 @@ fn flag(set: bool) -> f64 {
     }
 }
 
-fn per_mailbox<V>(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    map: &BTreeMap<String, V>,
-    value: impl Fn(&V) -> f64,
-) {
-    if map.is_empty() {
-        return;
+fn per_mailbox<V>(out: &mut String, metric: &Family, map: &BTreeMap<String, V>, value: impl Fn(&V) -> f64) {
+    if !map.is_empty() {
+        family(out, metric);
     }
-    family(out, name, "gauge", help);
     for (mailbox, v) in map {
-        sample(out, name, "", &[("mailbox", mailbox)], value(v));
+        sample(out, metric, "", &[("mailbox", mailbox)], value(v));
     }
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+fn family(out: &mut String, &Family(name, kind, help): &Family) {
     let _ = write!(out, "# HELP {PREFIX}{name} ");
     for c in help.chars() {
         match c {
@@ -293,8 +288,8 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "\n# TYPE {PREFIX}{name} {kind}");
 }
 
-fn sample(out: &mut String, name: &str, suffix: &str, labels: &[(&str, &str)], value: f64) {
-    let _ = write!(out, "{PREFIX}{name}{suffix}");
+fn sample(out: &mut String, family: &Family, suffix: &str, labels: &[(&str, &str)], value: f64) {
+    let _ = write!(out, "{PREFIX}{}{suffix}", family.0);
     for (i, (label, value)) in labels.iter().enumerate() {
         out.push_str(if i == 0 { "{" } else { "," });
         let _ = write!(out, "{label}=\"");

@@ -130,10 +130,11 @@ impl ServerHandle {
         unsafe {
             libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR);
         }
+        let _ = accepting.join();
+        // Nothing is admitted any more: end what is open.
         for slot in &self.shared.slots().open {
             let _ = slot.stream.shutdown(Shutdown::Both);
         }
-        let _ = accepting.join();
     }
 }
 
@@ -293,17 +294,20 @@ fn respond(method: &str, path: &str, shared: &Shared) -> Vec<u8> {
         "GET" => false,
         "HEAD" => true,
         _ => {
-            let mut response = text(405, "Method Not Allowed", "only GET and HEAD\n");
-            // Just after the status line: Allow is required with a 405.
-            let at = response.windows(2).position(|w| w == b"\r\n").map_or(0, |i| i + 2);
-            response.splice(at..at, b"Allow: GET, HEAD\r\n".iter().copied());
-            return response;
+            // Allow is required with a 405.
+            let headers = [("Content-Type", PLAIN), ("Allow", "GET, HEAD")];
+            return answer(405, "Method Not Allowed", &headers, b"only GET and HEAD\n");
         }
     };
     let response = match path {
         "/metrics" => {
             let body = shared.metrics.render();
-            answer(200, "OK", "text/plain; version=0.0.4; charset=utf-8", body.as_bytes())
+            answer(
+                200,
+                "OK",
+                &[("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
+                body.as_bytes(),
+            )
         }
         "/healthz/live" => health(shared.health.live()),
         "/healthz/ready" => health(shared.health.ready()),
@@ -327,17 +331,22 @@ fn busy() -> Vec<u8> {
     text(503, "Service Unavailable", "busy: too many connections\n")
 }
 
+const PLAIN: &str = "text/plain; charset=utf-8";
+
 fn text(status: u16, reason: &str, body: &str) -> Vec<u8> {
-    answer(status, reason, "text/plain; charset=utf-8", body.as_bytes())
+    answer(status, reason, &[("Content-Type", PLAIN)], body.as_bytes())
 }
 
-fn answer(status: u16, reason: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
-    let mut response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+fn answer(status: u16, reason: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut head = format!("HTTP/1.1 {status} {reason}\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!(
+        "Content-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
         body.len()
-    )
-    .into_bytes();
+    ));
+    let mut response = head.into_bytes();
     response.extend_from_slice(body);
     response
 }
@@ -404,6 +413,7 @@ mod tests {
         assert!(get.starts_with(&head) && get.len() > head.len());
         assert!(head.ends_with(b"\r\n\r\n"));
         let post = String::from_utf8(respond("POST", "/metrics", &shared)).unwrap();
-        assert!(post.starts_with("HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD\r\n"), "{post}");
+        assert!(post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{post}");
+        assert!(post.contains("\r\nAllow: GET, HEAD\r\n"), "{post}");
     }
 }

@@ -185,7 +185,7 @@ fn label_values_are_escaped_as_the_format_says() {
 #[test]
 fn help_text_is_escaped_too() {
     let mut out = String::new();
-    family(&mut out, "x", "gauge", "a \\ b\nc \"d\"");
+    family(&mut out, &Family("x", "gauge", "a \\ b\nc \"d\""));
     assert_eq!(out, "# HELP chatwoot_ingress_x a \\\\ b\\nc \"d\"\n# TYPE chatwoot_ingress_x gauge\n");
 }
 
