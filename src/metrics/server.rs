@@ -399,15 +399,72 @@ mod tests {
         assert!(error.contains("listen on [::1]:9000 instead"), "{error}");
     }
 
-    #[test]
-    fn head_requests_get_the_headers_of_get_and_no_body() {
-        let shared = Shared {
+    fn shared() -> Arc<Shared> {
+        Arc::new(Shared {
             metrics: Metrics::new("1.2.3"),
             health: Health::new(),
             stopping: AtomicBool::new(false),
             threads: AtomicUsize::new(0),
             slots: Mutex::new(Slots::default()),
-        };
+        })
+    }
+
+    /// A connected pair: (our side, the client's side).
+    fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        (listener.accept().unwrap().0, client)
+    }
+
+    /// Fill every place with a connection, `reading` or answering.
+    fn fill(shared: &Shared, listener: &TcpListener, reading: bool) -> Vec<TcpStream> {
+        let mut slots = shared.slots();
+        (0..LIMITS.connections)
+            .map(|i| {
+                let (ours, client) = pair(listener);
+                let accepted = Instant::now() + Duration::from_secs(i as u64);
+                slots.open.push(Slot { id: 1000 + i as u64, stream: ours, accepted, reading });
+                client
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_full_house_of_readers_makes_room_by_closing_the_oldest() {
+        let (shared, listener) = (shared(), TcpListener::bind("127.0.0.1:0").unwrap());
+        let mut clients = fill(&shared, &listener, true);
+        let (ours, mut newcomer) = pair(&listener);
+        admit(ours, &shared);
+        // The oldest reader was closed; the others and the newcomer stay.
+        assert_eq!(clients[0].read(&mut [0; 16]).unwrap(), 0);
+        let ids: Vec<u64> = shared.slots().open.iter().map(|slot| slot.id).collect();
+        assert_eq!(ids.len(), LIMITS.connections);
+        assert!(!ids.contains(&1000) && ids.contains(&1001), "{ids:?}");
+        newcomer.write_all(b"GET /healthz/live HTTP/1.1\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        newcomer.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n") && answer.ends_with("\r\n\r\nok\n"), "{answer}");
+        clients[1].set_nonblocking(true).unwrap();
+        assert_eq!(clients[1].read(&mut [0; 16]).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn a_full_house_of_answers_turns_newcomers_away_at_once() {
+        let (shared, listener) = (shared(), TcpListener::bind("127.0.0.1:0").unwrap());
+        let _clients = fill(&shared, &listener, false);
+        let (ours, mut newcomer) = pair(&listener);
+        admit(ours, &shared);
+        let mut answer = String::new();
+        newcomer.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nbusy: too many connections\n"), "{answer}");
+        assert_eq!(shared.slots().open.len(), LIMITS.connections);
+        assert_eq!(shared.threads.load(SeqCst), 0);
+    }
+
+    #[test]
+    fn head_requests_get_the_headers_of_get_and_no_body() {
+        let shared = shared();
         let get = respond("GET", "/metrics", &shared);
         let head = respond("HEAD", "/metrics", &shared);
         assert!(get.starts_with(&head) && get.len() > head.len());
