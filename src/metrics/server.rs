@@ -1,22 +1,26 @@
 //! A small HTTP/1.1 server for `/metrics`, `/healthz/live` and
-//! `/healthz/ready`, on OS threads with blocking I/O and deadlines, like the
-//! rest of the program.
+//! `/healthz/ready`: one thread of its own, non-blocking sockets and
+//! poll(2), with no runtime (the rest of the program is OS threads and
+//! blocking calls).
 //!
 //! A slow or hostile client must stall neither delivery (which never waits
-//! for this server: see [`super::Metrics`]) nor the server. One request per
-//! connection; a thread per connection, at most [`Limits::connections`] of
-//! them. When all are taken, the connection that has waited longest for its
-//! request head is closed to make room: an idle or one-byte-a-second client
-//! holds a place only until someone needs it, so a real scrape, which sends
-//! its request at once, is served. Only when every place is writing an
-//! answer is a newcomer told 503 at once. The head must arrive whole within
-//! a deadline and a size; the answer must be taken within a deadline.
+//! for this server: see [`super::Metrics`]) nor the server. One thread serves
+//! every connection and never waits on any one of them; one request per
+//! connection. A head is read as soon as it arrives, checked for a deadline
+//! and a size, and answered at once (the answer is made in microseconds);
+//! an answer the client is slow to take waits for it until a deadline. At
+//! most [`Limits::connections`] are open: when all are taken, the one that
+//! has waited longest for its request head is closed to make room, so an
+//! idle or one-byte-a-second client holds a place only until someone needs
+//! it, while a real scrape, which sends its request at once, is served on
+//! arrival. Only when every place is writing an answer is a newcomer told
+//! 503 at once.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -25,25 +29,28 @@ use super::{Health, Metrics};
 /// The bounds every connection lives within.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Connections served at once.
+    /// Connections open at once.
     pub connections: usize,
-    /// Threads at once, counting those of closed connections still ending.
-    pub threads: usize,
     /// Time from accept to a complete request head.
     pub head_deadline: Duration,
     /// Size of a request head (request line and headers).
     pub head_size: usize,
-    /// Time to write the whole answer.
+    /// Time for the client to take the whole answer.
     pub write_deadline: Duration,
 }
 
 pub const LIMITS: Limits = Limits {
-    connections: 16,
-    threads: 64,
+    connections: 64,
     head_deadline: Duration::from_secs(5),
     head_size: 8 * 1024,
     write_deadline: Duration::from_secs(5),
 };
+
+/// Connections taken from the backlog per turn of the loop: a flood of
+/// them does not keep the loop from the ones already open, and, being at
+/// most a quarter of the places, cannot make room by closing one accepted
+/// in the same turn before the next turn reads its head.
+const ACCEPTS_PER_TURN: usize = LIMITS.connections / 4;
 
 /// A non-loopback address serves the metrics and health to the network:
 /// refused unless the configuration says so.
@@ -63,51 +70,27 @@ pub fn check_listen(addr: SocketAddr, allow_remote: bool) -> Result<(), String> 
 /// A running server; dropping it (or [`ServerHandle::stop`]) stops it.
 pub struct ServerHandle {
     addr: SocketAddr,
-    listener: Arc<TcpListener>,
-    shared: Arc<Shared>,
-    accepting: Option<JoinHandle<()>>,
+    /// One byte written here wakes the loop to end.
+    wake: UnixStream,
+    serving: Option<JoinHandle<()>>,
 }
 
+/// What answers need.
 struct Shared {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    stopping: AtomicBool,
-    threads: AtomicUsize,
-    slots: Mutex<Slots>,
-}
-
-#[derive(Default)]
-struct Slots {
-    next: u64,
-    open: Vec<Slot>,
-}
-
-struct Slot {
-    id: u64,
-    /// A second handle on the connection, to close it from outside.
-    stream: TcpStream,
-    accepted: Instant,
-    /// Still waiting for its request head: the one to close to make room.
-    reading: bool,
 }
 
 /// Serve on `listener` (already bound: [`check_listen`] first) until the
 /// handle is stopped or dropped.
 pub fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) -> io::Result<ServerHandle> {
     let addr = listener.local_addr()?;
-    let listener = Arc::new(listener);
-    let shared = Arc::new(Shared {
-        metrics,
-        health,
-        stopping: AtomicBool::new(false),
-        threads: AtomicUsize::new(0),
-        slots: Mutex::new(Slots::default()),
-    });
-    let accepting = {
-        let (listener, shared) = (listener.clone(), shared.clone());
-        thread::Builder::new().name("metrics".into()).spawn(move || accept(&listener, &shared))?
-    };
-    Ok(ServerHandle { addr, listener, shared, accepting: Some(accepting) })
+    listener.set_nonblocking(true)?;
+    let (woken, wake) = UnixStream::pair()?;
+    let shared = Shared { metrics, health };
+    let serving =
+        thread::Builder::new().name("metrics".into()).spawn(move || run(&listener, &woken, &shared))?;
+    Ok(ServerHandle { addr, wake, serving: Some(serving) })
 }
 
 impl ServerHandle {
@@ -115,26 +98,16 @@ impl ServerHandle {
         self.addr
     }
 
-    /// Stop accepting, close every open connection, and wait for the
-    /// accepting thread to end.
+    /// Stop: the loop ends at once, closing the listening socket and every
+    /// connection.
     pub fn stop(mut self) {
         self.halt();
     }
 
     fn halt(&mut self) {
-        let Some(accepting) = self.accepting.take() else { return };
-        self.shared.stopping.store(true, SeqCst);
-        // shutdown() on a listening socket wakes a blocked accept() at once
-        // (Linux: EINVAL), and new connections are refused from then on.
-        // SAFETY: the descriptor belongs to `self.listener`, alive here.
-        unsafe {
-            libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR);
-        }
-        let _ = accepting.join();
-        // Nothing is admitted any more: end what is open.
-        for slot in &self.shared.slots().open {
-            let _ = slot.stream.shutdown(Shutdown::Both);
-        }
+        let Some(serving) = self.serving.take() else { return };
+        let _ = (&self.wake).write_all(b"!");
+        let _ = serving.join();
     }
 }
 
@@ -144,144 +117,197 @@ impl Drop for ServerHandle {
     }
 }
 
-impl Shared {
-    fn slots(&self) -> MutexGuard<'_, Slots> {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner())
-    }
+struct Conn {
+    stream: TcpStream,
+    accepted: Instant,
+    deadline: Instant,
+    state: State,
 }
 
-fn accept(listener: &TcpListener, shared: &Arc<Shared>) {
+enum State {
+    /// The head so far.
+    Reading(Vec<u8>),
+    /// The answer, and how much of it is written.
+    Writing(Vec<u8>, usize),
+}
+
+fn run(listener: &TcpListener, woken: &UnixStream, shared: &Shared) {
+    let mut conns: Vec<Conn> = Vec::new();
+    // Out of descriptors, accept() fails at once and the listener stays
+    // readable: leave it alone a moment rather than spin.
+    let mut accept_after: Option<Instant> = None;
     loop {
-        let accepted = listener.accept();
-        if shared.stopping.load(SeqCst) {
+        let now = Instant::now();
+        conns.retain(|conn| {
+            if now < conn.deadline {
+                return true;
+            }
+            if let State::Reading(_) = conn.state {
+                answer_now(&conn.stream, &text(408, "Request Timeout", "request head too slow\n"));
+            }
+            false
+        });
+        accept_after = accept_after.filter(|at| now < *at);
+        let pollfd = |fd, events| libc::pollfd { fd, events, revents: 0 };
+        let mut fds = vec![
+            pollfd(woken.as_raw_fd(), libc::POLLIN),
+            // A negative descriptor is ignored by poll.
+            pollfd(if accept_after.is_some() { -1 } else { listener.as_raw_fd() }, libc::POLLIN),
+        ];
+        fds.extend(conns.iter().map(|conn| {
+            let events = if let State::Writing(..) = conn.state { libc::POLLOUT } else { libc::POLLIN };
+            pollfd(conn.stream.as_raw_fd(), events)
+        }));
+        let next = conns.iter().map(|conn| conn.deadline).chain(accept_after).min();
+        let timeout = next.map_or(-1, |at| {
+            let ms = at.saturating_duration_since(now).as_millis() + 1;
+            i32::try_from(ms).unwrap_or(i32::MAX)
+        });
+        // SAFETY: fds is a vector of initialised pollfd that outlives the
+        // call, and its length is the count given.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if ready < 0 {
+            // EINTR; or ENOMEM, which the next turn may not meet.
+            if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                thread::sleep(Duration::from_millis(100));
+            }
+            continue;
+        }
+        if fds[0].revents != 0 {
             return;
         }
-        match accepted {
-            Ok((stream, _)) => admit(stream, shared),
-            // Out of descriptors or memory: accept() would fail again at
-            // once; give the connections in hand time to end.
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-                ) =>
-            {
-                thread::sleep(Duration::from_millis(100))
+        let mut open = Vec::with_capacity(conns.len() + 1);
+        for (conn, fd) in conns.into_iter().zip(&fds[2..]) {
+            if fd.revents == 0 {
+                open.push(conn);
+            } else if let Some(conn) = advance(conn, shared) {
+                open.push(conn);
             }
-            // The client gave up before we took it (ECONNABORTED) and the like.
-            Err(_) => {}
+        }
+        conns = open;
+        if fds[1].revents != 0 {
+            for _ in 0..ACCEPTS_PER_TURN {
+                match listener.accept() {
+                    Ok((stream, _)) => admit(stream, &mut conns, shared),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                        ) =>
+                    {
+                        accept_after = Some(Instant::now() + Duration::from_millis(100));
+                        break;
+                    }
+                    // The client gave up before we took it (ECONNABORTED) and the like.
+                    Err(_) => {}
+                }
+            }
         }
     }
 }
 
-/// Give `stream` a place and a thread, closing the longest-waiting reader
-/// if need be, or answer 503 at once.
-fn admit(stream: TcpStream, shared: &Arc<Shared>) {
-    if shared.threads.load(SeqCst) >= LIMITS.threads {
-        return answer_now(stream, &busy());
+/// Take a new connection: serve it at once if its head is already here,
+/// else give it a place, closing the longest-waiting reader if need be, or
+/// answer 503 when every place is writing.
+fn admit(stream: TcpStream, conns: &mut Vec<Conn>, shared: &Shared) {
+    if stream.set_nonblocking(true).is_err() {
+        return;
     }
-    let Ok(handle) = stream.try_clone() else { return answer_now(stream, &busy()) };
-    let id = {
-        let mut slots = shared.slots();
-        if slots.open.len() >= LIMITS.connections {
-            let oldest =
-                slots.open.iter().enumerate().filter(|(_, s)| s.reading).min_by_key(|(_, s)| s.accepted);
-            match oldest.map(|(i, _)| i) {
-                Some(i) => {
-                    let evicted = slots.open.swap_remove(i);
-                    let _ = evicted.stream.shutdown(Shutdown::Both);
-                }
-                None => {
-                    drop(slots);
-                    return answer_now(stream, &busy());
-                }
-            }
-        }
-        let id = slots.next;
-        slots.next += 1;
-        slots.open.push(Slot { id, stream: handle, accepted: Instant::now(), reading: true });
-        id
+    let now = Instant::now();
+    let conn = Conn {
+        stream,
+        accepted: now,
+        deadline: now + LIMITS.head_deadline,
+        state: State::Reading(Vec::new()),
     };
-    shared.threads.fetch_add(1, SeqCst);
-    let worker = shared.clone();
-    let spawned =
-        thread::Builder::new().name("metrics-conn".into()).stack_size(128 * 1024).spawn(move || {
-            connection(stream, id, &worker);
-            worker.slots().open.retain(|slot| slot.id != id);
-            worker.threads.fetch_sub(1, SeqCst);
-        });
-    if spawned.is_err() {
-        // The stream went with the closure: it is closed.
-        shared.slots().open.retain(|slot| slot.id != id);
-        shared.threads.fetch_sub(1, SeqCst);
+    let Some(conn) = advance(conn, shared) else { return };
+    if conns.len() >= LIMITS.connections {
+        let oldest = conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c.state, State::Reading(_)))
+            .min_by_key(|(_, c)| c.accepted)
+            .map(|(i, _)| i);
+        match oldest {
+            Some(i) => drop(conns.swap_remove(i)),
+            None if matches!(conn.state, State::Reading(_)) => return answer_now(&conn.stream, &busy()),
+            // Half its answer is out already: closing it is all there is.
+            None => return,
+        }
     }
+    conns.push(conn);
 }
 
-fn connection(mut stream: TcpStream, id: u64, shared: &Shared) {
-    let request = read_head(&mut stream, Instant::now() + LIMITS.head_deadline, LIMITS.head_size);
-    let response = match request {
-        Ok((method, path)) => {
-            let mut slots = shared.slots();
-            match slots.open.iter_mut().find(|slot| slot.id == id) {
-                Some(slot) => slot.reading = false,
-                None => return, // closed to make room
+/// Do what the connection is ready for; None once it is done with.
+fn advance(mut conn: Conn, shared: &Shared) -> Option<Conn> {
+    if let State::Reading(head) = &mut conn.state {
+        match read_head(&mut conn.stream, head) {
+            Ok(None) => return Some(conn),
+            Ok(Some((method, path))) => {
+                conn.state = State::Writing(respond(&method, &path, shared), 0);
+                conn.deadline = Instant::now() + LIMITS.write_deadline;
             }
-            drop(slots);
-            respond(&method, &path, shared)
+            Err(HeadError::Closed) => return None,
+            Err(HeadError::TooLarge) => {
+                answer_now(
+                    &conn.stream,
+                    &text(431, "Request Header Fields Too Large", "request head too large\n"),
+                );
+                return None;
+            }
+            Err(HeadError::Malformed) => {
+                answer_now(&conn.stream, &text(400, "Bad Request", "bad request\n"));
+                return None;
+            }
         }
-        Err(HeadError::Closed) => return,
-        Err(HeadError::TimedOut) => {
-            return answer_now(stream, &text(408, "Request Timeout", "request head too slow\n"))
+    }
+    if let State::Writing(answer, written) = &mut conn.state {
+        while *written < answer.len() {
+            match (&conn.stream).write(&answer[*written..]) {
+                Ok(0) => return None,
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(conn),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
         }
-        Err(HeadError::TooLarge) => {
-            return answer_now(
-                stream,
-                &text(431, "Request Header Fields Too Large", "request head too large\n"),
-            )
-        }
-        Err(HeadError::Malformed) => return answer_now(stream, &text(400, "Bad Request", "bad request\n")),
-    };
-    let _ = write_by(&mut stream, &response, Instant::now() + LIMITS.write_deadline);
-    let _ = stream.shutdown(Shutdown::Write);
+        let _ = conn.stream.shutdown(Shutdown::Write);
+    }
+    None
 }
 
 enum HeadError {
     Closed,
-    TimedOut,
     TooLarge,
     Malformed,
 }
 
-/// The method and path (query dropped) of a request head that arrives whole
-/// by `deadline` in at most `limit` bytes.
-fn read_head(stream: &mut TcpStream, deadline: Instant, limit: usize) -> Result<(String, String), HeadError> {
-    let mut buf = vec![0; limit];
-    let mut len = 0;
+/// Read what has come of the head: the method and path (query dropped)
+/// once it is whole, None while it is not.
+fn read_head(stream: &mut TcpStream, head: &mut Vec<u8>) -> Result<Option<(String, String)>, HeadError> {
+    let mut chunk = [0; 2048];
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(HeadError::TimedOut);
-        }
-        stream.set_read_timeout(Some(left)).map_err(|_| HeadError::Closed)?;
-        match stream.read(&mut buf[len..]) {
+        let room = LIMITS.head_size - head.len();
+        match stream.read(&mut chunk[..room.min(2048)]) {
             Ok(0) => return Err(HeadError::Closed),
-            Ok(n) => len += n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                return Err(HeadError::TimedOut)
-            }
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return Err(HeadError::Closed),
         }
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut request = httparse::Request::new(&mut headers);
-        match request.parse(&buf[..len]) {
+        match request.parse(head) {
             Ok(httparse::Status::Complete(_)) => {
                 let method = request.method.unwrap_or_default().to_string();
                 let target = request.path.unwrap_or_default();
                 let path = target.split('?').next().unwrap_or_default().to_string();
-                return Ok((method, path));
+                return Ok(Some((method, path)));
             }
-            Ok(httparse::Status::Partial) if len == limit => return Err(HeadError::TooLarge),
+            Ok(httparse::Status::Partial) if head.len() == LIMITS.head_size => {
+                return Err(HeadError::TooLarge)
+            }
             Ok(httparse::Status::Partial) => {}
             Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
             Err(_) => return Err(HeadError::Malformed),
@@ -351,30 +377,13 @@ fn answer(status: u16, reason: &str, headers: &[(&str, &str)], body: &[u8]) -> V
     response
 }
 
-/// Write what the socket takes now, without waiting, and close: for answers
-/// to clients that are not served (a small answer fits its empty buffer).
-fn answer_now(stream: TcpStream, response: &[u8]) {
-    if stream.set_nonblocking(true).is_ok() {
-        let _ = (&stream).write(response);
-        let _ = stream.shutdown(Shutdown::Write);
-    }
-}
-
-fn write_by(stream: &mut TcpStream, mut bytes: &[u8], deadline: Instant) -> io::Result<()> {
-    while !bytes.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        stream.set_write_timeout(Some(left))?;
-        match stream.write(bytes) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+/// Write what the socket takes now, without waiting, and end the
+/// connection: for clients that are not served (a small answer fits an
+/// empty socket buffer).
+fn answer_now(stream: &TcpStream, response: &[u8]) {
+    let _ = stream.set_nonblocking(true);
+    let _ = (&*stream).write(response);
+    let _ = stream.shutdown(Shutdown::Write);
 }
 
 #[cfg(test)]
@@ -399,14 +408,8 @@ mod tests {
         assert!(error.contains("listen on [::1]:9000 instead"), "{error}");
     }
 
-    fn shared() -> Arc<Shared> {
-        Arc::new(Shared {
-            metrics: Metrics::new("1.2.3"),
-            health: Health::new(),
-            stopping: AtomicBool::new(false),
-            threads: AtomicUsize::new(0),
-            slots: Mutex::new(Slots::default()),
-        })
+    fn shared() -> Shared {
+        Shared { metrics: Metrics::new("1.2.3"), health: Health::new() }
     }
 
     /// A connected pair: (our side, the client's side).
@@ -416,50 +419,57 @@ mod tests {
         (listener.accept().unwrap().0, client)
     }
 
-    /// Fill every place with a connection, `reading` or answering.
-    fn fill(shared: &Shared, listener: &TcpListener, reading: bool) -> Vec<TcpStream> {
-        let mut slots = shared.slots();
+    /// Every place taken, oldest first: by readers, or by writers.
+    fn fill(listener: &TcpListener, reading: bool) -> (Vec<Conn>, Vec<TcpStream>) {
+        let start = Instant::now();
         (0..LIMITS.connections)
             .map(|i| {
-                let (ours, client) = pair(listener);
-                let accepted = Instant::now() + Duration::from_secs(i as u64);
-                slots.open.push(Slot { id: 1000 + i as u64, stream: ours, accepted, reading });
-                client
+                let (stream, client) = pair(listener);
+                let state = if reading { State::Reading(Vec::new()) } else { State::Writing(vec![b'x'], 0) };
+                let accepted = start + Duration::from_millis(i as u64);
+                (Conn { stream, accepted, deadline: accepted + LIMITS.head_deadline, state }, client)
             })
-            .collect()
+            .unzip()
     }
 
     #[test]
     fn a_full_house_of_readers_makes_room_by_closing_the_oldest() {
         let (shared, listener) = (shared(), TcpListener::bind("127.0.0.1:0").unwrap());
-        let mut clients = fill(&shared, &listener, true);
-        let (ours, mut newcomer) = pair(&listener);
-        admit(ours, &shared);
-        // The oldest reader was closed; the others and the newcomer stay.
+        let (mut conns, mut clients) = fill(&listener, true);
+        let (ours, _newcomer) = pair(&listener);
+        admit(ours, &mut conns, &shared);
+        assert_eq!(conns.len(), LIMITS.connections);
+        // The oldest reader was closed; the next one stays.
         assert_eq!(clients[0].read(&mut [0; 16]).unwrap(), 0);
-        let ids: Vec<u64> = shared.slots().open.iter().map(|slot| slot.id).collect();
-        assert_eq!(ids.len(), LIMITS.connections);
-        assert!(!ids.contains(&1000) && ids.contains(&1001), "{ids:?}");
-        newcomer.write_all(b"GET /healthz/live HTTP/1.1\r\n\r\n").unwrap();
-        let mut answer = String::new();
-        newcomer.read_to_string(&mut answer).unwrap();
-        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n") && answer.ends_with("\r\n\r\nok\n"), "{answer}");
         clients[1].set_nonblocking(true).unwrap();
         assert_eq!(clients[1].read(&mut [0; 16]).unwrap_err().kind(), io::ErrorKind::WouldBlock);
     }
 
     #[test]
+    fn a_head_already_there_is_answered_on_arrival() {
+        let (shared, listener) = (shared(), TcpListener::bind("127.0.0.1:0").unwrap());
+        let (mut conns, _clients) = fill(&listener, false);
+        let (ours, mut newcomer) = pair(&listener);
+        newcomer.write_all(b"GET /healthz/live HTTP/1.1\r\n\r\n").unwrap();
+        thread::sleep(Duration::from_millis(50));
+        admit(ours, &mut conns, &shared);
+        let mut answer = String::new();
+        newcomer.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n") && answer.ends_with("\r\n\r\nok\n"), "{answer}");
+        assert_eq!(conns.len(), LIMITS.connections);
+    }
+
+    #[test]
     fn a_full_house_of_answers_turns_newcomers_away_at_once() {
         let (shared, listener) = (shared(), TcpListener::bind("127.0.0.1:0").unwrap());
-        let _clients = fill(&shared, &listener, false);
+        let (mut conns, _clients) = fill(&listener, false);
         let (ours, mut newcomer) = pair(&listener);
-        admit(ours, &shared);
+        admit(ours, &mut conns, &shared);
         let mut answer = String::new();
         newcomer.read_to_string(&mut answer).unwrap();
         assert!(answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{answer}");
         assert!(answer.ends_with("\r\n\r\nbusy: too many connections\n"), "{answer}");
-        assert_eq!(shared.slots().open.len(), LIMITS.connections);
-        assert_eq!(shared.threads.load(SeqCst), 0);
+        assert_eq!(conns.len(), LIMITS.connections);
     }
 
     #[test]
