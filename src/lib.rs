@@ -7,7 +7,8 @@
 //! [`pipeline`]: [`message`] reads and validates it, [`relay`] POSTs it, and
 //! [`outcome`] turns the result into a status line and an exit code.
 //! [`cli`] and [`config`] say what to do; [`sys`], [`tls`] and [`backoff`]
-//! are the plumbing they share.
+//! are the plumbing they share. [`metrics`] is what a running `watch` shows
+//! a monitoring system, and [`health`] the command that asks it.
 
 pub mod backoff;
 pub mod check;
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod headers;
+pub mod health;
 #[cfg(feature = "test-hooks")]
 pub mod hooks;
 pub mod imap;
@@ -22,6 +24,7 @@ pub mod import;
 pub mod log;
 pub mod mailbox;
 pub mod message;
+pub mod metrics;
 pub mod oauth2;
 pub mod outcome;
 pub mod pipeline;

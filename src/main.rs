@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use chatwoot_ingress::cli::{Cli, Command, Early};
 use chatwoot_ingress::config::Overrides;
-use chatwoot_ingress::{check, deliver, import, oauth2, sys, watch};
+use chatwoot_ingress::{check, deliver, health, import, oauth2, sys, watch};
 
 fn main() -> ExitCode {
     sys::no_core_dumps();
@@ -22,5 +22,6 @@ fn main() -> ExitCode {
         Some(Command::Import(args)) => import::main(args, &overrides, cli.deliver.mta),
         Some(Command::Watch(args)) => watch::main(args, &overrides),
         Some(Command::Oauth2(args)) => oauth2::main(args, &overrides),
+        Some(Command::Health(args)) => health::main(args),
     }
 }

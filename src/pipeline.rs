@@ -16,6 +16,9 @@ use crate::reject;
 use crate::relay::{Probe, Relay};
 use crate::sys::io_reason;
 
+/// What the relay ingress, and nothing else, answers to a text/plain body.
+pub const INGRESS_REFUSES: u16 = 415;
+
 /// Whether messages are sent, or only checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -151,6 +154,30 @@ impl Pipeline {
     /// One POST of `body` as text/plain with `target`'s credentials, for `check`.
     pub fn probe(&self, target: &Target, body: bytes::Bytes) -> Option<Probe> {
         self.relay.as_ref().map(|relay| relay.probe(target, body))
+    }
+
+    /// Whether every ingress mail may go to is there and takes our
+    /// password: an empty text/plain POST, which only the relay ingress
+    /// refuses with 415, and stores nothing (`watch`'s readiness).
+    pub fn probe_ingress(&self) -> Result<(), Outcome> {
+        for (name, target) in self.targets() {
+            let Some(probe) = self.probe(target, bytes::Bytes::new()) else { continue };
+            match probe.answer {
+                crate::relay::Answer::Status(INGRESS_REFUSES, _) => {}
+                crate::relay::Answer::Status(status, location) => {
+                    let outcome = crate::relay::explain(target, status, location.as_deref());
+                    return Err(match outcome.class() {
+                        Class::Success => Outcome::new(
+                            Cause::UnexpectedStatus,
+                            format!("HTTP {status} to an empty probe of {name}: not an Action Mailbox relay ingress"),
+                        ),
+                        _ => outcome,
+                    });
+                }
+                crate::relay::Answer::Failed(outcome, _) => return Err(outcome),
+            }
+        }
+        Ok(())
     }
 
     /// An envelope recipient from the command line, checked once for all:

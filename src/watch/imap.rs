@@ -4,7 +4,7 @@
 
 use std::io::{self, Read};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::source::{Body, Item, Source, SourceError, Woken};
 use super::state::{Answered, ImapCursor};
@@ -29,11 +29,13 @@ pub struct ImapSource {
     /// (those others flagged \Deleted included: they hold the cursor); None
     /// until listed, and then the cursor only records, never jumps.
     present: Option<Vec<u32>>,
+    /// When the token of the last login expires.
+    token_expiry: Option<SystemTime>,
 }
 
 impl ImapSource {
     pub fn new(mailbox: Mailbox, tokens: Option<Arc<TokenSource>>) -> ImapSource {
-        ImapSource { mailbox, tokens, session: None, present: None }
+        ImapSource { mailbox, tokens, session: None, present: None, token_expiry: None }
     }
 
     fn session(&mut self) -> Result<&mut Session, SourceError> {
@@ -42,8 +44,10 @@ impl ImapSource {
 
     /// A token for the next login: the mailbox's cached one while it has a
     /// while to live, else a new one (never one about to expire).
-    fn token(&self, tokens: &TokenSource, note: &mut dyn FnMut(String)) -> Result<Token, SourceError> {
+    fn token(&mut self, tokens: &TokenSource, note: &mut dyn FnMut(String)) -> Result<Token, SourceError> {
         let token = tokens.token().map_err(|e| SourceError::broken(Outcome::from(e)))?;
+        self.token_expiry =
+            token.expires.map(|at| SystemTime::now() + at.saturating_duration_since(Instant::now()));
         if let Some(warning) = &token.warning {
             note(format!("warning: {warning}"));
         }
@@ -325,6 +329,10 @@ impl Source for ImapSource {
             true => Ok(Woken::News),
             false => Ok(Woken::Timeout),
         }
+    }
+
+    fn token_expiry(&self) -> Option<SystemTime> {
+        self.token_expiry
     }
 
     fn close(&mut self) {

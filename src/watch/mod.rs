@@ -36,6 +36,7 @@ use sd_notify::NotifyState;
 use crate::cli::WatchArgs;
 use crate::config::{Config, Mailbox, Overrides};
 use crate::log;
+use crate::metrics::{self, Metrics};
 use crate::oauth2::TokenSource;
 use crate::outcome::{Cause, Class, Mta, Outcome};
 use crate::pipeline::{Mode, Pipeline};
@@ -109,8 +110,6 @@ pub struct Health {
     pub name: String,
     pub doing: String,
     pub failing: bool,
-    /// By when the worker promised to show life again: past it, it hangs.
-    pub due: Instant,
     pub delivered: u64,
     pub refused: u64,
 }
@@ -132,7 +131,6 @@ impl Shared {
             name,
             doing: "starting".into(),
             failing: false,
-            due: Instant::now() + Duration::from_secs(600),
             delivered: 0,
             refused: 0,
         });
@@ -217,6 +215,13 @@ fn supervise(
         Err(outcome) => return outcome,
     };
     let state = state_dir(&config.0);
+    // Kept across reloads: the counters go on, the server keeps its port.
+    let metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
+    let health = metrics::Health::new();
+    let _server = match args.metrics_listen.map(|addr| serve_metrics(addr, &metrics, &health)).transpose() {
+        Ok(server) => server,
+        Err(outcome) => return outcome,
+    };
     let _lock = match state::Lock::take(&state) {
         Ok(lock) => lock,
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -235,7 +240,7 @@ fn supervise(
         for warning in &loaded.warnings {
             log::warning("configuration", format!("warning: {warning}")).emit();
         }
-        let run = match Run::start(loaded, mailboxes, &state, args.once, events) {
+        let run = match Run::start(loaded, mailboxes, &state, args.once, events, &metrics, &health) {
             Ok(run) => run,
             Err(outcome) => return outcome,
         };
@@ -270,7 +275,7 @@ fn supervise(
             }
             let _ = sd_notify::notify(&[NotifyState::Status(&run.status())]);
             if let Some(period) = watchdog {
-                if last_ping.elapsed() >= period / 2 && run.alive().is_ok() {
+                if last_ping.elapsed() >= period / 2 && health.live().is_ok() {
                     let _ = sd_notify::notify(&[NotifyState::Watchdog]);
                     last_ping = Instant::now();
                 }
@@ -294,7 +299,12 @@ fn supervise(
         // What the old workers said as they ended is of no interest now.
         while heard.try_recv().is_ok_and(|e| matches!(e, Event::Ended)) {}
         match new {
-            Ok(new) if state_dir(&new.0) == state => config = new,
+            Ok(new) if state_dir(&new.0) == state => {
+                for gone in config.1.iter().filter(|m| !new.1.iter().any(|n| n.name == m.name)) {
+                    metrics.forget(&gone.name);
+                }
+                config = new;
+            }
             Ok(_) => log::warning(
                 "reloading",
                 "warning: state_dir cannot change on reload (restart instead); the old configuration is kept",
@@ -306,6 +316,22 @@ fn supervise(
             }
         }
     }
+}
+
+/// The metrics and health endpoints on `addr`.
+fn serve_metrics(
+    addr: std::net::SocketAddr,
+    metrics: &Arc<Metrics>,
+    health: &Arc<metrics::Health>,
+) -> Result<metrics::ServerHandle, Outcome> {
+    metrics::check_listen(addr, false).map_err(|e| Outcome::new(Cause::Config, e))?;
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        Outcome::new(Cause::Config, format!("cannot listen on {addr} for metrics: {}", sys::io_reason(&e)))
+    })?;
+    let server = metrics::serve(listener, metrics.clone(), health.clone())
+        .map_err(|e| Outcome::new(Cause::Bug, format!("cannot serve metrics: {}", sys::io_reason(&e))))?;
+    log::info("metrics", format!("metrics and health on http://{}/metrics", server.local_addr())).emit();
+    Ok(server)
 }
 
 type Loaded = (Config, Vec<Mailbox>);
@@ -372,8 +398,19 @@ impl Run {
         state_dir: &Path,
         once: bool,
         events: &Sender<Event>,
+        metrics: &Arc<Metrics>,
+        health: &Arc<metrics::Health>,
     ) -> Result<Run, Outcome> {
         let pipeline = Arc::new(Pipeline::new(config, Mode::Send)?);
+        // Ready once the ingress answers: a probe now, then each delivery.
+        health.set_ready(Err("waiting for the ingress's first answer".into()));
+        if !once {
+            let (pipeline, health) = (pipeline.clone(), health.clone());
+            thread::spawn(move || {
+                let answer = pipeline.probe_ingress().map_err(|outcome| format!("the ingress: {outcome}"));
+                health.set_ready(answer);
+            });
+        }
         let shared = Arc::new(Shared::new());
         let mut workers = Vec::new();
         let mut folders = 0;
@@ -383,6 +420,8 @@ impl Run {
             let ctx = Arc::new(Context {
                 pipeline: pipeline.clone(),
                 shared: shared.clone(),
+                metrics: metrics.clone(),
+                health: health.clone(),
                 state_dir: state_dir.to_path_buf(),
                 once,
                 recipient_header: mailbox
@@ -461,23 +500,6 @@ impl Run {
             line.push_str(&format!("; failing: {}", failing.join("; ")));
         }
         line
-    }
-
-    /// Every worker showed life by when it promised; else which did not.
-    fn alive(&self) -> Result<(), String> {
-        let now = Instant::now();
-        let stuck: Vec<String> = self
-            .shared
-            .snapshot()
-            .into_iter()
-            .filter(|h| h.due < now)
-            .map(|h| format!("{} ({})", h.name, h.doing))
-            .collect();
-        if stuck.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("stuck: {}", stuck.join("; ")))
-        }
     }
 }
 

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::hash::Hash;
 use std::io::Read;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -145,6 +145,9 @@ pub trait Source: Send {
         stop: &Stop,
         beat: &dyn Fn(),
     ) -> Result<Woken, SourceError>;
+
+    /// When the access token of the last login expires, if it has one.
+    fn token_expiry(&self) -> Option<SystemTime>;
 
     /// Log out and close, best effort.
     fn close(&mut self);

@@ -19,6 +19,7 @@ use crate::backoff::Backoff;
 use crate::headers::RoutingView;
 use crate::log;
 use crate::message::{self, Input, Raw};
+use crate::metrics::{self, Heartbeat, MessageOutcome, Metrics};
 use crate::outcome::{Cause, Class, Outcome, Scope};
 use crate::pipeline::{Pipeline, Prepared};
 use crate::sys::{self, io_reason, NamedLock};
@@ -51,6 +52,8 @@ pub enum Left {
 pub struct Context {
     pub pipeline: Arc<Pipeline>,
     pub shared: Arc<Shared>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<metrics::Health>,
     pub state_dir: std::path::PathBuf,
     pub once: bool,
     /// The header that names the envelope recipient: the mailbox's, else
@@ -85,6 +88,7 @@ pub struct Worker<S: Source> {
     /// Failing for everyone (the ingress down): nothing is fetched before this.
     ingress_until: Option<Instant>,
     ingress: Backoff,
+    heartbeat: Heartbeat,
     _locks: Vec<NamedLock>,
 }
 
@@ -109,8 +113,11 @@ impl<S: Source> Worker<S> {
                 blocked: None,
                 settling: Backoff::new(Duration::from_secs(30), Duration::from_secs(1800)),
             })
-            .collect();
+            .collect::<Vec<Folder<S>>>();
+        let names: Vec<&str> = folders.iter().map(|f| f.name.as_str()).collect();
+        let heartbeat = ctx.health.register(format!("{mailbox}/{}", names.join(",")), Duration::from_secs(600));
         Worker {
+            heartbeat,
             source,
             mailbox: mailbox.to_string(),
             folders,
@@ -162,9 +169,16 @@ impl<S: Source> Worker<S> {
         });
     }
 
-    /// Show life, promising the next sign within `within`.
+    /// Back in the loop, promising to be back again within `within`.
     fn beat(&self, within: Duration) {
-        self.ctx.shared.update(self.id, |h| h.due = Instant::now() + within + SLACK);
+        self.heartbeat.beat(within + SLACK);
+    }
+
+    /// Whether the folders of this connection are being watched.
+    fn up(&self, up: bool) {
+        for folder in &self.folders {
+            self.ctx.metrics.mailbox_up(&self.mailbox, &folder.name, up);
+        }
     }
 
     /// Until stopped (or, with --once, until what was waiting is handled).
@@ -187,10 +201,12 @@ impl<S: Source> Worker<S> {
                 Ok(Err(e)) => e.outcome,
                 Err(panic) => {
                     self.source.close();
+                    self.up(false);
                     Outcome::new(Cause::Bug, format!("internal error, please report it: {panic}"))
                 }
             };
             self.source.close();
+            self.up(false);
             self.fail(None, "session-failed", &outcome);
             self.doing(outcome.to_string(), true);
             if progress {
@@ -263,6 +279,9 @@ impl<S: Source> Worker<S> {
             self.note(None, "connected", &line);
         }
         opened?;
+        if let Some(at) = self.source.token_expiry() {
+            self.ctx.metrics.token_expiry(&self.mailbox, at);
+        }
         let alone = self.folders.len() == 1;
         let mut first = true;
         loop {
@@ -278,6 +297,9 @@ impl<S: Source> Worker<S> {
                     left.get_or_insert(outcome);
                 }
             }
+            if first {
+                self.up(true);
+            }
             first = false;
             let failing = left.is_some();
             if self.ctx.once || self.ctx.shared.stop.requested() {
@@ -288,10 +310,11 @@ impl<S: Source> Worker<S> {
             let until = self.next_due().map_or(Instant::now() + pause, |due| due.min(Instant::now() + pause));
             self.doing(if alone { "idle" } else { "waiting" }, failing);
             self.beat(until.saturating_duration_since(Instant::now()) + self.source.longest_step(0));
-            let (shared, id, step) = (&self.ctx.shared, self.id, self.source.longest_step(0));
-            let beat =
-                || shared.update(id, |h| h.due = Instant::now() + step + SLACK + Duration::from_secs(60));
-            match self.source.wait(until, alone, &shared.stop, &beat)? {
+            // IDLE beats at least every minute while it waits.
+            let within = self.source.longest_step(0) + Duration::from_secs(60) + SLACK;
+            let heartbeat = &self.heartbeat;
+            let beat = || heartbeat.beat(within);
+            match self.source.wait(until, alone, &self.ctx.shared.stop, &beat)? {
                 Woken::Stopped => {
                     self.source.close();
                     return Ok(Left::Nothing);
@@ -501,6 +524,8 @@ impl<S: Source> Worker<S> {
             }
         };
         self.beat(self.ctx.pipeline.timeout() * 2);
+        #[cfg(feature = "test-hooks")]
+        crate::hooks::point("watch-post");
         let started = Instant::now();
         let (outcome, head, size) = match body {
             Body::Whole(bytes) => {
@@ -655,6 +680,21 @@ impl<S: Source> Worker<S> {
             _ => event.error(outcome.reason(), outcome.fix()),
         };
         event.emit();
+        let folder = &self.folders[i].name;
+        let took = Some(started.elapsed());
+        match outcome.class() {
+            Class::Success => {
+                self.ctx.metrics.message(&self.mailbox, folder, MessageOutcome::Delivered, took);
+                self.ctx.health.set_ready(Ok(()));
+            }
+            Class::Permanent => self.ctx.metrics.message(&self.mailbox, folder, MessageOutcome::Refused, took),
+            Class::Temporary => {
+                self.ctx.metrics.message(&self.mailbox, folder, MessageOutcome::Deferred, took);
+                if outcome.cause.scope() == Scope::Run {
+                    self.ctx.health.set_ready(Err(format!("the ingress failed the last delivery: {outcome}")));
+                }
+            }
+        }
         let class = outcome.class();
         self.ctx.shared.update(self.id, |h| match class {
             Class::Success => h.delivered += 1,

@@ -15,6 +15,7 @@ mod fault_matrix;
 mod imap_client;
 mod import;
 mod interop;
+mod metrics;
 mod oauth2;
 mod properties;
 mod routing;
