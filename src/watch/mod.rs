@@ -127,13 +127,7 @@ impl Shared {
 
     fn join(&self, name: String) -> usize {
         let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
-        health.push(Health {
-            name,
-            doing: "starting".into(),
-            failing: false,
-            delivered: 0,
-            refused: 0,
-        });
+        health.push(Health { name, doing: "starting".into(), failing: false, delivered: 0, refused: 0 });
         health.len() - 1
     }
 
@@ -318,6 +312,23 @@ fn supervise(
     }
 }
 
+/// Probe the ingress until it answers as the ingress does (with backoff),
+/// for readiness; then each delivery says how it stands.
+fn probe(pipeline: &Pipeline, health: &metrics::Health, stop: &Stop) {
+    let mut again = crate::backoff::Backoff::new(Duration::from_secs(5), Duration::from_secs(60));
+    loop {
+        match pipeline.probe_ingress() {
+            Ok(()) => return health.set_ready(Ok(())),
+            Err(outcome) => {
+                health.set_ready(Err(format!("the ingress does not answer as it should: {outcome}")))
+            }
+        }
+        if stop.sleep(again.next_pause()) {
+            return;
+        }
+    }
+}
+
 /// The metrics and health endpoints on `addr`.
 fn serve_metrics(
     addr: std::net::SocketAddr,
@@ -402,16 +413,13 @@ impl Run {
         health: &Arc<metrics::Health>,
     ) -> Result<Run, Outcome> {
         let pipeline = Arc::new(Pipeline::new(config, Mode::Send)?);
+        let shared = Arc::new(Shared::new());
         // Ready once the ingress answers: a probe now, then each delivery.
         health.set_ready(Err("waiting for the ingress's first answer".into()));
         if !once {
-            let (pipeline, health) = (pipeline.clone(), health.clone());
-            thread::spawn(move || {
-                let answer = pipeline.probe_ingress().map_err(|outcome| format!("the ingress: {outcome}"));
-                health.set_ready(answer);
-            });
+            let (pipeline, health, shared) = (pipeline.clone(), health.clone(), shared.clone());
+            thread::spawn(move || probe(&pipeline, &health, &shared.stop));
         }
-        let shared = Arc::new(Shared::new());
         let mut workers = Vec::new();
         let mut folders = 0;
         for mailbox in mailboxes {

@@ -115,7 +115,8 @@ impl<S: Source> Worker<S> {
             })
             .collect::<Vec<Folder<S>>>();
         let names: Vec<&str> = folders.iter().map(|f| f.name.as_str()).collect();
-        let heartbeat = ctx.health.register(format!("{mailbox}/{}", names.join(",")), Duration::from_secs(600));
+        let heartbeat =
+            ctx.health.register(format!("{mailbox}/{}", names.join(",")), Duration::from_secs(600));
         Worker {
             heartbeat,
             source,
@@ -681,17 +682,23 @@ impl<S: Source> Worker<S> {
         };
         event.emit();
         let folder = &self.folders[i].name;
-        let took = Some(started.elapsed());
+        // Only an answer from the ingress (or its absence) times a POST:
+        // a refusal is ours, and so is a missing route.
+        let took = Some(started.elapsed()).filter(|_| outcome.cause != Cause::NoRoute);
         match outcome.class() {
             Class::Success => {
                 self.ctx.metrics.message(&self.mailbox, folder, MessageOutcome::Delivered, took);
                 self.ctx.health.set_ready(Ok(()));
             }
-            Class::Permanent => self.ctx.metrics.message(&self.mailbox, folder, MessageOutcome::Refused, took),
+            Class::Permanent => {
+                self.ctx.metrics.message(&self.mailbox, folder, MessageOutcome::Refused, None)
+            }
             Class::Temporary => {
                 self.ctx.metrics.message(&self.mailbox, folder, MessageOutcome::Deferred, took);
                 if outcome.cause.scope() == Scope::Run {
-                    self.ctx.health.set_ready(Err(format!("the ingress failed the last delivery: {outcome}")));
+                    self.ctx
+                        .health
+                        .set_ready(Err(format!("the ingress failed the last delivery: {outcome}")));
                 }
             }
         }

@@ -21,3 +21,4 @@ mod properties;
 mod routing;
 mod tls;
 mod watch;
+mod watch_observe;
