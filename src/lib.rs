@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod headers;
+pub mod http;
 pub mod imap;
 pub mod import;
 pub mod message;

@@ -14,8 +14,8 @@ use reqwest::{redirect, Client, Proxy, Url};
 use serde_json::{Map, Value};
 
 use super::TokenError;
+use crate::http::{chain, Proxies, USER_AGENT};
 use crate::outcome::Cause;
-use crate::relay::{chain, Proxies, USER_AGENT};
 use crate::secret::scrub;
 use crate::sys::io_reason;
 use crate::tls;
