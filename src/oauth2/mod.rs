@@ -25,9 +25,10 @@ use std::time::{Duration, Instant};
 use reqwest::Url;
 use serde_json::{Map, Value};
 
-use crate::config::{read_secret_file, Auth, Client, Grant, Mailbox, OAuth2, Password, Provider, Sasl};
+use crate::config::{Auth, Client, Grant, Mailbox, OAuth2, Password, Provider, Sasl};
 use crate::imap::Login;
 use crate::outcome::{Cause, Outcome};
+use crate::secret;
 use crate::sys::{io_reason, whoami};
 pub use authorize::main;
 use http::{Failure, Http};
@@ -283,7 +284,7 @@ impl TokenSource {
     }
 
     fn refresh_token(&self, file: &Path) -> Result<Password, TokenError> {
-        read_secret_file(file, "refresh_token_file").map_err(|e| {
+        secret::read_file(file, "refresh token", "refresh_token_file", &mut Vec::new()).map_err(|e| {
             let fix = match fs::symlink_metadata(file) {
                 Err(_) => format!(
                     "run chatwoot-ingress oauth2 authorize --mailbox {} to sign in and write it",
@@ -291,7 +292,7 @@ impl TokenSource {
                 ),
                 Ok(_) => "make it readable (and writable) by the user watch runs as, and only by it".into(),
             };
-            TokenError::new(Cause::Config, e, fix)
+            TokenError::new(Cause::Config, e.to_string(), fix)
         })
     }
 }
@@ -301,10 +302,14 @@ fn client_secret(client: &Client) -> Result<Option<Password>, TokenError> {
     client
         .client_secret_file
         .as_deref()
-        .map(|path| read_secret_file(path, "client_secret_file"))
+        .map(|path| secret::read_file(path, "client secret", "client_secret_file", &mut Vec::new()))
         .transpose()
         .map_err(|e| {
-            TokenError::new(Cause::Config, e, "make it readable by the user watch runs as, and only by it")
+            TokenError::new(
+                Cause::Config,
+                e.to_string(),
+                "make it readable by the user watch runs as, and only by it",
+            )
         })
 }
 
