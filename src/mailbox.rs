@@ -5,7 +5,7 @@
 
 use std::fs;
 
-use crate::config::{self, read_secret_file, Auth, Grant, Mailbox, OAuth2, Provider, Sasl};
+use crate::config::{self, Auth, Grant, Mailbox, OAuth2, Provider, Sasl};
 use crate::http::{Kind, SetupError};
 use crate::imap::Login;
 use crate::oauth2::{self, Error, ReadSecret, Refusal, Request, Token, TokenSource};
@@ -89,7 +89,7 @@ fn grant(mailbox: &Mailbox, oauth2: &OAuth2) -> oauth2::Grant {
             oauth2::Grant::RefreshToken {
                 client: oauth2_client(client),
                 file: file.clone(),
-                read: ReadSecret::new(move || read_secret_file(&path, "refresh_token_file")),
+                read: ReadSecret::new(move || read_secret(&path, "refresh token", "refresh_token_file")),
             }
         }
     }
@@ -102,10 +102,19 @@ pub fn oauth2_client(client: &config::Client) -> oauth2::Client {
         client_secret: client
             .client_secret_file
             .clone()
-            .map(|path| ReadSecret::new(move || read_secret_file(&path, "client_secret_file"))),
+            .map(|path| ReadSecret::new(move || read_secret(&path, "client secret", "client_secret_file"))),
         token_url: client.token_url.clone(),
         scope: client.scope.clone(),
     }
+}
+
+/// A secret file of a `[mailbox.oauth2]` table, read again at each use.
+fn read_secret(
+    path: &std::path::Path,
+    what: &'static str,
+    key: &str,
+) -> Result<crate::secret::Password, String> {
+    crate::secret::read_file(path, what, key, &mut Vec::new()).map_err(|e| e.to_string())
 }
 
 /// No token for `mailbox`, as an outcome: what happened, and what to do

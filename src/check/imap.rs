@@ -362,6 +362,7 @@ mod tests {
             recipient_header: None,
             ca_file: None,
             poll_interval: Duration::from_secs(60),
+            max_connections: crate::config::DEFAULT_MAX_CONNECTIONS,
             place: "mailbox support".into(),
         }
     }
