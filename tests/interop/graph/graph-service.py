@@ -813,6 +813,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             endpoint = f.get("endpoint") or {"gone": "delta", "reset": "value"}.get(f["kind"])
             if endpoint and endpoint != route["endpoint"]:
                 continue
+            if f.get("delta") and f["delta"] != entry.get("delta"):
+                continue
             if f["kind"] == "gone" and not f.get("initial") and entry.get("delta") == "initial":
                 continue
             f["count"] -= 1
