@@ -1,6 +1,7 @@
 //! The blocking calls the engine makes, each through the mailbox's limits,
 //! with `Prefer: IdType="ImmutableId"` and the caller's bearer token.
 
+use std::path::Path;
 use std::time::Duration;
 
 use reqwest::Url;
@@ -12,7 +13,9 @@ use super::error::classify;
 use super::folders::{self, FolderPath, Lookup, Tree};
 use super::limit::{Limits, MAX_IN_FLIGHT};
 use super::model::{self, Folder, Message};
+use super::wire::Wire;
 use super::Error;
+use crate::http::SetupError;
 use crate::secret::Password;
 
 /// The most of a JSON answer read (a delta page of 1,000 messages with
@@ -88,11 +91,13 @@ pub struct Client {
 }
 
 impl Client {
-    pub(crate) fn with_transport(
-        endpoint: Endpoint,
-        options: Options,
-        transport: Box<dyn Transport>,
-    ) -> Client {
+    /// A client of `endpoint` on the process's HTTP client; `ca_file`
+    /// trusted besides the system's roots (a TLS-inspecting proxy's CA).
+    pub fn new(endpoint: Endpoint, options: Options, ca_file: Option<&Path>) -> Result<Client, SetupError> {
+        Ok(Client::with_transport(endpoint, options, Box::new(Wire::new(ca_file)?)))
+    }
+
+    fn with_transport(endpoint: Endpoint, options: Options, transport: Box<dyn Transport>) -> Client {
         let limits = Limits::new(options.max_in_flight);
         Client { endpoint, options, limits, transport }
     }
@@ -265,7 +270,7 @@ mod tests {
     use std::collections::VecDeque;
     use std::sync::{Arc, Mutex};
 
-    use crate::graph::error::Transport as Kind;
+    use crate::http::Kind;
 
     /// A request as the transport got it.
     #[derive(Clone, Debug)]

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
+use crate::http::Kind;
 use crate::secret;
 
 /// Longest wait a `Retry-After` is taken at: a server asking for more is
@@ -47,9 +48,10 @@ pub enum Error {
     /// 5xx: Graph's or Exchange's trouble; `retry_after` when it said.
     #[error("Graph failed{}{}", wait(.retry_after), Detail::tail(.detail))]
     Server { retry_after: Option<Duration>, detail: Detail },
-    /// No answer: the transport's own classification.
+    /// No answer, or not a whole one (a reset in a body is `Lost`): the
+    /// HTTP client's classification.
     #[error("no answer from Graph: {detail}")]
-    Transport { kind: Transport, detail: String },
+    Transport { kind: Kind, detail: String },
     /// An answer we cannot use: not the JSON we asked for, a link to
     /// another server, an endless round.
     #[error("Graph's answer cannot be used: {0}")]
@@ -58,17 +60,6 @@ pub enum Error {
     /// not read whole.
     #[error("the message is larger than {limit} bytes")]
     TooLarge { limit: u64 },
-}
-
-/// Why a request got no answer (as the HTTP client tells it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    Dns,
-    Refused,
-    Tls,
-    Timeout,
-    /// The connection broke after it was made (a reset in a body, too).
-    Lost,
 }
 
 impl Error {

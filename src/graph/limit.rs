@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::error::Transport;
 use super::Error;
+use crate::http::Kind;
 
 /// Outlook's limit of concurrent requests per app and mailbox.
 pub const MAX_IN_FLIGHT: usize = 4;
@@ -88,7 +88,7 @@ impl Limits {
             }
             if now >= deadline {
                 return Err(Error::Transport {
-                    kind: Transport::Timeout,
+                    kind: Kind::Timeout,
                     detail: format!("{} requests to this mailbox are still in flight", self.max),
                 });
             }
@@ -148,7 +148,7 @@ mod tests {
         let _b = limits.enter("A@X", Duration::ZERO).unwrap();
         let started = Instant::now();
         let e = limits.enter("a@x", Duration::from_millis(50)).err().unwrap();
-        assert!(matches!(e, Error::Transport { kind: Transport::Timeout, .. }), "{e:?}");
+        assert!(matches!(e, Error::Transport { kind: Kind::Timeout, .. }), "{e:?}");
         assert!(started.elapsed() >= Duration::from_millis(50));
         assert!(limits.enter("b@x", Duration::ZERO).is_ok(), "another mailbox is not held up");
         drop(_a);

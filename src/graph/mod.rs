@@ -1,5 +1,6 @@
 //! A leaf: the Microsoft Graph mail client `watch` uses for mailboxes with
-//! `source = "graph"`. It imports only the plumbing (`secret`, `sys`) and
+//! `source = "graph"`. It imports only the plumbing (`http`, `secret`,
+//! `sys`) and
 //! knows nothing of configuration, outcomes or the relay: the engine maps
 //! its [`Error`]s to an outcome.
 //!
@@ -21,11 +22,12 @@ mod error;
 mod folders;
 mod limit;
 mod model;
+mod wire;
 
 pub use client::{Client, Options};
 pub use delta::{Changes, DeltaLink, Round};
 pub use endpoint::{well_known, Endpoint, EndpointError, GLOBAL};
-pub use error::{parse_retry_after, Detail, Error, Transport, RETRY_AFTER_MAX};
+pub use error::{parse_retry_after, Detail, Error, RETRY_AFTER_MAX};
 pub use folders::FolderPath;
 pub use limit::MAX_IN_FLIGHT;
 pub use model::{Folder, Message};
