@@ -120,6 +120,11 @@ impl Client {
         self.inner.post(url)
     }
 
+    /// A request with any method (the Graph client's GET, POST and PATCH).
+    pub fn request(&self, method: reqwest::Method, url: Url) -> RequestBuilder {
+        self.inner.request(method, url)
+    }
+
     /// The proxy a request to `url` goes through, if any.
     pub fn proxy_for(&self, url: &Url) -> Option<&Url> {
         self.proxies.for_url(url)

@@ -19,6 +19,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod deliver;
+pub mod graph;
 pub mod headers;
 pub mod health;
 pub mod http;
