@@ -174,7 +174,7 @@ impl Pipeline {
                         _ => outcome,
                     });
                 }
-                crate::relay::Answer::Failed(outcome, _) => return Err(outcome),
+                crate::relay::Answer::Failed { outcome, .. } => return Err(outcome),
             }
         }
         Ok(())

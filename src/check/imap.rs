@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use super::report::{FolderFigures, MailboxSteps, Report, Steps};
 use crate::config::{After, Auth, Config, Grant, Mailbox, Tls};
 use crate::imap::{Capabilities, ImapError, Login, Session};
-use crate::mailbox::{endpoint, imap_fix};
-use crate::oauth2::TokenSource;
+use crate::mailbox::{self, endpoint, imap_fix};
 use crate::sys::io_reason;
 use crate::watch::{
     self,
@@ -133,7 +132,7 @@ fn login(m: &Mailbox, session: &mut Session, s: &mut MailboxSteps) -> bool {
             }
         },
         Auth::OAuth2(_, oauth2) => {
-            let token = TokenSource::for_mailbox(m).and_then(|source| {
+            let token = mailbox::tokens(m).and_then(|source| {
                 let source = source.expect("an OAuth2 mailbox has a token source");
                 source.fetch_now().map(|token| (source.login(&token), token, source))
             });
@@ -163,7 +162,7 @@ fn login(m: &Mailbox, session: &mut Session, s: &mut MailboxSteps) -> bool {
                     (login, " with an OAuth2 token".to_string(), source.refused_fix())
                 }
                 Err(e) => {
-                    s.fail("token", e.reason.clone(), e.fix.clone());
+                    s.fail("token", e.reason(), e.fix().unwrap_or_default());
                     return false;
                 }
             }
@@ -306,6 +305,16 @@ fn capabilities(caps: &Capabilities, m: &Mailbox) -> (String, Vec<(String, Strin
         (false, false) => format!("{}; not {}", have.join(", "), lacks.join(", ")),
     };
     let mut warnings = Vec::new();
+    let (folders, connections) = (m.folders.len(), m.max_connections.get());
+    if folders > connections {
+        warnings.push((
+            format!(
+                "{folders} folders over at most {connections} connections (max_connections): watch visits the folders that share one in turn, every {}s (poll_interval), instead of waiting in IDLE",
+                m.poll_interval.as_secs()
+            ),
+            "nothing to do if that delay is right; otherwise raise max_connections, as far as the server allows connections per account (Gmail: 15 in all)".into(),
+        ));
+    }
     if !caps.idle {
         warnings.push((
             format!(
@@ -366,6 +375,7 @@ mod tests {
             recipient_header: None,
             ca_file: None,
             poll_interval: Duration::from_secs(60),
+            max_connections: crate::config::DEFAULT_MAX_CONNECTIONS,
             place: "mailbox support".into(),
         }
     }
@@ -403,5 +413,12 @@ mod tests {
             warnings[0].0.contains("the originals of refused messages moved to \"Refused\""),
             "{warnings:?}"
         );
+
+        // More folders than connections: they share, and poll.
+        let mut many = mailbox(After::Seen);
+        many.folders = (0..12).map(|i| format!("f{i}")).collect();
+        let (_, warnings) = capabilities(&caps(true, true, true), &many);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].0.starts_with("12 folders over at most 10 connections"), "{warnings:?}");
     }
 }

@@ -1,18 +1,23 @@
 //! `[[mailbox]]` tables: the IMAP mailboxes `watch` fetches from.
 
-use std::fs;
+use std::num::NonZeroUsize;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::Url;
 use serde::Deserialize;
-use toml::{Spanned, Value};
+use toml::Spanned;
 
-use super::{error, header_name, unreadable, warn_if_world_readable, ConfigError, File, Password, Secret};
-use crate::sys::{io_reason, is_loopback};
+use super::file::{File, Login, MailboxFile, OAuth2File};
+use super::keys::{self, Table};
+use super::{error, file_header_name, ConfigError, Secret};
+use crate::secret;
+use crate::sys::is_loopback;
 
 /// How the connection to the IMAP server is protected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Tls {
     /// TLS from the first byte (port 993).
     Implicit,
@@ -23,7 +28,8 @@ pub enum Tls {
 }
 
 /// What happens to a message once the ingress answered 2xx.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum After {
     Seen,
     Move,
@@ -39,6 +45,8 @@ pub struct Mailbox {
     pub tls: Tls,
     pub user: String,
     pub auth: Auth,
+    /// Each once; none of them is `move_to` or `refused_folder`, here or in
+    /// another mailbox of the same account.
     pub folders: Vec<String>,
     pub after: After,
     /// Where delivered messages go with `after = "move"`.
@@ -49,6 +57,8 @@ pub struct Mailbox {
     pub ca_file: Option<PathBuf>,
     /// How often to look for new mail on a server without IDLE.
     pub poll_interval: Duration,
+    /// How many IMAP sessions `watch` may open to this mailbox at once.
+    pub max_connections: NonZeroUsize,
     /// "mailbox support (FILE line N)", for messages.
     pub place: String,
 }
@@ -71,7 +81,8 @@ pub enum Sasl {
 }
 
 /// Whose defaults fill in the endpoints and the scope.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Provider {
     Microsoft,
     Google,
@@ -127,44 +138,17 @@ const GOOGLE_AUTHORIZATION_URL: &str = "https://accounts.google.com/o/oauth2/v2/
 pub const DEFAULT_FOLDER: &str = "INBOX";
 pub const DEFAULT_REFUSED_FOLDER: &str = "Refused";
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
+/// Below Gmail's 15 IMAP connections per account, with room for a mail client.
+pub const DEFAULT_MAX_CONNECTIONS: NonZeroUsize = NonZeroUsize::new(10).unwrap();
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct MailboxFile {
-    name: Option<Spanned<Value>>,
-    host: Option<Spanned<Value>>,
-    port: Option<Spanned<Value>>,
-    tls: Option<Spanned<Value>>,
-    user: Option<Spanned<Value>>,
-    password: Option<Spanned<Value>>,
-    password_file: Option<Spanned<Value>>,
-    folders: Option<Spanned<Value>>,
-    after: Option<Spanned<Value>>,
-    move_to: Option<Spanned<Value>>,
-    refused_folder: Option<Spanned<Value>>,
-    recipient_header: Option<Spanned<Value>>,
-    ca_file: Option<Spanned<Value>>,
-    poll_interval: Option<Spanned<Value>>,
-    auth: Option<Spanned<Value>>,
-    oauth2: Option<Spanned<OAuth2File>>,
+/// Whether two folder names name one folder: INBOX in any case is INBOX,
+/// other names are case-sensitive (RFC 3501 section 5.1).
+pub fn same_folder(a: &str, b: &str) -> bool {
+    a == b || (a.eq_ignore_ascii_case(DEFAULT_FOLDER) && b.eq_ignore_ascii_case(DEFAULT_FOLDER))
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct OAuth2File {
-    provider: Option<Spanned<Value>>,
-    tenant: Option<Spanned<Value>>,
-    client_id: Option<Spanned<Value>>,
-    client_secret_file: Option<Spanned<Value>>,
-    refresh_token_file: Option<Spanned<Value>>,
-    token_command: Option<Spanned<Value>>,
-    token_url: Option<Spanned<Value>>,
-    scope: Option<Spanned<Value>>,
-    device_authorization_url: Option<Spanned<Value>>,
-    authorization_url: Option<Spanned<Value>>,
-}
-
-/// The `[[mailbox]]` tables, each complete and consistent, names unique.
+/// The `[[mailbox]]` tables, each complete and consistent, names unique,
+/// no folder fed by another.
 pub(super) fn mailboxes(
     file: &File,
     tables: &[Spanned<MailboxFile>],
@@ -172,200 +156,262 @@ pub(super) fn mailboxes(
 ) -> Result<Vec<Mailbox>, ConfigError> {
     let mut mailboxes: Vec<Mailbox> = Vec::new();
     for (index, table) in tables.iter().enumerate() {
-        let line = file.line(table.span());
-        let table = table.get_ref();
-        let unnamed = format!("mailbox {} ({} line {line})", index + 1, file.path.display());
-        let name = match &table.name {
-            Some(value) => {
-                let name = file.string("name", value)?;
-                let valid = !name.is_empty()
-                    && name.len() <= 64
-                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-                    && !name.starts_with('.');
-                if !valid {
-                    return Err(error(format!(
-                        "{}: a mailbox name is letters, digits, '.', '_' and '-' (it names the state file)",
-                        file.at("name", value)
-                    )));
-                }
-                name
-            }
-            None => return Err(error(format!("{unnamed} has no `name`"))),
-        };
-        let place = format!("mailbox {name} ({} line {line})", file.path.display());
-        if let Some(other) = mailboxes.iter().find(|m| m.name == name) {
-            return Err(error(format!("{place}: the name is already that of {}", other.place)));
+        let mailbox = mailbox(file, index, table, warnings)?;
+        if let Some(other) = mailboxes.iter().find(|m| m.name == mailbox.name) {
+            return Err(error(format!("{}: the name is already that of {}", mailbox.place, other.place)));
         }
-        let missing = |key: &str| error(format!("{place} has no `{key}`"));
-        let text =
-            |key: &'static str, value: &Option<Spanned<Value>>| -> Result<Option<String>, ConfigError> {
-                value.as_ref().map(|v| file.string(key, v)).transpose()
-            };
+        let this = Folders::of(file, &mailbox, table.get_ref());
+        for (other, other_table) in mailboxes.iter().zip(tables) {
+            this.apart_from(&Folders::of(file, other, other_table.get_ref()))?;
+        }
+        mailboxes.push(mailbox);
+    }
+    Ok(mailboxes)
+}
 
-        let host = text("host", &table.host)?.ok_or_else(|| missing("host"))?;
-        if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
-            return Err(error(format!("{}: not a host name", file.at("host", table.host.as_ref().unwrap()))));
-        }
-        let tls = match &table.tls {
-            None => Tls::Implicit,
-            Some(value) => match file.string("tls", value)?.as_str() {
-                "implicit" => Tls::Implicit,
-                "starttls" => Tls::StartTls,
-                "none" => Tls::None,
-                _ => {
-                    let place = file.at("tls", value);
-                    return Err(error(format!("{place} must be \"implicit\", \"starttls\" or \"none\"")));
-                }
-            },
+/// A mailbox's folders, with where each is written, for messages.
+struct Folders<'a> {
+    mailbox: &'a Mailbox,
+    /// Where `folders` is written (or the default that holds).
+    watched_at: String,
+    /// `move_to` and `refused_folder`, each with where it is written.
+    puts_into: Vec<(&'a str, String)>,
+}
+
+impl<'a> Folders<'a> {
+    fn of(file: &File, mailbox: &'a Mailbox, table: &MailboxFile) -> Folders<'a> {
+        let at = |key: &str, span: Option<Range<usize>>, default: &str| match span {
+            Some(span) => format!("`{key}` in {}", file.place(Some(span))),
+            None => format!("{} (`{key}` not set: {default})", mailbox.place),
         };
-        if tls == Tls::None && !is_loopback(&host) {
+        let span = |value: &Option<Spanned<String>>| value.as_ref().map(Spanned::span);
+        let mut puts_into = Vec::new();
+        if let Some(folder) = &mailbox.move_to {
+            puts_into.push((folder.as_str(), at(keys::MOVE_TO, span(&table.move_to), "")));
+        }
+        let refused_at = at(keys::REFUSED_FOLDER, span(&table.refused_folder), DEFAULT_REFUSED_FOLDER);
+        puts_into.push((mailbox.refused_folder.as_str(), refused_at));
+        Folders {
+            mailbox,
+            watched_at: at(keys::FOLDERS, table.folders.as_ref().map(Spanned::span), DEFAULT_FOLDER),
+            puts_into,
+        }
+    }
+
+    fn watches(&self, folder: &str) -> bool {
+        self.mailbox.folders.iter().any(|f| same_folder(f, folder))
+    }
+
+    /// Two mailboxes of one account (host, port and user) neither watch
+    /// the same folder, which would deliver its mail twice, nor move or
+    /// refuse mail into a folder the other watches, which would deliver it
+    /// again. The error names this one's key; `other` came first.
+    fn apart_from(&self, other: &Folders) -> Result<(), ConfigError> {
+        let (this, that) = (self.mailbox, other.mailbox);
+        let same_account =
+            this.host.eq_ignore_ascii_case(&that.host) && this.port == that.port && this.user == that.user;
+        if !same_account {
+            return Ok(());
+        }
+        let (server, fix) =
+            ("on the same server and user", "name another folder, or watch it with one [[mailbox]] only");
+        if this.folders.iter().any(|folder| other.watches(folder)) {
             return Err(error(format!(
-                "{place}: tls = \"none\" would send the password or token in clear to {host}; it is only allowed for a server on this machine (use implicit or starttls)"
+                "{}: {} watches a folder of this one too, {server}: every message in it would be delivered twice; {fix}",
+                self.watched_at, that.place
             )));
         }
-        let port = match &table.port {
-            Some(value) => match value.get_ref() {
-                Value::Integer(n) if (1..=65535).contains(n) => *n as u16,
-                _ => {
-                    return Err(error(format!(
-                        "{} must be a port number (1 to 65535)",
-                        file.at("port", value)
-                    )))
-                }
-            },
-            None if tls == Tls::Implicit => 993,
-            None => 143,
-        };
-        let user = text("user", &table.user)?.ok_or_else(|| missing("user"))?;
-        let sasl = match &table.auth {
-            None => None,
-            Some(value) => match file.string("auth", value)?.as_str() {
-                "password" => None,
-                "xoauth2" => Some(Sasl::XOAuth2),
-                "oauthbearer" => Some(Sasl::OAuthBearer),
-                _ => {
-                    let place = file.at("auth", value);
-                    return Err(error(format!(
-                        "{place} must be \"password\", \"xoauth2\" or \"oauthbearer\""
-                    )));
-                }
-            },
-        };
-        let auth = match (sasl, &table.oauth2) {
-            (None, Some(oauth2)) => {
+        if let Some((_, at)) = self.puts_into.iter().find(|(folder, _)| other.watches(folder)) {
+            return Err(error(format!(
+                "{at}: {} watches that folder, {server}: what goes there would be delivered again; {fix}",
+                that.place
+            )));
+        }
+        if let Some((_, at)) = other.puts_into.iter().find(|(folder, _)| self.watches(folder)) {
+            return Err(error(format!(
+                "{}: {at} puts mail into a folder this one watches, {server}: it would be delivered again; {fix}",
+                self.watched_at
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One `[[mailbox]]` table.
+fn mailbox(
+    file: &File,
+    index: usize,
+    table: &Spanned<MailboxFile>,
+    warnings: &mut Vec<String>,
+) -> Result<Mailbox, ConfigError> {
+    let here = file.place(Some(table.span()));
+    let table = table.get_ref();
+    let name = match &table.name {
+        Some(value) => {
+            let name = value.get_ref();
+            let valid = !name.is_empty()
+                && name.len() <= 64
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                && !name.starts_with('.');
+            if !valid {
                 return Err(error(format!(
+                    "{}: a mailbox name is letters, digits, '.', '_' and '-' (it names the state file)",
+                    file.at(keys::NAME, value)
+                )));
+            }
+            name.clone()
+        }
+        None => return Err(error(format!("mailbox {} ({here}) has no `{}`", index + 1, keys::NAME))),
+    };
+    let place = format!("mailbox {name} ({here})");
+    let missing = |key: &str| error(format!("{place} has no `{key}`"));
+
+    let host_value = table.host.as_ref().ok_or_else(|| missing(keys::HOST))?;
+    let host = host_value.get_ref().clone();
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(error(format!("{}: not a host name", file.at(keys::HOST, host_value))));
+    }
+    let tls = table.tls.as_ref().map_or(Tls::Implicit, |value| *value.get_ref());
+    if let Some(value) = table.tls.as_ref().filter(|_| tls == Tls::None && !is_loopback(&host)) {
+        return Err(error(format!(
+            "{}: \"none\" would send the password or token in clear across the network; it is only allowed for a server on this machine (use \"implicit\" or \"starttls\")",
+            file.at(keys::TLS, value)
+        )));
+    }
+    let port = match (&table.port, tls) {
+        (Some(value), _) => value.get_ref().get(),
+        (None, Tls::Implicit) => 993,
+        (None, _) => 143,
+    };
+    let user = table.user.as_ref().ok_or_else(|| missing(keys::USER))?.get_ref().clone();
+    let login = table.auth.as_ref().map_or(Login::Password, |value| *value.get_ref());
+    let sasl = match login {
+        Login::Password => None,
+        Login::XOAuth2 => Some(Sasl::XOAuth2),
+        Login::OAuthBearer => Some(Sasl::OAuthBearer),
+    };
+    let auth = match (sasl, &table.oauth2) {
+        (None, Some(oauth2)) => {
+            return Err(error(format!(
                 "{place}: [mailbox.oauth2] (line {}) is used only with auth = \"xoauth2\" or \"oauthbearer\"",
                 file.line(oauth2.span())
             )))
-            }
-            (None, None) => {
-                // Read now, so that a mistake shows at once, and again at each login.
-                let (read, password_file) = file
-                    .password(&table.password, &table.password_file, warnings)?
-                    .ok_or_else(|| missing("password_file"))?;
-                if read.expose().is_empty() {
-                    return Err(error(format!("{place}: the password is empty")));
-                }
-                Auth::Password(match (password_file, &table.password_file) {
-                    (Some(path), Some(value)) => {
-                        Secret::File { path, place: file.at("password_file", value) }
-                    }
-                    _ => Secret::Inline(read),
-                })
-            }
-            (Some(_), None) => {
-                return Err(error(format!(
-                    "{place}: auth = \"xoauth2\" or \"oauthbearer\" needs a [mailbox.oauth2] table"
-                )))
-            }
-            (Some(sasl), Some(oauth2)) => {
-                if let Some(value) = table.password.as_ref().or(table.password_file.as_ref()) {
-                    return Err(error(format!(
-                        "{}: a mailbox with auth = \"xoauth2\" or \"oauthbearer\" logs in with a token, not a password: remove it",
-                        file.at(if table.password.is_some() { "password" } else { "password_file" }, value)
-                    )));
-                }
-                Auth::OAuth2(sasl, Box::new(oauth2_table(file, &place, oauth2, warnings)?))
-            }
-        };
-        let folders = match &table.folders {
-            Some(value) => {
-                let folders = file.strings("folders", value)?;
-                if folders.is_empty() || folders.iter().any(|f| f.trim().is_empty()) {
-                    return Err(error(format!(
-                        "{}: name at least one folder, none empty",
-                        file.at("folders", value)
-                    )));
-                }
-                folders
-            }
-            None => vec![DEFAULT_FOLDER.to_string()],
-        };
-        let after = match &table.after {
-            None => After::Seen,
-            Some(value) => match file.string("after", value)?.as_str() {
-                "seen" => After::Seen,
-                "move" => After::Move,
-                "delete" => After::Delete,
-                _ => {
-                    let place = file.at("after", value);
-                    return Err(error(format!("{place} must be \"seen\", \"move\" or \"delete\"")));
-                }
-            },
-        };
-        let move_to = text("move_to", &table.move_to)?;
-        match (after, &move_to) {
-            (After::Move, None) => return Err(error(format!("{place}: after = \"move\" needs `move_to`"))),
-            (After::Move, Some(target)) if folders.contains(target) => {
-                return Err(error(format!("{place}: move_to {target:?} is one of the folders watched")))
-            }
-            _ => {}
         }
-        let refused_folder = text("refused_folder", &table.refused_folder)?
-            .unwrap_or_else(|| DEFAULT_REFUSED_FOLDER.to_string());
-        if folders.contains(&refused_folder) {
+        (None, None) => {
+            // Read now, so that a mistake shows at once, and again at each login.
+            let (read, password_file) = file
+                .password(Table::Mailbox, &table.password, &table.password_file, warnings)?
+                .ok_or_else(|| missing(keys::PASSWORD_FILE))?;
+            if read.expose().is_empty() {
+                return Err(error(format!("{place}: the password is empty")));
+            }
+            Auth::Password(match (password_file, &table.password_file) {
+                (Some(path), Some(value)) => {
+                    Secret::File { path, place: file.at(keys::PASSWORD_FILE, value) }
+                }
+                _ => Secret::Inline(read),
+            })
+        }
+        (Some(_), None) => {
             return Err(error(format!(
-                "{place}: refused_folder {refused_folder:?} is one of the folders watched: refused mail would be fetched again"
-            )));
+                "{place}: auth = \"xoauth2\" or \"oauthbearer\" needs a [mailbox.oauth2] table"
+            )))
         }
-        let recipient_header = match &table.recipient_header {
-            Some(value) => Some(header_name(
-                &file.string("recipient_header", value)?,
-                &file.at("recipient_header", value),
-            )?),
-            None => None,
-        };
-        let ca_file = table.ca_file.as_ref().map(|v| file.path("ca_file", v)).transpose()?;
-        let poll_interval = match &table.poll_interval {
-            Some(value) => match value.get_ref() {
-                Value::Integer(n) if (5..=3600).contains(n) => Duration::from_secs(*n as u64),
-                _ => {
+        (Some(sasl), Some(oauth2)) => {
+            let password = table.password.as_ref().map(|v| (keys::PASSWORD, v.span()));
+            if let Some((key, span)) =
+                password.or(table.password_file.as_ref().map(|v| (keys::PASSWORD_FILE, v.span())))
+            {
+                return Err(error(format!(
+                    "`{key}` in {}: a mailbox with auth = \"xoauth2\" or \"oauthbearer\" logs in with a token, not a password: remove it",
+                    file.place(Some(span))
+                )));
+            }
+            Auth::OAuth2(sasl, Box::new(oauth2_table(file, &place, oauth2, warnings)?))
+        }
+    };
+
+    let folders = match &table.folders {
+        Some(value) => {
+            let at = file.at(keys::FOLDERS, value);
+            let folders = value.get_ref();
+            if folders.is_empty() || folders.iter().any(|f| f.trim().is_empty()) {
+                return Err(error(format!("{at}: name at least one folder, none empty")));
+            }
+            for (n, folder) in folders.iter().enumerate() {
+                if let Some(first) = folders[..n].iter().position(|f| same_folder(f, folder)) {
                     return Err(error(format!(
-                        "{} must be 5 to 3600 seconds",
-                        file.at("poll_interval", value)
-                    )))
+                        "{at}: folders {} and {} are the same folder (INBOX in any case is INBOX): a folder watched twice delivers its mail twice; name it once",
+                        first + 1,
+                        n + 1
+                    )));
                 }
-            },
-            None => DEFAULT_POLL_INTERVAL,
-        };
-        mailboxes.push(Mailbox {
-            name,
-            host,
-            port,
-            tls,
-            user,
-            auth,
-            folders,
-            after,
-            move_to,
-            refused_folder,
-            recipient_header,
-            ca_file,
-            poll_interval,
-            place,
-        });
+            }
+            folders.clone()
+        }
+        None => vec![DEFAULT_FOLDER.to_string()],
+    };
+    let watched = |folder: &str| folders.iter().any(|f| same_folder(f, folder));
+    let after = table.after.as_ref().map_or(After::Seen, |value| *value.get_ref());
+    let move_to = table.move_to.as_ref().map(|value| value.get_ref().clone());
+    match (after, &table.move_to) {
+        (After::Move, None) => {
+            return Err(error(format!("{place}: after = \"move\" needs `{}`", keys::MOVE_TO)))
+        }
+        (_, Some(value)) if watched(value.get_ref()) => {
+            return Err(error(format!(
+                "{}: this mailbox watches that folder (`{}`): every message moved there would be fetched and delivered again; name another folder",
+                file.at(keys::MOVE_TO, value),
+                keys::FOLDERS
+            )))
+        }
+        _ => {}
     }
-    Ok(mailboxes)
+    let refused_folder = match &table.refused_folder {
+        Some(value) if watched(value.get_ref()) => {
+            return Err(error(format!(
+                "{}: this mailbox watches that folder (`{}`): refused mail would be fetched and refused again; name another folder",
+                file.at(keys::REFUSED_FOLDER, value),
+                keys::FOLDERS
+            )))
+        }
+        Some(value) => value.get_ref().clone(),
+        None if watched(DEFAULT_REFUSED_FOLDER) => {
+            return Err(error(format!(
+                "{}: it names {DEFAULT_REFUSED_FOLDER}, where refused mail goes when `{}` is not set: set that to another folder",
+                table.folders.as_ref().map_or(place.clone(), |value| file.at(keys::FOLDERS, value)),
+                keys::REFUSED_FOLDER
+            )))
+        }
+        None => DEFAULT_REFUSED_FOLDER.to_string(),
+    };
+    let recipient_header = table.recipient_header.as_ref().map(|v| file_header_name(file, v)).transpose()?;
+    let ca_file = table.ca_file.as_ref().map(|value| file.path(value));
+    let poll_interval = match &table.poll_interval {
+        Some(value) => keys::integer(Table::Mailbox, keys::POLL_INTERVAL, *value.get_ref())
+            .map(Duration::from_secs)
+            .map_err(|_| file.invalid(Table::Mailbox, keys::POLL_INTERVAL, Some(value.span())))?,
+        None => DEFAULT_POLL_INTERVAL,
+    };
+    let max_connections =
+        table.max_connections.as_ref().map_or(DEFAULT_MAX_CONNECTIONS, |value| *value.get_ref());
+    Ok(Mailbox {
+        name,
+        host,
+        port,
+        tls,
+        user,
+        auth,
+        folders,
+        after,
+        move_to,
+        refused_folder,
+        recipient_header,
+        ca_file,
+        poll_interval,
+        max_connections,
+        place,
+    })
 }
 
 /// `[mailbox.oauth2]`: one way to get tokens, each key it needs and none
@@ -378,48 +424,42 @@ fn oauth2_table(
 ) -> Result<OAuth2, ConfigError> {
     let place = format!("{mailbox}: [mailbox.oauth2] (line {})", file.line(table.span()));
     let table = table.get_ref();
-    let text = |key: &'static str, value: &Option<Spanned<Value>>| -> Result<Option<String>, ConfigError> {
-        value.as_ref().map(|v| file.string(key, v)).transpose()
-    };
-    let provider = match &table.provider {
-        None => None,
-        Some(value) => match file.string("provider", value)?.as_str() {
-            "microsoft" => Some(Provider::Microsoft),
-            "google" => Some(Provider::Google),
-            _ => {
-                let at = file.at("provider", value);
-                return Err(error(format!("{at} must be \"microsoft\" or \"google\"")));
+    let provider = table.provider.as_ref().map(|value| *value.get_ref());
+    // The first of `keys` that is set: a key that this way of getting tokens does not use.
+    let unused = |keys: &[(&str, Option<Range<usize>>)], why: &str| -> Result<(), ConfigError> {
+        match keys.iter().find_map(|(key, span)| span.clone().map(|span| (key, span))) {
+            Some((key, span)) => {
+                Err(error(format!("`{key}` in {}: {why}: remove it", file.place(Some(span)))))
             }
-        },
-    };
-    // Every key but token_command: the command replaces them all.
-    let keys: [(&str, &Option<Spanned<Value>>); 9] = [
-        ("provider", &table.provider),
-        ("tenant", &table.tenant),
-        ("client_id", &table.client_id),
-        ("client_secret_file", &table.client_secret_file),
-        ("refresh_token_file", &table.refresh_token_file),
-        ("token_url", &table.token_url),
-        ("scope", &table.scope),
-        ("device_authorization_url", &table.device_authorization_url),
-        ("authorization_url", &table.authorization_url),
-    ];
-    let unused = |keys: &[(&str, &Option<Spanned<Value>>)], why: &str| -> Result<(), ConfigError> {
-        match keys.iter().find_map(|(key, value)| value.as_ref().map(|v| (key, v))) {
-            Some((key, value)) => Err(error(format!("{}: {why}: remove it", file.at(key, value)))),
             None => Ok(()),
         }
     };
+    let span = |value: &Option<Spanned<String>>| value.as_ref().map(Spanned::span);
+    let path_span = |value: &Option<Spanned<PathBuf>>| value.as_ref().map(Spanned::span);
     if let Some(value) = &table.token_command {
-        let argv = file.strings("token_command", value)?;
+        let mut argv = value.get_ref().clone();
         if argv.first().is_none_or(|program| program.trim().is_empty()) {
             return Err(error(format!(
-                "{}: name the program first: token_command = [\"/usr/local/bin/get-token\", \"--for\", \"support\"]",
-                file.at("token_command", value)
+                "{}: name the program first: {} = [\"/usr/local/bin/get-token\", \"--for\", \"support\"]",
+                file.at(keys::TOKEN_COMMAND, value),
+                keys::TOKEN_COMMAND
             )));
         }
-        unused(&keys, "token_command prints the token, so no other way of getting one is used")?;
-        let mut argv = argv;
+        // Every key but token_command: the command replaces them all.
+        unused(
+            &[
+                (keys::PROVIDER, table.provider.as_ref().map(Spanned::span)),
+                (keys::TENANT, span(&table.tenant)),
+                (keys::CLIENT_ID, span(&table.client_id)),
+                (keys::CLIENT_SECRET_FILE, path_span(&table.client_secret_file)),
+                (keys::REFRESH_TOKEN_FILE, path_span(&table.refresh_token_file)),
+                (keys::TOKEN_URL, span(&table.token_url)),
+                (keys::SCOPE, span(&table.scope)),
+                (keys::DEVICE_AUTHORIZATION_URL, span(&table.device_authorization_url)),
+                (keys::AUTHORIZATION_URL, span(&table.authorization_url)),
+            ],
+            "token_command prints the token, so no other way of getting one is used",
+        )?;
         // A relative program path, like every path here, is relative to the file.
         if argv[0].contains('/') && Path::new(&argv[0]).is_relative() {
             if let Some(dir) = file.path.parent() {
@@ -430,74 +470,78 @@ fn oauth2_table(
     }
     let client_id = match &table.client_id {
         Some(value) => {
-            let id = file.string("client_id", value)?;
+            let id = value.get_ref();
             if id.trim().is_empty() || id.chars().any(char::is_control) {
-                return Err(error(format!("{}: not a client ID", file.at("client_id", value))));
+                return Err(error(format!("{}: not a client ID", file.at(keys::CLIENT_ID, value))));
             }
             id.trim().to_string()
         }
         None => {
             return Err(error(format!(
-                "{place} has no `client_id` (the application (client) ID from the provider), nor a `token_command`"
+                "{place} has no `{}` (the application (client) ID from the provider), nor a `{}`",
+                keys::CLIENT_ID,
+                keys::TOKEN_COMMAND
             )))
         }
     };
     let tenant = match &table.tenant {
         Some(value) => {
-            let tenant = file.string("tenant", value)?;
+            let tenant = value.get_ref();
             let valid =
                 !tenant.is_empty() && tenant.bytes().all(|b| b.is_ascii_alphanumeric() || b".-".contains(&b));
             if !valid {
                 return Err(error(format!(
                     "{}: a tenant is a directory (tenant) ID or a domain such as contoso.onmicrosoft.com",
-                    file.at("tenant", value)
+                    file.at(keys::TENANT, value)
                 )));
             }
             if provider != Some(Provider::Microsoft) {
                 return Err(error(format!(
                     "{}: tenant is for provider = \"microsoft\"",
-                    file.at("tenant", value)
+                    file.at(keys::TENANT, value)
                 )));
             }
-            Some(tenant)
+            Some(tenant.clone())
         }
         None => None,
     };
     let client_secret_file = match &table.client_secret_file {
         Some(value) => {
             // Read now, so that a mistake shows at once, and again at each request.
-            let path = file.path("client_secret_file", value)?;
-            read_secret_file(&path, "client_secret_file")
-                .map_err(|e| error(format!("{}: {e}", file.at("client_secret_file", value))))?;
-            warn_if_world_readable(&path, warnings);
+            let path = file.path(value);
+            let at = file.at(keys::CLIENT_SECRET_FILE, value);
+            secret::read_file(&path, "client secret", keys::CLIENT_SECRET_FILE, warnings)
+                .map_err(|e| error(format!("{at}: {e}")))?;
             Some(path)
         }
         None => None,
     };
-    let url = |key: &'static str, value: &Option<Spanned<Value>>| -> Result<Option<Url>, ConfigError> {
+    let url = |key: &'static str, value: &Option<Spanned<String>>| -> Result<Option<Url>, ConfigError> {
         value.as_ref().map(|value| endpoint(file, key, value)).transpose()
     };
-    let scope = match text("scope", &table.scope)? {
-        Some(scope) if scope.trim().is_empty() || scope.chars().any(char::is_control) => {
-            return Err(error(format!(
-                "{}: name at least one scope",
-                file.at("scope", table.scope.as_ref().unwrap())
-            )))
+    let scope = match &table.scope {
+        Some(value) if value.get_ref().trim().is_empty() || value.get_ref().chars().any(char::is_control) => {
+            return Err(error(format!("{}: name at least one scope", file.at(keys::SCOPE, value))))
         }
-        scope => scope.map(|s| s.trim().to_string()),
+        scope => scope.as_ref().map(|s| s.get_ref().trim().to_string()),
     };
-    let token_url = url("token_url", &table.token_url)?;
+    let token_url = url(keys::TOKEN_URL, &table.token_url)?;
     // Microsoft's endpoints are the tenant's; "common" serves any user's
     // sign-in, but an application's own access needs its tenant.
     let microsoft =
         |tenant: &str, path: &str| Url::parse(&format!("{MICROSOFT_LOGIN}/{tenant}/oauth2/v2.0/{path}")).ok();
-    let needs_url =
-        || error(format!("{place} has no `token_url`: set it, or provider = \"microsoft\" or \"google\""));
+    let needs_url = || {
+        error(format!(
+            "{place} has no `{}`: set it, or {} = \"microsoft\" or \"google\"",
+            keys::TOKEN_URL,
+            keys::PROVIDER
+        ))
+    };
     match &table.refresh_token_file {
         Some(value) => {
-            let refresh_file = file.path("refresh_token_file", value)?;
+            let refresh_file = file.path(value);
             if refresh_file.file_name().is_none() {
-                return Err(error(format!("{}: name a file", file.at("refresh_token_file", value))));
+                return Err(error(format!("{}: name a file", file.at(keys::REFRESH_TOKEN_FILE, value))));
             }
             let tenant = tenant.as_deref().unwrap_or("common");
             let (default_token, default_device, default_authorization, default_scope) = match provider {
@@ -529,23 +573,22 @@ fn oauth2_table(
                     client,
                     file: refresh_file,
                     device_authorization_url: url(
-                        "device_authorization_url",
+                        keys::DEVICE_AUTHORIZATION_URL,
                         &table.device_authorization_url,
                     )?
                     .or(default_device),
-                    authorization_url: url("authorization_url", &table.authorization_url)?
+                    authorization_url: url(keys::AUTHORIZATION_URL, &table.authorization_url)?
                         .or(default_authorization),
                 },
             })
         }
         None => {
-            let why = "it is for oauth2 authorize, which needs refresh_token_file";
             unused(
                 &[
-                    ("device_authorization_url", &table.device_authorization_url),
-                    ("authorization_url", &table.authorization_url),
+                    (keys::DEVICE_AUTHORIZATION_URL, span(&table.device_authorization_url)),
+                    (keys::AUTHORIZATION_URL, span(&table.authorization_url)),
                 ],
-                why,
+                "it is for oauth2 authorize, which needs refresh_token_file",
             )?;
             if provider == Some(Provider::Google) {
                 return Err(error(format!(
@@ -583,11 +626,10 @@ fn oauth2_table(
 
 /// An OAuth2 endpoint: https, or http to this machine only (a token or a
 /// secret must not cross a network in clear); no credentials in it.
-fn endpoint(file: &File, key: &str, value: &Spanned<Value>) -> Result<Url, ConfigError> {
+fn endpoint(file: &File, key: &str, value: &Spanned<String>) -> Result<Url, ConfigError> {
     let at = file.at(key, value);
     // Url's errors do not quote the text.
-    let url =
-        Url::parse(file.string(key, value)?.trim()).map_err(|e| error(format!("{at}: not a URL ({e})")))?;
+    let url = Url::parse(value.get_ref().trim()).map_err(|e| error(format!("{at}: not a URL ({e})")))?;
     let host = url.host_str().unwrap_or_default();
     match url.scheme() {
         "https" if !host.is_empty() => {}
@@ -600,31 +642,11 @@ fn endpoint(file: &File, key: &str, value: &Spanned<Value>) -> Result<Url, Confi
     Ok(url)
 }
 
-/// The first line of a file that holds a secret (a client secret, a
-/// refresh token), without a byte order mark or line end. Errors name the
-/// file, never its content.
-pub fn read_secret_file(path: &Path, key: &str) -> Result<Password, String> {
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
-        // Not named: a value that names no file may be the secret itself.
-        Err(e) if fs::symlink_metadata(path).is_err() => {
-            return Err(format!("the file given by {key} does not exist ({})", io_reason(&e)))
-        }
-        Err(e) => return Err(format!("{key}: {}", unreadable(path, &e))),
-    };
-    let text = String::from_utf8_lossy(&bytes);
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let first_line = text.lines().next().unwrap_or("").trim();
-    if first_line.is_empty() {
-        return Err(format!("{key} {} is empty", path.display()));
-    }
-    Ok(Password::new(first_line))
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::{Config, Overrides};
     use super::*;
+    use std::fs;
     use std::io::Write;
 
     const MAILBOX: &str =
@@ -727,7 +749,106 @@ mod tests {
             let e = load(&format!("auth = \"xoauth2\"\n[mailbox.oauth2]\n{line}\n")).map(|_| ()).unwrap_err();
             assert!(!e.contains(secret), "{line}: {e}");
         }
-        let e = read_secret_file(Path::new("/nonexistent/s3cr3t42-file"), "client_secret_file").unwrap_err();
+        let missing = Path::new("/nonexistent/s3cr3t42-file");
+        let e =
+            secret::read_file(missing, "client secret", "client_secret_file", &mut Vec::new()).unwrap_err();
+        let e = e.to_string();
         assert!(e.contains("client_secret_file") && !e.contains(secret), "{e}");
+    }
+
+    /// The mailbox with a password and `extra` from line 6 on.
+    fn with_password(extra: &str) -> Result<Mailbox, String> {
+        load(&format!("password = \"pw\"\n{extra}"))
+    }
+
+    /// Every mailbox of `text`, or the error.
+    fn load_all(text: &str) -> Result<Vec<Mailbox>, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        fs::write(&path, text).unwrap();
+        let flags = Overrides { config: Some(path), ..Default::default() };
+        Config::load_with(&flags, |_| None).map(|c| c.mailboxes).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_folder_that_feeds_itself_is_refused_inbox_in_any_case() {
+        let cases = [
+            ("after = \"move\"\nmove_to = \"inbox\"\n", "`move_to` in", "line 7"),
+            ("after = \"move\"\nmove_to = \"INBOX\"\n", "`move_to` in", "line 7"),
+            ("refused_folder = \"Inbox\"\n", "`refused_folder` in", "line 6"),
+            (
+                "folders = [\"INBOX\", \"Support\"]\nrefused_folder = \"Support\"\n",
+                "`refused_folder` in",
+                "line 7",
+            ),
+            ("folders = [\"Support\"]\nafter = \"move\"\nmove_to = \"Support\"\n", "`move_to` in", "line 8"),
+            ("folders = [\"Refused\"]\n", "`folders` in", "line 6"),
+        ];
+        for (extra, key, line) in cases {
+            let e = with_password(extra).map(|_| ()).unwrap_err();
+            assert!(e.contains(key) && e.contains(line) && e.contains("config.toml"), "{extra}: {e}");
+            assert!(e.contains("watches") || e.contains("where refused mail goes"), "says why: {extra}: {e}");
+        }
+        // Other names are case-sensitive (RFC 3501 5.1): "support" is not "Support".
+        let ok = with_password("folders = [\"Support\"]\nafter = \"move\"\nmove_to = \"support\"\n").unwrap();
+        assert_eq!(ok.move_to.as_deref(), Some("support"));
+        // Moving delivered and refused mail to the same folder is fine.
+        let ok = with_password("after = \"move\"\nmove_to = \"Done\"\nrefused_folder = \"Done\"\n").unwrap();
+        assert_eq!(ok.refused_folder, "Done");
+    }
+
+    #[test]
+    fn a_folder_watched_twice_is_refused() {
+        for folders in ["[\"INBOX\", \"inbox\"]", "[\"Support\", \"Support\"]", "[\"a\", \"INBOX\", \"a\"]"] {
+            let e = with_password(&format!("folders = {folders}\n")).map(|_| ()).unwrap_err();
+            assert!(
+                e.contains("`folders` in") && e.contains("line 6") && e.contains("twice"),
+                "{folders}: {e}"
+            );
+        }
+        assert_eq!(with_password("folders = [\"Support\", \"support\"]\n").unwrap().folders.len(), 2);
+    }
+
+    #[test]
+    fn mailboxes_on_one_account_do_not_feed_or_double_each_other() {
+        let mailbox = |name: &str, port: u16, user: &str, extra: &str| {
+            format!("[[mailbox]]\nname = \"{name}\"\nhost = \"imap.example.com\"\nport = {port}\nuser = \"{user}\"\npassword = \"pw\"\n{extra}")
+        };
+        let a = mailbox("a", 993, "u", "folders = [\"INBOX\", \"Sales\"]\n");
+        let cases = [
+            (
+                mailbox("b", 993, "u", "folders = [\"Other\"]\nafter = \"move\"\nmove_to = \"Sales\"\n"),
+                "`move_to`",
+            ),
+            (
+                mailbox("b", 993, "u", "folders = [\"Other\"]\nrefused_folder = \"inbox\"\n"),
+                "`refused_folder`",
+            ),
+            (mailbox("b", 993, "u", "folders = [\"Sales\"]\n"), "`folders`"),
+            (mailbox("b", 993, "u", ""), "`folders`"),
+        ];
+        for (b, key) in cases {
+            let e = load_all(&format!("{a}{b}")).map(|_| ()).unwrap_err();
+            assert!(e.contains(key) && e.contains("line ") && e.contains("mailbox a"), "{b}: {e}");
+        }
+        // Another account, or another port, is another mailbox.
+        for b in [mailbox("b", 993, "v", ""), mailbox("b", 143, "u", "tls = \"starttls\"\n")] {
+            assert_eq!(load_all(&format!("{a}{b}")).unwrap().len(), 2, "{b}");
+        }
+        // Mail moved or refused to the same folder by both is fine.
+        let shared = "folders = [\"Other\"]\nafter = \"move\"\nmove_to = \"Done\"\n";
+        let a = mailbox("a", 993, "u", "after = \"move\"\nmove_to = \"Done\"\n");
+        assert_eq!(load_all(&format!("{a}{}", mailbox("b", 993, "u", shared))).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn max_connections_is_at_least_one_and_ten_by_default() {
+        assert_eq!(with_password("").unwrap().max_connections.get(), 10);
+        assert_eq!(with_password("max_connections = 15\n").unwrap().max_connections.get(), 15);
+        for bad in ["0", "-1", "\"many42\"", "1.5"] {
+            let e = with_password(&format!("max_connections = {bad}\n")).map(|_| ()).unwrap_err();
+            assert!(e.contains("`max_connections` in") && e.contains("line 6"), "{bad}: {e}");
+            assert!(!e.contains("many42"), "{bad}: {e}");
+        }
     }
 }

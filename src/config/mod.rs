@@ -4,24 +4,28 @@
 //! how most mail systems configure us. Every value remembers where it came
 //! from, for `check`, `-v` and error messages. No value read from the file
 //! is ever quoted back in a message: on a password line it is the password.
+//! The file is read by serde into the types of `file.rs`; its keys, with
+//! their kinds, defaults and meanings, are the table in `keys.rs`.
 
 use std::fmt;
 use std::fs;
 use std::io;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::Url;
-use serde::Deserialize;
-use toml::{Spanned, Value};
+use toml::Spanned;
 
 use crate::sys::{io_reason, whoami};
 
+mod file;
+pub mod keys;
 mod mailbox;
+use file::{read_password_file, File, FileConfig, RouteFile, Size};
+use keys::Table;
 pub use mailbox::{
-    read_secret_file, After, Auth, Client, Grant, Mailbox, OAuth2, Provider, Sasl, Tls, DEFAULT_FOLDER,
-    DEFAULT_POLL_INTERVAL, DEFAULT_REFUSED_FOLDER,
+    After, Auth, Client, Grant, Mailbox, OAuth2, Provider, Sasl, Tls, DEFAULT_FOLDER,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_POLL_INTERVAL, DEFAULT_REFUSED_FOLDER,
 };
 
 pub const SYSTEM_CONFIG: &str = "/etc/chatwoot-ingress/config.toml";
@@ -103,9 +107,7 @@ impl Secret {
     pub fn read(&self) -> Result<Password, ConfigError> {
         match self {
             Secret::Inline(password) => Ok(password.clone()),
-            Secret::File { path, place } => {
-                Ok(read_password_file(path, place, Source::Default, &mut Vec::new())?.value)
-            }
+            Secret::File { path, place } => read_password_file(path, place, &mut Vec::new()),
         }
     }
 
@@ -205,107 +207,6 @@ pub struct Target {
     pub password: Password,
 }
 
-/// The file's keys. Every value is taken as it is written, with its place,
-/// and checked by us: serde's own messages would quote it.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    url: Option<Spanned<Value>>,
-    password: Option<Spanned<Value>>,
-    password_file: Option<Spanned<Value>>,
-    timeout: Option<Spanned<Value>>,
-    max_size: Option<Spanned<Value>>,
-    ca_file: Option<Spanned<Value>>,
-    reject_dir: Option<Spanned<Value>>,
-    recipient_header: Option<Spanned<Value>>,
-    state_dir: Option<Spanned<Value>>,
-    route: Option<Vec<Spanned<RouteFile>>>,
-    mailbox: Option<Vec<Spanned<mailbox::MailboxFile>>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RouteFile {
-    domains: Option<Spanned<Value>>,
-    url: Option<Spanned<Value>>,
-    password: Option<Spanned<Value>>,
-    password_file: Option<Spanned<Value>>,
-}
-
-/// The configuration file being read: for values' types and places.
-struct File<'a> {
-    path: &'a Path,
-    text: &'a str,
-}
-
-impl File<'_> {
-    fn line(&self, span: Range<usize>) -> usize {
-        self.text[..span.start.min(self.text.len())].matches('\n').count() + 1
-    }
-
-    fn at(&self, key: &str, value: &Spanned<Value>) -> String {
-        format!("`{key}` in {} line {}", self.path.display(), self.line(value.span()))
-    }
-
-    fn string(&self, key: &str, value: &Spanned<Value>) -> Result<String, ConfigError> {
-        match value.get_ref() {
-            Value::String(text) => Ok(text.clone()),
-            _ => Err(error(format!("{} must be a quoted string: {key} = \"...\"", self.at(key, value)))),
-        }
-    }
-
-    fn strings(&self, key: &str, value: &Spanned<Value>) -> Result<Vec<String>, ConfigError> {
-        let list = match value.get_ref() {
-            Value::Array(items) => items.iter().map(|item| item.as_str().map(str::to_string)).collect(),
-            _ => None,
-        };
-        list.ok_or_else(|| {
-            error(format!("{} must be a list of quoted strings: {key} = [\"...\"]", self.at(key, value)))
-        })
-    }
-
-    /// `password` or `password_file` of one table (the top level or a
-    /// route), and the file it came from.
-    fn password(
-        &self,
-        password: &Option<Spanned<Value>>,
-        password_file: &Option<Spanned<Value>>,
-        warnings: &mut Vec<String>,
-    ) -> Result<Option<(Password, Option<PathBuf>)>, ConfigError> {
-        match (password, password_file) {
-            (Some(_), Some(value)) => Err(error(format!(
-                "{}: set either `password` or `password_file`, not both",
-                self.at("password_file", value)
-            ))),
-            (None, Some(value)) => {
-                let path = self.path("password_file", value)?;
-                let read =
-                    read_password_file(&path, &self.at("password_file", value), self.source(), warnings)?;
-                Ok(Some((read.value, Some(path))))
-            }
-            (Some(value), None) => {
-                let text = self.string("password", value)?;
-                warn_if_world_readable(self.path, warnings);
-                Ok(Some((Password::new(text), None)))
-            }
-            (None, None) => Ok(None),
-        }
-    }
-
-    fn path(&self, key: &str, value: &Spanned<Value>) -> Result<PathBuf, ConfigError> {
-        let path = PathBuf::from(self.string(key, value)?);
-        // Relative paths in a config file are relative to that file.
-        Ok(match self.path.parent() {
-            Some(dir) if path.is_relative() => dir.join(path),
-            _ => path,
-        })
-    }
-
-    fn source(&self) -> Source {
-        Source::File(self.path.to_path_buf())
-    }
-}
-
 impl Config {
     /// Load from the process environment.
     pub fn load(flags: &Overrides) -> Result<Config, ConfigError> {
@@ -317,27 +218,23 @@ impl Config {
             Some((path, text)) => (Some(path), text),
             None => (None, String::new()),
         };
-        let content: FileConfig = match &path {
-            Some(path) => toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?,
+        let file = path.as_deref().map(|path| File { path, text: &text });
+        let content = match &file {
+            Some(file) => file.parse()?,
             None => FileConfig::default(),
         };
-        let file = path.as_deref().map(|path| File { path, text: &text });
-        let mut warnings = Vec::new();
-
-        let from_env = |name: &'static str| env(name).map(|v| (v, Source::Env(name)));
-        let in_file = |key: &'static str, value: &Option<Spanned<Value>>| -> Result<_, ConfigError> {
-            match (&file, value) {
-                (Some(file), Some(value)) => {
-                    Ok(Some((file.string(key, value)?, file.source(), file.at(key, value))))
-                }
-                _ => Ok(None),
-            }
+        // The file's url, with where it came from.
+        let url_in_file = || -> Option<(String, Source, String)> {
+            let (file, value) = (file.as_ref()?, content.url.as_ref()?);
+            Some((value.get_ref().clone(), file.source(), file.at(keys::URL, value)))
         };
+        let mut warnings = Vec::new();
+        let from_env = |name: &'static str| env(name).map(|v| (v, Source::Env(name)));
 
         let url_text = match (flags.url.clone(), from_env(ENV_URL)) {
             (Some(url), _) => Some((url, Source::Flag("--url"), "--url".to_string())),
             (None, Some((url, source))) => Some((url, source, ENV_URL.to_string())),
-            (None, None) => in_file("url", &content.url)?
+            (None, None) => url_in_file()
                 .or_else(|| from_env(RAKE_URL).map(|(url, source)| (url, source, RAKE_URL.to_string()))),
         };
         let url = url_text
@@ -351,11 +248,14 @@ impl Config {
         let mut password_file = None;
         let password = if let Some(path) = &flags.password_file {
             password_file = Some(path.clone());
-            Some(read_password_file(path, "--password-file", Source::Flag("--password-file"), &mut warnings)?)
+            let value = read_password_file(path, "--password-file", &mut warnings)?;
+            Some(Sourced { value, source: Source::Flag("--password-file") })
         } else if let Some((value, source)) = from_env(ENV_PASSWORD) {
             Some(Sourced { value: Password::new(value), source })
         } else if let Some((value, path)) = match &file {
-            Some(file) => file.password(&content.password, &content.password_file, &mut warnings)?,
+            Some(file) => {
+                file.password(Table::Top, &content.password, &content.password_file, &mut warnings)?
+            }
             None => None,
         } {
             password_file = path;
@@ -370,17 +270,19 @@ impl Config {
         }
 
         let timeout = match (flags.timeout, (&file, &content.timeout)) {
-            (Some(s), _) => Sourced { value: seconds(s, "--timeout")?, source: Source::Flag("--timeout") },
-            (None, (Some(file), Some(value))) => {
-                let place = file.at("timeout", value);
-                let s = match value.get_ref() {
-                    Value::Integer(n) => u64::try_from(*n).unwrap_or(0),
-                    _ => 0,
-                };
-                Sourced { value: seconds(s, &place)?, source: file.source() }
-            }
-            _ => Sourced { value: DEFAULT_TIMEOUT, source: Source::Default },
+            (Some(s), _) => Sourced {
+                value: keys::integer(Table::Top, keys::TIMEOUT, s)
+                    .map_err(|must| error(format!("bad --timeout: it must be {must}")))?,
+                source: Source::Flag("--timeout"),
+            },
+            (None, (Some(file), Some(value))) => Sourced {
+                value: keys::integer(Table::Top, keys::TIMEOUT, *value.get_ref())
+                    .map_err(|_| file.invalid(Table::Top, keys::TIMEOUT, Some(value.span())))?,
+                source: file.source(),
+            },
+            _ => Sourced { value: DEFAULT_TIMEOUT.as_secs(), source: Source::Default },
         };
+        let timeout = Sourced { value: Duration::from_secs(timeout.value), source: timeout.source };
 
         let max_size = match (&flags.max_size, (&file, &content.max_size)) {
             (Some(text), _) => Sourced {
@@ -388,61 +290,52 @@ impl Config {
                 source: Source::Flag("--max-size"),
             },
             (None, (Some(file), Some(value))) => {
-                let parsed = match value.get_ref() {
-                    Value::Integer(n) if *n > 0 => Ok(*n as u64),
-                    Value::String(text) => parse_size(text),
-                    _ => Err("expected a size such as 67108864 or \"64M\"".to_string()),
+                let size = match value.get_ref() {
+                    Size::Bytes(n) => Some(*n).filter(|n| *n > 0),
+                    Size::Text(text) => parse_size(text).ok(),
                 };
-                Sourced {
-                    value: parsed.map_err(|e| error(format!("bad {}: {e}", file.at("max_size", value))))?,
-                    source: file.source(),
-                }
+                let invalid = || file.invalid(Table::Top, keys::MAX_SIZE, Some(value.span()));
+                Sourced { value: size.ok_or_else(invalid)?, source: file.source() }
             }
             _ => Sourced { value: DEFAULT_MAX_SIZE, source: Source::Default },
         };
 
-        let path_setting = |flag: &Option<PathBuf>,
-                            name: &'static str,
-                            key: &'static str,
-                            value: &Option<Spanned<Value>>| {
-            if let Some(path) = flag {
-                return Ok(Some(Sourced { value: path.clone(), source: Source::Flag(name) }));
-            }
-            match (&file, value) {
-                (Some(file), Some(value)) => {
-                    Ok(Some(Sourced { value: file.path(key, value)?, source: file.source() }))
+        let path_setting =
+            |flag: &Option<PathBuf>, name: &'static str, value: &Option<Spanned<PathBuf>>| match (
+                flag, &file, value,
+            ) {
+                (Some(path), _, _) => Some(Sourced { value: path.clone(), source: Source::Flag(name) }),
+                (None, Some(file), Some(value)) => {
+                    Some(Sourced { value: file.path(value), source: file.source() })
                 }
-                _ => Ok::<_, ConfigError>(None),
-            }
-        };
-        let ca_file = path_setting(&flags.ca_file, "--ca-file", "ca_file", &content.ca_file)?;
-        let reject_dir = path_setting(&flags.reject_dir, "--reject-dir", "reject_dir", &content.reject_dir)?;
+                _ => None,
+            };
+        let ca_file = path_setting(&flags.ca_file, "--ca-file", &content.ca_file);
+        let reject_dir = path_setting(&flags.reject_dir, "--reject-dir", &content.reject_dir);
 
         let recipient_header = match (&flags.recipient_header, (&file, &content.recipient_header)) {
             (Some(name), _) => Some(Sourced {
-                value: header_name(name, "--recipient-header")?,
+                value: header_name(name).ok_or_else(|| {
+                    error("bad recipient_header in --recipient-header: expected a header name such as Delivered-To")
+                })?,
                 source: Source::Flag("--recipient-header"),
             }),
-            (None, (Some(file), Some(value))) => {
-                let place = file.at("recipient_header", value);
-                let name = header_name(&file.string("recipient_header", value)?, &place)?;
-                Some(Sourced { value: name, source: file.source() })
-            }
+            (None, (Some(file), Some(value))) => Some(Sourced {
+                value: file_header_name(file, value)?,
+                source: file.source(),
+            }),
             _ => None,
         };
 
-        let routes = match (&file, &content.route) {
-            (Some(file), Some(tables)) => routes(file, tables, &mut warnings)?,
-            _ => Vec::new(),
-        };
-        let mailboxes = match (&file, &content.mailbox) {
-            (Some(file), Some(tables)) => mailbox::mailboxes(file, tables, &mut warnings)?,
-            _ => Vec::new(),
+        let (routes, mailboxes) = match &file {
+            Some(file) => (
+                routes(file, &content.route, &mut warnings)?,
+                mailbox::mailboxes(file, &content.mailbox, &mut warnings)?,
+            ),
+            None => (Vec::new(), Vec::new()),
         };
         let state_dir = match (&file, &content.state_dir) {
-            (Some(file), Some(value)) => {
-                Some(Sourced { value: file.path("state_dir", value)?, source: file.source() })
-            }
+            (Some(file), Some(value)) => Some(Sourced { value: file.path(value), source: file.source() }),
             _ => env("STATE_DIRECTORY").map(|dirs| Sourced {
                 // systemd's StateDirectory= may list several, separated by ':'.
                 value: PathBuf::from(dirs.split(':').next().unwrap_or_default()),
@@ -519,48 +412,6 @@ fn unreadable(path: &Path, e: &io::Error) -> ConfigError {
     error(format!("cannot read {}: {} (running as {})", path.display(), io_reason(e), whoami()))
 }
 
-/// The first line of a password file. Its path is named in errors only when
-/// it exists: a value that names no file may be the password itself,
-/// written where the path belongs.
-fn read_password_file(
-    path: &Path,
-    place: &str,
-    source: Source,
-    warnings: &mut Vec<String>,
-) -> Result<Sourced<Password>, ConfigError> {
-    let text = match fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if fs::symlink_metadata(path).is_err() => {
-            return Err(error(format!(
-                "the password file given by {place} does not exist ({}); if that value is the password itself, write password = \"...\" instead",
-                io_reason(&e)
-            )))
-        }
-        Err(e) => return Err(error(format!("password file: {}", unreadable(path, &e)))),
-    };
-    warn_if_world_readable(path, warnings);
-    let text = String::from_utf8_lossy(&text);
-    // Windows editors put a byte order mark first; it is not part of the password.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let first_line = text.lines().next().unwrap_or("").trim_end_matches('\r');
-    if first_line.is_empty() {
-        return Err(error(format!("password file {} is empty", path.display())));
-    }
-    Ok(Sourced { value: Password::new(first_line), source })
-}
-
-fn warn_if_world_readable(path: &Path, warnings: &mut Vec<String>) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = fs::metadata(path) {
-        if meta.permissions().mode() & 0o004 != 0 {
-            warnings.push(format!(
-                "{} holds a password and is readable by every user: chmod o-r it",
-                path.display()
-            ));
-        }
-    }
-}
-
 /// The `[[route]]` tables, each complete (domains, url, password), no
 /// domain claimed twice.
 fn routes(
@@ -570,16 +421,18 @@ fn routes(
 ) -> Result<Vec<Route>, ConfigError> {
     let mut routes: Vec<Route> = Vec::new();
     for (index, table) in tables.iter().enumerate() {
-        let name = format!("route {} ({} line {})", index + 1, file.path.display(), file.line(table.span()));
+        let name = format!("route {} ({})", index + 1, file.place(Some(table.span())));
         let table = table.get_ref();
         let missing = |key: &str| error(format!("{name} has no `{key}`"));
-        let domains_value = table.domains.as_ref().ok_or_else(|| missing("domains"))?;
+        let domains_value = table.domains.as_ref().ok_or_else(|| missing(keys::DOMAINS))?;
+        let at = file.at(keys::DOMAINS, domains_value);
         let mut domains = Vec::new();
-        for text in file.strings("domains", domains_value)? {
-            let domain = Domain::parse(&text).ok_or_else(|| {
+        for (n, text) in domains_value.get_ref().iter().enumerate() {
+            // Not quoted back: no value of the file is.
+            let domain = Domain::parse(text).ok_or_else(|| {
                 error(format!(
-                    "{}: {text:?} is not a domain name (write support.example.com, or *.example.org for every name below it)",
-                    file.at("domains", domains_value)
+                    "{at}: domain {} is not a domain name (write support.example.com, or *.example.org for every name below it)",
+                    n + 1
                 ))
             })?;
             if let Some(other) = routes.iter().find(|r| r.domains.contains(&domain)) {
@@ -588,14 +441,14 @@ fn routes(
             domains.push(domain);
         }
         if domains.is_empty() {
-            return Err(error(format!("{}: name at least one domain", file.at("domains", domains_value))));
+            return Err(error(format!("{at}: name at least one domain")));
         }
-        let url_value = table.url.as_ref().ok_or_else(|| missing("url"))?;
-        let url = parse_url(&file.string("url", url_value)?)
-            .map_err(|e| error(format!("bad {}: {e}", file.at("url", url_value))))?;
+        let url_value = table.url.as_ref().ok_or_else(|| missing(keys::URL))?;
+        let url = parse_url(url_value.get_ref())
+            .map_err(|e| error(format!("bad {}: {e}", file.at(keys::URL, url_value))))?;
         let (password, password_file) = file
-            .password(&table.password, &table.password_file, warnings)?
-            .ok_or_else(|| missing("password_file"))?;
+            .password(Table::Route, &table.password, &table.password_file, warnings)?
+            .ok_or_else(|| missing(keys::PASSWORD_FILE))?;
         if password.expose().is_empty() {
             return Err(error(format!("{name}: the password is empty")));
         }
@@ -605,21 +458,20 @@ fn routes(
 }
 
 /// A header field name, as RFC 5322 allows it.
-fn header_name(name: &str, place: &str) -> Result<String, ConfigError> {
+fn header_name(name: &str) -> Option<String> {
     let name = name.trim();
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
-        return Err(error(format!(
-            "bad recipient_header in {place}: expected a header name such as Delivered-To"
-        )));
-    }
-    Ok(name.to_string())
+    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+    valid.then(|| name.to_string())
 }
 
-fn seconds(s: u64, what: &str) -> Result<Duration, ConfigError> {
-    if s == 0 || s > 3600 {
-        return Err(error(format!("bad timeout in {what}: expected 1 to 3600 seconds")));
-    }
-    Ok(Duration::from_secs(s))
+/// `recipient_header` of a table of the file.
+fn file_header_name(file: &File, value: &Spanned<String>) -> Result<String, ConfigError> {
+    header_name(value.get_ref()).ok_or_else(|| {
+        error(format!(
+            "{}: expected a header name such as Delivered-To",
+            file.at(keys::RECIPIENT_HEADER, value)
+        ))
+    })
 }
 
 /// Accept a base URL (the relay path is appended, also after a path of its
@@ -629,7 +481,7 @@ pub fn parse_url(text: &str) -> Result<Url, String> {
     // Not echoed: a URL with credentials in it would put them in mail logs.
     let mut url = Url::parse(text.trim()).map_err(|e| e.to_string())?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("expected an http:// or https:// URL, not {}://", url.scheme()));
+        return Err("expected an http:// or https:// URL".into());
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err("the URL must not contain a user or password: use password_file".into());
@@ -661,21 +513,6 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         Some(0) | None => Err("out of range".into()),
         Some(size) => Ok(size),
     }
-}
-
-/// toml's errors are multi-line with a source excerpt; callers want one line
-/// that names the file, the line and what is wrong. Its syntax messages
-/// never quote the text; serde's type messages would, so they are replaced.
-fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
-    let line = e.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-    let at = line.map(|l| format!(" line {l}")).unwrap_or_default();
-    let message = e.message().split('\n').collect::<Vec<_>>().join(": ");
-    let message = if message.starts_with("invalid type") || message.starts_with("invalid value") {
-        "a value of the wrong kind (see the CONFIGURATION FILE section of chatwoot-ingress(1))".to_string()
-    } else {
-        message
-    };
-    error(format!("bad configuration in {}{at}: {message}", path.display()))
 }
 
 #[cfg(test)]
@@ -773,6 +610,57 @@ mod tests {
                 Ok(_) => continue,
             };
             assert!(!e.contains(secret) && !e.contains("842424242"), "{line}: {e}");
+        }
+    }
+
+    /// Whatever a key of the table is given, in its table among the keys
+    /// that table needs, no error quotes it.
+    #[test]
+    fn no_key_of_the_table_quotes_its_value_back() {
+        let secret = "s3cr3t42";
+        let values = [
+            format!("\"{secret}\""),
+            format!("\"https://u:{secret}@h/{secret}\""),
+            format!("[\"{secret}\", 842424242]"),
+            "842424242".to_string(),
+            "-842424242".to_string(),
+            format!("{{ x = \"{secret}\" }}"),
+            format!("[[\"{secret}\"]]"),
+        ];
+        let needs = |table: Table| -> &[(&str, &str)] {
+            match table {
+                Table::Top => &[],
+                Table::Route => {
+                    &[("domains", "[\"a.test\"]"), ("url", "\"https://x\""), ("password", "\"p\"")]
+                }
+                Table::Mailbox => {
+                    &[("name", "\"m\""), ("host", "\"h\""), ("user", "\"u\""), ("password", "\"p\"")]
+                }
+                Table::OAuth2 => &[("client_id", "\"c\""), ("token_url", "\"https://t/x\"")],
+            }
+        };
+        for key in keys::keys() {
+            for value in &values {
+                let mut table: Vec<String> = needs(key.table)
+                    .iter()
+                    .filter(|(name, _)| *name != key.name)
+                    .map(|(name, value)| format!("{name} = {value}"))
+                    .collect();
+                table.push(format!("{} = {value}", key.name));
+                let text = match key.table {
+                    Table::Top => table.join("\n"),
+                    Table::Route | Table::Mailbox => format!("{}\n{}", key.table.header(), table.join("\n")),
+                    Table::OAuth2 => format!(
+                        "[[mailbox]]\nname = \"m\"\nhost = \"h\"\nuser = \"u\"\nauth = \"xoauth2\"\n[mailbox.oauth2]\n{}",
+                        table.join("\n")
+                    ),
+                };
+                let f = file(&format!("url = \"https://x\"\n{text}\n"));
+                if let Err(e) = load(&with_file(&f), &[]) {
+                    let e = e.to_string();
+                    assert!(!e.contains(secret) && !e.contains("842424242"), "{text}: {e}");
+                }
+            }
         }
     }
 

@@ -11,8 +11,9 @@ use super::state::{Answered, ImapCursor};
 use super::Stop;
 use crate::config::{After, Auth, Mailbox};
 use crate::imap::{ImapError, Login, Session};
+use crate::mailbox::Tokens;
 use crate::mailbox::{endpoint, imap_failure};
-use crate::oauth2::{Token, TokenSource};
+use crate::oauth2::Token;
 use crate::outcome::{Cause, Outcome};
 
 /// An IMAP command's round trip.
@@ -23,7 +24,7 @@ const PIECE: u64 = 1 << 20;
 
 pub struct ImapSource {
     mailbox: Mailbox,
-    tokens: Option<Arc<TokenSource>>,
+    tokens: Option<Arc<Tokens>>,
     session: Option<Session>,
     /// The UIDs above the cursor in the selected folder as last listed
     /// (those others flagged \Deleted included: they hold the cursor); None
@@ -34,7 +35,7 @@ pub struct ImapSource {
 }
 
 impl ImapSource {
-    pub fn new(mailbox: Mailbox, tokens: Option<Arc<TokenSource>>) -> ImapSource {
+    pub fn new(mailbox: Mailbox, tokens: Option<Arc<Tokens>>) -> ImapSource {
         ImapSource { mailbox, tokens, session: None, present: None, token_expiry: None }
     }
 
@@ -44,8 +45,8 @@ impl ImapSource {
 
     /// A token for the next login: the mailbox's cached one while it has a
     /// while to live, else a new one (never one about to expire).
-    fn token(&mut self, tokens: &TokenSource, note: &mut dyn FnMut(String)) -> Result<Token, SourceError> {
-        let token = tokens.token().map_err(|e| SourceError::broken(Outcome::from(e)))?;
+    fn token(&mut self, tokens: &Tokens, note: &mut dyn FnMut(String)) -> Result<Token, SourceError> {
+        let token = tokens.token().map_err(SourceError::broken)?;
         self.token_expiry =
             token.expires.map(|at| SystemTime::now() + at.saturating_duration_since(Instant::now()));
         if let Some(warning) = &token.warning {

@@ -37,7 +37,6 @@ use crate::cli::WatchArgs;
 use crate::config::{Config, Mailbox, Overrides};
 use crate::log;
 use crate::metrics::{self, Metrics};
-use crate::oauth2::TokenSource;
 use crate::outcome::{Cause, Class, Mta, Outcome};
 use crate::pipeline::{Mode, Pipeline};
 use crate::sys;
@@ -45,8 +44,6 @@ use worker::{Context, Left, Worker};
 
 /// How often the main thread looks at its workers (status, watchdog).
 const TICK: Duration = Duration::from_secs(1);
-/// Connections to one mailbox's server, unless the mailbox says otherwise.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10;
 
 /// A request to stop, which sleeping threads hear at once, and so do
 /// threads in IDLE: they wait on `wake` too, instead of waking to ask.
@@ -424,7 +421,7 @@ impl Run {
         let mut folders = 0;
         for mailbox in mailboxes {
             // One token cache for the connections of a mailbox.
-            let tokens = TokenSource::for_mailbox(mailbox).map_err(Outcome::from)?.map(Arc::new);
+            let tokens = crate::mailbox::tokens(mailbox)?.map(Arc::new);
             let ctx = Arc::new(Context {
                 pipeline: pipeline.clone(),
                 shared: shared.clone(),
@@ -438,7 +435,7 @@ impl Run {
                     .or_else(|| config.recipient_header.as_ref().map(|h| h.value.clone())),
                 poll_interval: mailbox.poll_interval,
             });
-            for share in shares(&mailbox.folders, DEFAULT_MAX_CONNECTIONS) {
+            for share in shares(&mailbox.folders, mailbox.max_connections.get()) {
                 folders += share.len();
                 let name = format!("{}/{}", mailbox.name, share.join(","));
                 let id = shared.join(name.clone());

@@ -402,7 +402,8 @@ fn a_broken_mailbox_or_ingress_hides_nothing_of_the_other_mailbox() {
     let server = Server::start(vec![status(404)]);
     let dir = tempfile::tempdir().unwrap();
     let boxes = [
-        mailbox("broken", dir.path(), WRONG_PASSWORD, &starttls(&dovecot), ""),
+        // Another folder: two mailboxes of one account may not watch the same one.
+        mailbox("broken", dir.path(), WRONG_PASSWORD, &starttls(&dovecot), "folders = [\"Broken\"]"),
         mailbox("good", dir.path(), IMAP_PASSWORD, &starttls(&dovecot), ""),
     ]
     .concat();

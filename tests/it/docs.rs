@@ -7,6 +7,7 @@ use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
 
+use chatwoot_ingress::config::keys::{keys, Key, Table};
 use chatwoot_ingress::config::{Config, Overrides};
 use chatwoot_ingress::outcome::exit_table;
 
@@ -100,30 +101,39 @@ fn completions_are_current() {
     assert_current(sync_dir("completions", &files, |_| true));
 }
 
-#[test]
-fn readme_exit_table_is_current() {
-    const START: &str = "<!-- exit-table -->";
-    const END: &str = "<!-- /exit-table -->";
+/// The part of the README between `<!-- name -->` and `<!-- /name -->`
+/// must be `expected` (or, with UPDATE_DOCS=1, is made so).
+fn readme_block_is_current(name: &str, expected: &str) {
+    let (start_mark, end_mark) = (format!("<!-- {name} -->"), format!("<!-- /{name} -->"));
     let path = root().join("README.md");
     let readme = fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let (start, end) = match (readme.find(START), readme.find(END)) {
-        (Some(start), Some(end)) if start < end => (start + START.len(), end),
-        _ => panic!("{} has no {START} ... {END} markers around the exit table", path.display()),
+    let (start, end) = match (readme.find(&start_mark), readme.find(&end_mark)) {
+        (Some(start), Some(end)) if start < end => (start + start_mark.len(), end),
+        _ => panic!("{} has no {start_mark} ... {end_mark} markers", path.display()),
     };
-    let expected = format!("\n{}", exit_table());
-    if readme[start..end] == expected {
+    if readme[start..end] == *expected {
         return;
     }
     if updating() {
         fs::write(&path, format!("{}{expected}{}", &readme[..start], &readme[end..])).unwrap();
-        eprintln!("rewrote the exit table in {}", path.display());
+        eprintln!("rewrote {name} in {}", path.display());
     } else {
         panic!(
-            "the exit table in {} is out of date: {}\n{REFRESH}",
+            "{name} in {} is out of date: {}\n{REFRESH}",
             path.display(),
             first_difference(&readme.as_bytes()[start..end], expected.as_bytes())
         );
     }
+}
+
+#[test]
+fn readme_exit_table_is_current() {
+    readme_block_is_current("exit-table", &format!("\n{}", exit_table()));
+}
+
+#[test]
+fn readme_key_tables_are_current() {
+    readme_block_is_current("config-keys", &docs::readme_key_tables());
 }
 
 /// `# key = value` lines of the example configuration, uncommented, with
@@ -165,33 +175,36 @@ fn load(text: &str) -> Result<Config, String> {
     Config::load_with(&overrides, |_| None).map_err(|e| e.to_string())
 }
 
-/// The keys serde lists when it meets an unknown one (in `table`, if given:
-/// `mailbox`, an array of tables, or `mailbox.oauth2`, a table in one).
-fn accepted_keys(table: Option<&str>) -> BTreeSet<String> {
-    let text = match table.map(|t| t.split_once('.')) {
-        Some(Some((array, _))) => format!("[[{array}]]\n[{}]\nno_such_key = 1\n", table.unwrap_or_default()),
-        Some(None) => format!("[[{}]]\nno_such_key = 1\n", table.unwrap_or_default()),
-        None => "no_such_key = 1\n".to_string(),
-    };
-    let error = load(&text).unwrap_err();
-    let prefix = table.map(|t| format!("{t}.")).unwrap_or_default();
-    error.split('`').skip(3).step_by(2).map(|key| format!("{prefix}{key}")).collect()
+/// A file with `key = value` in `table` (which `opening` opens, if it is not the top level).
+fn in_table(table: Table, line: &str) -> String {
+    match table {
+        Table::Top => format!("{line}\n"),
+        Table::Route | Table::Mailbox => format!("{}\n{line}\n", table.header()),
+        Table::OAuth2 => format!("{}\n{}\n{line}\n", Table::Mailbox.header(), table.header()),
+    }
 }
 
+/// Every key of the table is one the parser takes (a file with it alone
+/// may be incomplete, but not for that key), and a key that is not in the
+/// table is refused, named with its file and line.
 #[test]
 fn the_documented_keys_are_the_keys_the_parser_accepts() {
-    let documented: BTreeSet<String> =
-        docs::config_keys().iter().map(|(key, _, _)| key.to_string()).collect();
-    let tables: Vec<&str> = docs::config_keys()
-        .iter()
-        .filter(|(key, sample, _)| docs::is_table(key, sample))
-        .map(|(key, _, _)| *key)
-        .collect();
-    let mut accepted = accepted_keys(None);
-    for table in tables {
-        accepted.extend(accepted_keys(Some(table)));
+    for key in keys() {
+        let text = in_table(key.table, &key.example());
+        if let Err(e) = load(&text) {
+            assert!(!e.contains("is not a key"), "{text}: {e}");
+        }
     }
-    assert_eq!(accepted, documented);
+    for table in Table::ALL {
+        let text = in_table(table, "no_such_key = 1");
+        let e = load(&text).unwrap_err();
+        let line = text.lines().count();
+        assert!(
+            e.starts_with("`no_such_key` in ")
+                && e.contains(&format!(" line {line} is not a key of {}", table.header())),
+            "{text}: {e}"
+        );
+    }
 }
 
 #[test]
@@ -201,7 +214,8 @@ fn the_example_configuration_shows_every_key_and_parses() {
     assert!(load(&text).is_ok(), "{} must load as shipped (every key commented out)", path.display());
     let settings = example_settings(&text);
     let shown: BTreeSet<&str> = settings.iter().map(|(key, _)| key.as_str()).collect();
-    let documented: BTreeSet<&str> = docs::config_keys().iter().map(|(key, _, _)| *key).collect();
+    let documented: BTreeSet<String> = keys().iter().map(Key::path).collect();
+    let shown: BTreeSet<String> = shown.into_iter().map(str::to_string).collect();
     assert_eq!(shown, documented, "keys shown as `# key = value` in {}", path.display());
     // Uncommented, every line must be valid. A password_file would have to
     // exist, and excludes password: the top-level one is left out, a

@@ -12,6 +12,7 @@ mod check_imap;
 mod deliver;
 mod docs;
 mod fault_matrix;
+mod graph_client;
 mod imap_client;
 mod import;
 mod interop;

@@ -12,10 +12,8 @@ use clap_mangen::roff::{bold, italic, roman, Inline, Roff};
 use clap_mangen::Man;
 
 use chatwoot_ingress::cli::Cli;
-use chatwoot_ingress::config::{
-    DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, ENV_CONFIG, ENV_PASSWORD, ENV_URL, RAKE_PASSWORD, RAKE_URL,
-    RELAY_PATH, SYSTEM_CONFIG,
-};
+use chatwoot_ingress::config::keys::{keys, Key, Kind, Table};
+use chatwoot_ingress::config::{ENV_CONFIG, ENV_PASSWORD, ENV_URL, RAKE_PASSWORD, RAKE_URL, SYSTEM_CONFIG};
 use chatwoot_ingress::outcome::{exit_rows, EXIT_COLUMNS};
 
 /// The program's name, as installed.
@@ -24,258 +22,38 @@ pub const BIN: &str = "chatwoot-ingress";
 /// Where the Debian and RPM packages put the caller configs of packaging/.
 pub const EXAMPLES_DIR: &str = "/usr/share/doc/chatwoot-ingress/examples";
 
-/// Whether `key` of [`config_keys`] is a table: its sample is `[[key]]` (an
-/// array of tables) or `[key]` (a table in one), not a list value.
-pub fn is_table(key: &str, sample: &str) -> bool {
-    sample.trim_start_matches('[').trim_end_matches(']') == key
+/// What a key's entry says after its meaning: the kind of value, and the
+/// default if there is one.
+pub fn key_value(key: &Key) -> String {
+    match &key.default {
+        Some(default) => format!("{}; default: {default}", key.kind.describe()),
+        None => key.kind.describe(),
+    }
 }
 
-/// Every key of the configuration file, with a sample value and what it does.
-/// A test checks this list against the keys the parser accepts.
-pub fn config_keys() -> Vec<(&'static str, &'static str, String)> {
-    vec![
-        (
-            "url",
-            "\"https://chatwoot.example.com\"",
-            format!(
-                "Chatwoot's base URL (then {RELAY_PATH} is appended), or the full relay ingress URL. \
-                 http:// or https://, without a user or password."
-            ),
-        ),
-        (
-            "password",
-            "\"...\"",
-            "The ingress password (Chatwoot's RAILS_INBOUND_EMAIL_PASSWORD). Prefer password_file; \
-             a file that holds the password must not be readable by every user (a warning says so)."
-                .into(),
-        ),
-        (
-            "password_file",
-            "\"/etc/chatwoot-ingress/password\"",
-            "File whose first line is the ingress password. Not together with password.".into(),
-        ),
-        (
-            "timeout",
-            "30",
-            format!(
-                "Give up after this many seconds in all, retries included (1 to 3600; default {}).",
-                DEFAULT_TIMEOUT.as_secs()
-            ),
-        ),
-        (
-            "max_size",
-            "\"64M\"",
-            format!(
-                "Refuse larger messages permanently: a number of bytes, or a string with a K, M or G \
-                 suffix (binary; default {}M).",
-                DEFAULT_MAX_SIZE >> 20
-            ),
-        ),
-        (
-            "ca_file",
-            "\"/etc/chatwoot-ingress/ca.pem\"",
-            "A PEM certificate authority to trust in addition to the system's.".into(),
-        ),
-        (
-            "reject_dir",
-            "\"/var/lib/chatwoot-ingress/rejected\"",
-            "Keep a copy of every permanently refused message here, with its reason beside it. \
-             It must be writable by the user the mail system runs chatwoot-ingress as."
-                .into(),
-        ),
-        (
-            "recipient_header",
-            "\"Delivered-To\"",
-            "Take the envelope recipient from the topmost (newest) instance of this header when \
-             the caller gives none (--recipient wins): for a catch-all mailbox fetched by getmail, \
-             fetchmail or import, where only the header tells which address a message was for."
-                .into(),
-        ),
-        (
-            "state_dir",
-            "\"/var/lib/chatwoot-ingress\"",
-            "Where watch keeps its place in each folder (in watch/ below it) [default: systemd's \
-             $STATE_DIRECTORY, else the user's state directory, else /var/lib/chatwoot-ingress]."
-                .into(),
-        ),
-        (
-            "route",
-            "[[route]]",
-            "Another Chatwoot instance for some recipient domains (a host serving production and \
-             staging, or several customers). The recipient's domain selects the route whose \
-             domains match it best (an exact name beats a wildcard); the top-level url and \
-             password take everything else. A recipient that no route covers when there is no \
-             top-level url defers the message (4.3.5) with a reason that names the domain. \
-             Repeat the table for each instance."
-                .into(),
-        ),
-        (
-            "route.domains",
-            "[\"support.example.org\", \"*.example.net\"]",
-            "Exact domain names, or *. and a domain for every name below it (not the domain itself).".into(),
-        ),
-        ("route.url", "\"https://chatwoot.example.org\"", "That instance's URL, as url.".into()),
-        ("route.password", "\"...\"", "That instance's ingress password, as password.".into()),
-        (
-            "route.password_file",
-            "\"/etc/chatwoot-ingress/password-example-org\"",
-            "Or a file whose first line is it, as password_file.".into(),
-        ),
-        (
-            "mailbox",
-            "[[mailbox]]",
-            "An IMAP mailbox that watch fetches from (repeat the table for each). Each message is \
-             delivered through the same steps as any other; it is flagged, moved or deleted on the \
-             server only after the ingress answered 2xx for it."
-                .into(),
-        ),
-        ("mailbox.name", "\"support\"", "Its name, in logs, the state directory and --mailbox.".into()),
-        ("mailbox.host", "\"imap.example.com\"", "The IMAP server.".into()),
-        ("mailbox.port", "993", "Its port [default: 993 with tls = implicit, else 143].".into()),
-        (
-            "mailbox.tls",
-            "\"implicit\"",
-            "implicit (TLS from the start, the default), starttls (never falls back to cleartext), or \
-             none (only for a server on this machine). Certificates are verified."
-                .into(),
-        ),
-        ("mailbox.user", "\"catchall@example.com\"", "The login name.".into()),
-        ("mailbox.password", "\"...\"", "The login password; prefer password_file.".into()),
-        (
-            "mailbox.password_file",
-            "\"/etc/chatwoot-ingress/imap-support\"",
-            "A file whose first line is the password, read again at each login: fixing it needs no restart."
-                .into(),
-        ),
-        ("mailbox.folders", "[\"INBOX\"]", "The folders to fetch from [default: INBOX].".into()),
-        (
-            "mailbox.after",
-            "\"seen\"",
-            "What to do with a message once the ingress answered 2xx: seen (flag it \\Seen, the \
-             default), move (to move_to) or delete (UID EXPUNGE of that message only)."
-                .into(),
-        ),
-        (
-            "mailbox.move_to",
-            "\"Delivered\"",
-            "Where after = \"move\" puts messages; created if missing.".into(),
-        ),
-        (
-            "mailbox.refused_folder",
-            "\"Refused\"",
-            "Where messages refused for good (not an email, larger than max_size) go, never to be \
-             fetched again; created if missing [default: Refused]."
-                .into(),
-        ),
-        (
-            "mailbox.recipient_header",
-            "\"Delivered-To\"",
-            "As recipient_header, for this mailbox (a catch-all's envelope recipient).".into(),
-        ),
-        (
-            "mailbox.ca_file",
-            "\"/etc/chatwoot-ingress/imap-ca.pem\"",
-            "As ca_file, for this IMAP server.".into(),
-        ),
-        (
-            "mailbox.poll_interval",
-            "60",
-            "Seconds between looks for new mail on a server without IDLE (5 to 3600) [default: 60].".into(),
-        ),
-        (
-            "mailbox.auth",
-            "\"password\"",
-            "How to log in: password (with password or password_file, the default), or xoauth2 or \
-             oauthbearer (SASL with an OAuth2 access token from the [mailbox.oauth2] table, for \
-             Microsoft 365 and Gmail, which take either)."
-                .into(),
-        ),
-        (
-            "mailbox.oauth2",
-            "[mailbox.oauth2]",
-            "Where the access tokens of a mailbox with auth = xoauth2 or oauthbearer come from: \
-             token_command; else a user's refresh token in refresh_token_file (written by \
-             chatwoot-ingress oauth2 authorize); else the application's own access (client \
-             credentials, with client_secret_file: Microsoft 365 app-only, which shared mailboxes \
-             allow). A token is shared by the mailbox's folders and renewed before it expires; one \
-             the server no longer takes is replaced at the next login. A provider's refusal is logged \
-             with what to do, and asked again with backoff."
-                .into(),
-        ),
-        (
-            "mailbox.oauth2.provider",
-            "\"microsoft\"",
-            "microsoft or google: fills in token_url, scope, device_authorization_url and \
-             authorization_url (Google has no client credentials for Gmail)."
-                .into(),
-        ),
-        (
-            "mailbox.oauth2.tenant",
-            "\"contoso.onmicrosoft.com\"",
-            "Microsoft: the Directory (tenant) ID, or a domain, of the app registration; needed for \
-             client credentials [default for a user's sign-in: common]."
-                .into(),
-        ),
-        (
-            "mailbox.oauth2.client_id",
-            "\"00000000-0000-0000-0000-000000000000\"",
-            "The application (client) ID the provider gave the app registration or OAuth client.".into(),
-        ),
-        (
-            "mailbox.oauth2.client_secret_file",
-            "\"/etc/chatwoot-ingress/oauth2-support.secret\"",
-            "A file whose first line is the client secret (its value), read again at each token request: \
-             fixing it needs no restart. Needed for client credentials; with a refresh token, when the \
-             client has a secret (Google's do)."
-                .into(),
-        ),
-        (
-            "mailbox.oauth2.refresh_token_file",
-            "\"/var/lib/chatwoot-ingress/support.refresh-token\"",
-            "A file whose first line is the user's refresh token. chatwoot-ingress oauth2 authorize \
-             writes it; watch replaces it when the provider sends a new one (atomically, mode 0600), so \
-             its directory must be writable by the user watch runs as (the state directory is)."
-                .into(),
-        ),
-        (
-            "mailbox.oauth2.token_command",
-            "[\"/usr/local/bin/imap-token\", \"support\"]",
-            "A program and its arguments (no shell) that prints an access token on its first line, or a \
-             JSON object with access_token (and expires_in, which lets the token be reused). Run for a \
-             login, without input, within 30 seconds, with PATH, HOME, USER, LOGNAME, LANG, LC_ALL and \
-             TZ from the environment and CHATWOOT_INGRESS_MAILBOX and CHATWOOT_INGRESS_USER set; what \
-             it writes on standard error is not shown. Not together with the other keys."
-                .into(),
-        ),
-        (
-            "mailbox.oauth2.token_url",
-            "\"https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token\"",
-            "The token endpoint [default: the provider's]: https://, or http:// to this machine only.".into(),
-        ),
-        (
-            "mailbox.oauth2.scope",
-            "\"https://outlook.office365.com/.default\"",
-            "The scopes to ask for, separated by spaces [default: with provider = microsoft, \
-             https://outlook.office365.com/.default for client credentials, else \
-             https://outlook.office.com/IMAP.AccessAsUser.All offline_access; with google, \
-             https://mail.google.com/]."
-                .into(),
-        ),
-        (
-            "mailbox.oauth2.device_authorization_url",
-            "\"https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/devicecode\"",
-            "For oauth2 authorize: the device authorization endpoint, whose code is entered in a browser \
-             on any device [default: Microsoft's]."
-                .into(),
-        ),
-        (
-            "mailbox.oauth2.authorization_url",
-            "\"https://accounts.google.com/o/oauth2/v2/auth\"",
-            "For oauth2 authorize, when there is no device authorization endpoint: the authorization \
-             endpoint of a browser's sign-in, sent back to this machine [default: Google's]."
-                .into(),
-        ),
-    ]
+/// The README's tables of keys, one for each table of the file, from the
+/// table the parser is held to.
+pub fn readme_key_tables() -> String {
+    let mut out = String::new();
+    for table in Table::ALL {
+        let opening =
+            keys().iter().find(|key| matches!(key.kind, Kind::Tables(t) | Kind::Table(t) if t == table));
+        match opening {
+            Some(key) => out.push_str(&format!("\n`{}`: {}\n\n", key.sample, key.meaning)),
+            None => out.push_str("\nThe top level:\n\n"),
+        }
+        out.push_str("| key | value | default | meaning |\n|---|---|---|---|\n");
+        // A table inside this one has its own, below.
+        let plain = |key: &&Key| !matches!(key.kind, Kind::Tables(_) | Kind::Table(_));
+        for key in keys().iter().filter(|key| key.table == table).filter(plain) {
+            let default = key.default.as_deref().unwrap_or("");
+            let cells =
+                [format!("`{}`", key.name), key.kind.describe(), default.to_string(), key.meaning.clone()];
+            let cells: Vec<String> = cells.iter().map(|cell| cell.replace('|', "\\|")).collect();
+            out.push_str(&format!("| {} |\n", cells.join(" | ")));
+        }
+    }
+    out
 }
 
 /// Every man page, as (file name, roff): the program's, then one for each
@@ -470,19 +248,23 @@ fn configuration_file() -> Roff {
     )]);
     // Tables open an indented block for their keys (and tables in them).
     let mut open = 0;
-    for (key, sample, what) in config_keys() {
-        let depth = key.matches('.').count();
+    for key in keys() {
+        let depth = key.table.names().len();
         while open > depth {
             roff.control("RE", []);
             open -= 1;
         }
-        if is_table(key, sample) {
-            tagged(&mut roff, [bold(sample)], [roman(what)]);
-            roff.control("RS", ["4"]);
-            open += 1;
-        } else {
-            let name = key.rsplit('.').next().unwrap_or(key);
-            tagged(&mut roff, [bold(name), roman(" = "), italic(sample)], [roman(what)]);
+        match key.kind {
+            Kind::Tables(_) | Kind::Table(_) => {
+                tagged(&mut roff, [bold(key.sample)], [roman(&key.meaning)]);
+                roff.control("RS", ["4"]);
+                open += 1;
+            }
+            _ => tagged(
+                &mut roff,
+                [bold(key.name), roman(" = "), italic(key.sample)],
+                [roman(format!("{} Value: {}.", key.meaning, key_value(key)))],
+            ),
         }
     }
     for _ in 0..open {
