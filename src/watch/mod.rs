@@ -207,12 +207,11 @@ fn supervise(
     };
     let state = state_dir(&config.0);
     // Kept across reloads: the counters go on, the server keeps its port.
-    let metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
-    let health = metrics::Health::new();
-    let _server = match args.metrics_listen.map(|addr| serve_metrics(addr, &metrics, &health)).transpose() {
-        Ok(server) => server,
+    let shown = match Shown::start(args.metrics_listen) {
+        Ok(shown) => shown,
         Err(outcome) => return outcome,
     };
+    let (metrics, health) = (&shown.metrics, &shown.health);
     let _lock = match state::Lock::take(&state) {
         Ok(lock) => lock,
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -231,7 +230,7 @@ fn supervise(
         for warning in &loaded.warnings {
             log::warning("configuration", format!("warning: {warning}")).emit();
         }
-        let run = match Run::start(loaded, mailboxes, &state, args.once, events, &metrics, &health) {
+        let run = match Run::start(loaded, mailboxes, &state, args.once, events, &shown) {
             Ok(run) => run,
             Err(outcome) => return outcome,
         };
@@ -326,20 +325,31 @@ fn probe(pipeline: &Pipeline, health: &metrics::Health, stop: &Stop) {
     }
 }
 
-/// The metrics and health endpoints on `addr`.
-fn serve_metrics(
-    addr: std::net::SocketAddr,
-    metrics: &Arc<Metrics>,
-    health: &Arc<metrics::Health>,
-) -> Result<metrics::ServerHandle, Outcome> {
-    metrics::check_listen(addr, false).map_err(|e| Outcome::new(Cause::Config, e))?;
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
-        Outcome::new(Cause::Config, format!("cannot listen on {addr} for metrics: {}", sys::io_reason(&e)))
-    })?;
-    let server = metrics::serve(listener, metrics.clone(), health.clone())
-        .map_err(|e| Outcome::new(Cause::Bug, format!("cannot serve metrics: {}", sys::io_reason(&e))))?;
-    log::info("metrics", format!("metrics and health on http://{}/metrics", server.local_addr())).emit();
-    Ok(server)
+/// What a running watch shows: its metrics and health, and the server
+/// that serves them (when --metrics-listen asks for one).
+struct Shown {
+    metrics: Arc<Metrics>,
+    health: Arc<metrics::Health>,
+    server: Option<metrics::ServerHandle>,
+}
+
+impl Shown {
+    fn start(listen: Option<std::net::SocketAddr>) -> Result<Shown, Outcome> {
+        let metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
+        let health = metrics::Health::new();
+        let Some(addr) = listen else { return Ok(Shown { metrics, health, server: None }) };
+        metrics::check_listen(addr, false).map_err(|e| Outcome::new(Cause::Config, e))?;
+        let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+            Outcome::new(
+                Cause::Config,
+                format!("cannot listen on {addr} for metrics: {}", sys::io_reason(&e)),
+            )
+        })?;
+        let server = metrics::serve(listener, metrics.clone(), health.clone())
+            .map_err(|e| Outcome::new(Cause::Bug, format!("cannot serve metrics: {}", sys::io_reason(&e))))?;
+        log::info("metrics", format!("metrics and health on http://{}/metrics", server.local_addr())).emit();
+        Ok(Shown { metrics, health, server: Some(server) })
+    }
 }
 
 type Loaded = (Config, Vec<Mailbox>);
@@ -406,14 +416,15 @@ impl Run {
         state_dir: &Path,
         once: bool,
         events: &Sender<Event>,
-        metrics: &Arc<Metrics>,
-        health: &Arc<metrics::Health>,
+        shown: &Shown,
     ) -> Result<Run, Outcome> {
+        let (metrics, health) = (&shown.metrics, &shown.health);
         let pipeline = Arc::new(Pipeline::new(config, Mode::Send)?);
         let shared = Arc::new(Shared::new());
-        // Ready once the ingress answers: a probe now, then each delivery.
+        // Ready once the ingress answers: a probe now (when something may
+        // ask: the metrics server), then each delivery.
         health.set_ready(Err("waiting for the ingress's first answer".into()));
-        if !once {
+        if !once && shown.server.is_some() {
             let (pipeline, health, shared) = (pipeline.clone(), health.clone(), shared.clone());
             thread::spawn(move || probe(&pipeline, &health, &shared.stop));
         }
