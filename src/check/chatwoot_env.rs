@@ -185,26 +185,27 @@ fn password(theirs: Option<&str>, config: &Config, file: &str, r: &mut Report) {
 fn frontend_url(value: Option<&str>, config: &Config, file: &str, r: &mut Report) {
     let Some(ours) = &config.url else { return }; // the url step said why
     let ours = &ours.value;
-    let public =
-        match value.map(str::trim).filter(|v| !v.is_empty()) {
-            None => return r.warn(
+    let public = match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => {
+            return r.warn(
                 "frontend-url",
                 format!(
                     "{FRONTEND_URL} is unset in {file}: cannot tell whether ours is Chatwoot's public URL"
                 ),
                 format!("set {FRONTEND_URL} to Chatwoot's public URL, which its own links need too"),
-            ),
-            Some(text) => match Url::parse(text) {
-                Ok(url) if url.has_host() => url,
-                _ => {
-                    return r.warn(
-                        "frontend-url",
-                        format!("{FRONTEND_URL} in {file} is not a URL"),
-                        format!("set {FRONTEND_URL} to Chatwoot's public URL, e.g. https://chat.example.com"),
-                    )
-                }
-            },
-        };
+            )
+        }
+        Some(text) => match Url::parse(text) {
+            Ok(url) if url.has_host() => url,
+            _ => {
+                return r.warn(
+                    "frontend-url",
+                    format!("{FRONTEND_URL} in {file} is not a URL"),
+                    format!("set {FRONTEND_URL} to Chatwoot's public URL, e.g. https://chat.example.com"),
+                )
+            }
+        },
+    };
     compare(ours, &public, in_container(), r);
 }
 
