@@ -585,3 +585,29 @@ fn the_compose_and_kubernetes_configurations_load() {
         .delivered();
     }
 }
+
+/// The README's walk-throughs name only files that exist, and the names the
+/// Compose walk-through copies the files to are the ones compose.yaml mounts.
+#[test]
+fn the_readmes_container_walk_throughs_name_the_shipped_files() {
+    let readme = read("README.md");
+    let section =
+        readme.split("## Beside Chatwoot, in containers").nth(1).unwrap().split("\n## ").next().unwrap();
+    let mut named = 0;
+    for word in section.split(|c: char| !(c.is_ascii_alphanumeric() || "/._-".contains(c))) {
+        if word.starts_with("packaging/") || word.starts_with("scripts/") {
+            assert!(
+                repo().join(word.trim_end_matches('.')).exists(),
+                "README names {word}, which does not exist"
+            );
+            named += 1;
+        }
+    }
+    assert!(named > 10, "only {named} paths found");
+    let compose = read("packaging/compose/compose.yaml");
+    for copy in ["compose.yaml chatwoot-ingress.yaml", "config.toml chatwoot-ingress.toml"] {
+        assert!(section.contains(&format!("packaging/compose/{copy}")), "{copy}");
+    }
+    assert!(compose.contains(&format!("./chatwoot-ingress.toml:{CONFIG}:ro")));
+    assert!(compose.contains("file: ./imap-support.password") && section.contains("imap-support.password"));
+}
