@@ -19,6 +19,9 @@ _chatwoot__ingress() {
             chatwoot__ingress,check)
                 cmd="chatwoot__ingress__subcmd__check"
                 ;;
+            chatwoot__ingress,health)
+                cmd="chatwoot__ingress__subcmd__health"
+                ;;
             chatwoot__ingress,help)
                 cmd="chatwoot__ingress__subcmd__help"
                 ;;
@@ -33,6 +36,9 @@ _chatwoot__ingress() {
                 ;;
             chatwoot__ingress__subcmd__help,check)
                 cmd="chatwoot__ingress__subcmd__help__subcmd__check"
+                ;;
+            chatwoot__ingress__subcmd__help,health)
+                cmd="chatwoot__ingress__subcmd__help__subcmd__health"
                 ;;
             chatwoot__ingress__subcmd__help,help)
                 cmd="chatwoot__ingress__subcmd__help__subcmd__help"
@@ -68,7 +74,7 @@ _chatwoot__ingress() {
 
     case "${cmd}" in
         chatwoot__ingress)
-            opts="-v -h -V --config --url --password-file --timeout --max-size --ca-file --reject-dir --recipient-header --mta --recipient --dry-run --verbose --help --version check import watch oauth2 help"
+            opts="-v -h -V --config --url --password-file --timeout --max-size --ca-file --reject-dir --recipient-header --mta --recipient --dry-run --verbose --help --version check import watch oauth2 health help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -183,8 +189,66 @@ _chatwoot__ingress() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        chatwoot__subcmd__ingress__subcmd__health)
+            opts="-h --metrics-listen --metrics-url --config --url --password-file --timeout --max-size --ca-file --reject-dir --recipient-header --mta --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --metrics-listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --password-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reject-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --recipient-header)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mta)
+                    COMPREPLY=($(compgen -W "sysexits postfix exim qmail opensmtpd getmail fetchmail" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         chatwoot__subcmd__ingress__subcmd__help)
-            opts="check import watch oauth2 help"
+            opts="check import watch oauth2 health help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -198,6 +262,20 @@ _chatwoot__ingress() {
             return 0
             ;;
         chatwoot__subcmd__ingress__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chatwoot__subcmd__ingress__subcmd__help__subcmd__health)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -494,13 +572,17 @@ _chatwoot__ingress() {
             return 0
             ;;
         chatwoot__subcmd__ingress__subcmd__watch)
-            opts="-h --once --mailbox --config --url --password-file --timeout --max-size --ca-file --reject-dir --recipient-header --mta --help"
+            opts="-h --once --mailbox --metrics-listen --config --url --password-file --timeout --max-size --ca-file --reject-dir --recipient-header --mta --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --mailbox)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-listen)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

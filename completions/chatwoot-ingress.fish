@@ -48,6 +48,7 @@ complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -f -a "c
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -f -a "import" -d 'Relay mbox files, Maildir folders and .eml files in bulk: concurrent, resumable, with progress and a summary'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -f -a "watch" -d 'Fetch mail from IMAP mailboxes and relay it, as a service'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -f -a "oauth2" -d 'OAuth2 for [[mailbox]] tables: sign in once, so that watch logs in with tokens from then on'
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -f -a "health" -d 'Ask a running watch whether it is alive, for a container\'s HEALTHCHECK'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l user -d 'Also check that this user can read the configuration file, the password file and ca_file, and run this program [default with any --mta but sysexits: chatwoot-ingress, the account our packaged caller configs run it as]' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand check" -l send-test -d 'When every step is right, also deliver a generated test message to ADDR, an address that reaches a Chatwoot inbox, to prove routing end to end. Unlike the probe, it is stored: it appears in the inbox' -r
@@ -94,6 +95,7 @@ complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l dry-run -d 'Read, split and check everything and say on stderr what would be sent, and what refused; send nothing, write no journal, save no refusal and mark nothing seen. The journal is read: what it holds is skipped, as a real run would'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l mailbox -d 'Watch only this mailbox (its `name`); may be given more than once' -r
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l metrics-listen -d 'Serve Prometheus metrics (GET /metrics) and health (GET /healthz/live, /healthz/ready) over plain HTTP on this address, e.g. 127.0.0.1:9898. An address that is not loopback is refused unless [metrics] says allow_remote = true' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l config -d 'Configuration file (TOML) [default: $CHATWOOT_INGRESS_CONFIG, then the user config dir, then /etc/chatwoot-ingress/config.toml]' -r -F
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l url -d 'Chatwoot\'s base URL, or the full relay ingress URL [env: CHATWOOT_INGRESS_URL above the file; URL, the rake task\'s name, below it]' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l password-file -d 'File whose first line is the ingress password (there is no --password: command lines are visible to every user). The environment may instead carry the password itself: CHATWOOT_INGRESS_PASSWORD (above the file), or INGRESS_PASSWORD (below it)' -r -F
@@ -148,9 +150,28 @@ fetchmail\t''"
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand oauth2; and __fish_seen_subcommand_from authorize" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand oauth2; and __fish_seen_subcommand_from help" -f -a "authorize" -d 'Sign in as a mailbox\'s user and write its refresh_token_file'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand oauth2; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand help; and not __fish_seen_subcommand_from check import watch oauth2 help" -f -a "check" -d 'Check the setup step by step and say what to fix; deliver nothing'
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand help; and not __fish_seen_subcommand_from check import watch oauth2 help" -f -a "import" -d 'Relay mbox files, Maildir folders and .eml files in bulk: concurrent, resumable, with progress and a summary'
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand help; and not __fish_seen_subcommand_from check import watch oauth2 help" -f -a "watch" -d 'Fetch mail from IMAP mailboxes and relay it, as a service'
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand help; and not __fish_seen_subcommand_from check import watch oauth2 help" -f -a "oauth2" -d 'OAuth2 for [[mailbox]] tables: sign in once, so that watch logs in with tokens from then on'
-complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand help; and not __fish_seen_subcommand_from check import watch oauth2 help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand health" -l metrics-listen -d 'The address watch serves its metrics on, as given to watch --metrics-listen; one on every address (0.0.0.0, [::]) is asked on loopback' -r
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand health" -l metrics-url -d 'Ask this http:// URL instead, e.g. http://127.0.0.1:9898/healthz/ready for readiness' -r
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand health" -l config -d 'Configuration file (TOML) [default: $CHATWOOT_INGRESS_CONFIG, then the user config dir, then /etc/chatwoot-ingress/config.toml]' -r -F
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand health" -l url -d 'Chatwoot\'s base URL, or the full relay ingress URL [env: CHATWOOT_INGRESS_URL above the file; URL, the rake task\'s name, below it]' -r
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand health" -l password-file -d 'File whose first line is the ingress password (there is no --password: command lines are visible to every user). The environment may instead carry the password itself: CHATWOOT_INGRESS_PASSWORD (above the file), or INGRESS_PASSWORD (below it)' -r -F
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand health" -l timeout -d 'Give up after this many seconds in all, retries included [default: 30]' -r
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand health" -l max-size -d 'Refuse larger messages permanently (bytes; K, M, G suffixes are binary) [default: 64M]' -r
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand health" -l ca-file -d 'Trust the PEM certificates in this file in addition to the system\'s: as authorities, or as the server\'s own (self-signed) certificate' -r -F
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand health" -l reject-dir -d 'Keep a copy of every permanently refused message here (fsync\'d, with its reason beside it)' -r -F
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand health" -l recipient-header -d 'Take the envelope recipient from the topmost (newest) instance of this header, e.g. Delivered-To, when no --recipient is given: for catch-all mailboxes fetched by getmail, fetchmail or import' -r
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand health" -l mta -d 'The program that runs this one; it decides the exit codes (for check: which user\'s access to test and which of its limits to check)' -r -f -a "sysexits\t'sysexits(3): 0, 75 (temporary), 65 (permanent)'
+postfix\t''
+exim\t''
+qmail\t''
+opensmtpd\t''
+getmail\t''
+fetchmail\t''"
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand health" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand help; and not __fish_seen_subcommand_from check import watch oauth2 health help" -f -a "check" -d 'Check the setup step by step and say what to fix; deliver nothing'
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand help; and not __fish_seen_subcommand_from check import watch oauth2 health help" -f -a "import" -d 'Relay mbox files, Maildir folders and .eml files in bulk: concurrent, resumable, with progress and a summary'
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand help; and not __fish_seen_subcommand_from check import watch oauth2 health help" -f -a "watch" -d 'Fetch mail from IMAP mailboxes and relay it, as a service'
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand help; and not __fish_seen_subcommand_from check import watch oauth2 health help" -f -a "oauth2" -d 'OAuth2 for [[mailbox]] tables: sign in once, so that watch logs in with tokens from then on'
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand help; and not __fish_seen_subcommand_from check import watch oauth2 health help" -f -a "health" -d 'Ask a running watch whether it is alive, for a container\'s HEALTHCHECK'
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand help; and not __fish_seen_subcommand_from check import watch oauth2 health help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand help; and __fish_seen_subcommand_from oauth2" -f -a "authorize" -d 'Sign in as a mailbox\'s user and write its refresh_token_file'

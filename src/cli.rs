@@ -2,11 +2,13 @@
 //! `--help` text and the man pages.
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{error::ErrorKind, Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::Overrides;
+use crate::metrics::probe::DEFAULT_LISTEN;
 use crate::outcome::{Cause, Mta, Outcome};
 
 /// Relay an email from your mail server to Chatwoot's Action Mailbox relay ingress.
@@ -42,6 +44,8 @@ pub enum Command {
     /// OAuth2 for [[mailbox]] tables: sign in once, so that watch logs in
     /// with tokens from then on
     Oauth2(Oauth2Args),
+    // No doc comment: HealthArgs' own is the help text.
+    Health(HealthArgs),
 }
 
 /// Where the ingress is and how to reach it; every option overrides the
@@ -264,6 +268,35 @@ pub struct WatchArgs {
     /// Watch only this mailbox (its `name`); may be given more than once
     #[arg(long, value_name = "NAME")]
     pub mailbox: Vec<String>,
+
+    /// Serve Prometheus metrics (GET /metrics) and health (GET
+    /// /healthz/live, /healthz/ready) over plain HTTP on this address, e.g.
+    /// 127.0.0.1:9898. An address that is not loopback is refused unless
+    /// [metrics] says allow_remote = true
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Ask a running watch whether it is alive, for a container's HEALTHCHECK
+///
+/// GETs /healthz/live from the metrics server of watch (see watch
+/// --metrics-listen) over plain HTTP, with a deadline of 5 seconds, and
+/// prints one line. Exits 0 when it answers 200: every folder's worker came
+/// back to its loop within its own deadline. Exits 1 otherwise, naming the
+/// stuck mailbox when watch did (Docker's convention: 0 healthy, 1
+/// unhealthy). Needs no shell and no curl.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The address watch serves its metrics on, as given to watch
+    /// --metrics-listen; one on every address (0.0.0.0, [::]) is asked on
+    /// loopback
+    #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_LISTEN)]
+    pub metrics_listen: SocketAddr,
+
+    /// Ask this http:// URL instead, e.g.
+    /// http://127.0.0.1:9898/healthz/ready for readiness
+    #[arg(long, value_name = "URL", conflicts_with = "metrics_listen")]
+    pub metrics_url: Option<url::Url>,
 }
 
 #[derive(Debug, Args)]
@@ -353,6 +386,7 @@ impl Command {
             Command::Import(_) => "import",
             Command::Watch(_) => "watch",
             Command::Oauth2(_) => "oauth2",
+            Command::Health(_) => "health",
         }
     }
 }
@@ -420,5 +454,20 @@ mod tests {
         }
         let cli = Cli::parse_for_mail(["ci", "import", "--dry-run", "box.mbox"]).ok().unwrap();
         assert!(matches!(cli.command, Some(Command::Import(ImportArgs { dry_run: true, .. }))));
+    }
+
+    #[test]
+    fn metrics_addresses_are_socket_addresses() {
+        let cli = Cli::parse_for_mail(["ci", "watch", "--metrics-listen", "[::]:9898"]).ok().unwrap();
+        let Some(Command::Watch(watch)) = cli.command else { panic!("not watch") };
+        assert_eq!(watch.metrics_listen, Some("[::]:9898".parse().unwrap()));
+        let (_, outcome) = usage(&["ci", "watch", "--metrics-listen", "localhost:9898"]);
+        assert!(outcome.reason().contains("--metrics-listen"), "{outcome}");
+        let cli = Cli::parse_for_mail(["ci", "health"]).ok().unwrap();
+        let Some(Command::Health(health)) = cli.command else { panic!("not health") };
+        assert_eq!((health.metrics_listen, health.metrics_url), (DEFAULT_LISTEN, None));
+        let (_, outcome) =
+            usage(&["ci", "health", "--metrics-listen", "0.0.0.0:1", "--metrics-url", "http://a/"]);
+        assert!(outcome.reason().contains("cannot be used with"), "{outcome}");
     }
 }

@@ -1,8 +1,9 @@
 use std::process::ExitCode;
 
 use chatwoot_ingress::cli::{Cli, Command, Early};
+use chatwoot_ingress::commands::oauth2_authorize;
 use chatwoot_ingress::config::Overrides;
-use chatwoot_ingress::{check, deliver, import, oauth2, sys, watch};
+use chatwoot_ingress::{check, deliver, health, import, sys, watch};
 
 fn main() -> ExitCode {
     sys::ignore_file_size_signal();
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
         Some(Command::Check(args)) => check::main(args, &overrides, cli.deliver.mta),
         Some(Command::Import(args)) => import::main(args, &overrides, cli.deliver.mta),
         Some(Command::Watch(args)) => watch::main(args, &overrides),
-        Some(Command::Oauth2(args)) => oauth2::main(args, &overrides),
+        Some(Command::Oauth2(args)) => oauth2_authorize::main(args, &overrides),
+        Some(Command::Health(args)) => health::main(args),
     }
 }

@@ -3,19 +3,15 @@
 //! Shared by every command. Retrying is safe because every attempt carries the
 //! same bytes and the ingress dedupes on (Message-ID, checksum of the bytes).
 //!
-//! The HTTP client is reqwest's async one on a small runtime of our own,
-//! which callers never see: they block on [`Relay::deliver`] from plain
-//! threads. Async is what lets us watch the request body leave (an answer
-//! that comes before the whole message was handed over is not a delivery)
-//! and resolve names ourselves (a DNS failure is known by its type).
+//! Requests go through the one HTTP client ([`crate::http`]), which callers
+//! never see: they block on [`Relay::deliver`] from plain threads. Async is
+//! what lets us watch the request body leave (an answer that comes before
+//! the whole message was handed over is not a delivery).
 
 use std::convert::Infallible;
-use std::error::Error as StdError;
-use std::io;
-use std::net::ToSocketAddrs;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -24,16 +20,15 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use reqwest::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::tls::TlsInfo;
-use reqwest::{redirect, Body, Client, Proxy, Url};
+use reqwest::Body;
+use tokio::sync::oneshot;
 
 use crate::backoff::Backoff;
 use crate::config::Target;
+use crate::http::{self, without_credentials, Kind, SetupError};
 use crate::outcome::{Cause, Outcome};
-use crate::sys::{io_reason, is_loopback};
-use crate::tls;
 
 pub const USER: &str = "actionmailbox";
-pub const USER_AGENT: &str = concat!("chatwoot-ingress/", env!("CARGO_PKG_VERSION"));
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -47,22 +42,24 @@ const PIECE: usize = 64 * 1024;
 /// An answer's body is read (for the connection's reuse) up to this size.
 const MAX_ANSWER: usize = 64 * 1024;
 
-/// A host name that does not resolve: told apart from every other failure
-/// by its type, whatever words the resolver uses.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot resolve {host}: {reason}")]
-pub struct DnsError {
-    host: String,
-    reason: String,
-}
-
 /// What one POST produced.
 #[derive(Debug)]
 pub enum Answer {
     /// The ingress answered; its status and Location, if any.
     Status(u16, Option<String>),
-    /// No usable answer: the outcome, and whether resending could help.
-    Failed(Outcome, bool),
+    /// No usable answer.
+    Failed { outcome: Outcome, retry: Retry },
+}
+
+/// Whether sending the same bytes again, within the deadline, could get
+/// another answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// A refused or lost connection, an answer before the whole message:
+    /// resending is safe and may work.
+    Worthwhile,
+    /// DNS, TLS, the deadline itself: nothing a retry fixes in time.
+    Futile,
 }
 
 /// The answer to `check`'s probe, and the server's certificate (DER) if TLS was used.
@@ -73,43 +70,26 @@ pub struct Probe {
 }
 
 pub struct Relay {
-    runtime: tokio::runtime::Runtime,
-    client: Client,
+    client: http::Client,
     timeout: Duration,
-    proxies: Arc<Proxies>,
 }
 
 impl Relay {
     /// A client for the ingress. TLS (and the system's trust store) is set
     /// up only when `https` says some target needs it.
     pub fn new(timeout: Duration, ca_file: Option<&Path>, https: bool) -> Result<Relay, Outcome> {
-        let proxies = Arc::new(Proxies::from_env());
-        let policy = proxies.clone();
-        let mut builder = Client::builder()
-            .user_agent(USER_AGENT)
-            // A redirect would carry the password to another URL (and the
-            // usual one, http -> https, means the URL should be fixed).
-            .redirect(redirect::Policy::none())
-            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
-            .pool_max_idle_per_host(8)
-            .http1_only()
-            .dns_resolver(Arc::new(SystemResolver))
-            .no_proxy()
-            .proxy(Proxy::custom(move |url| policy.for_url(url).cloned()))
-            // Keeps the server's certificate on the response, for `check`.
-            .tls_info(true);
-        if https {
-            let config =
-                tls::client_config(ca_file).map_err(|e| Outcome::new(Cause::Config, e.to_string()))?;
-            builder = builder.use_preconfigured_tls(config);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| Outcome::new(Cause::Bug, format!("cannot set up the HTTP client: {}", chain(&e))))?;
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
-            Outcome::new(Cause::Bug, format!("cannot start the HTTP client: {}", io_reason(&e)))
+        let options = http::Options {
+            connect_timeout: CONNECT_TIMEOUT.min(timeout),
+            idle_per_host: 8,
+            tls: if https { http::Tls::Verified { ca_file } } else { http::Tls::Unused },
+            // For `check`.
+            keep_certificate: true,
+        };
+        let client = http::Client::new(&options).map_err(|e| match e {
+            SetupError::CaFile(_) => Outcome::new(Cause::Config, e.to_string()),
+            SetupError::Client(_) | SetupError::Runtime(_) => Outcome::new(Cause::Bug, e.to_string()),
         })?;
-        Ok(Relay { runtime, client, timeout, proxies })
+        Ok(Relay { client, timeout })
     }
 
     pub fn timeout(&self) -> Duration {
@@ -128,13 +108,13 @@ impl Relay {
             let (outcome, retry) = match answer {
                 Answer::Status(status, location) => {
                     let outcome = explain(target, status, location.as_deref());
-                    let retry = outcome.cause == Cause::Busy;
+                    let retry = if outcome.cause == Cause::Busy { Retry::Worthwhile } else { Retry::Futile };
                     (outcome, retry)
                 }
-                Answer::Failed(outcome, retry) => (outcome, retry),
+                Answer::Failed { outcome, retry } => (outcome, retry),
             };
             let pause = backoff.next_pause();
-            if !retry || attempts >= MAX_ATTEMPTS || Instant::now() + pause >= deadline {
+            if retry == Retry::Futile || attempts >= MAX_ATTEMPTS || Instant::now() + pause >= deadline {
                 return with_attempts(outcome, attempts);
             }
             std::thread::sleep(pause);
@@ -157,18 +137,20 @@ impl Relay {
         deadline: Instant,
     ) -> (Answer, Option<Vec<u8>>) {
         let remaining = deadline.saturating_duration_since(Instant::now());
+        let timed_out = || Answer::Failed { outcome: self.timed_out(target), retry: Retry::Futile };
         if remaining.is_zero() {
-            return (Answer::Failed(self.timed_out(target), false), None);
+            return (timed_out(), None);
         }
         let len = body.len();
-        let sent = Arc::new(Sent::default());
+        let (pieces, whole) = Pieces::new(body);
+        let handed = pieces.handed.clone();
         let request = self
             .client
             .post(target.url.clone())
             .basic_auth(USER, Some(target.password.expose()))
             .header(CONTENT_TYPE, HeaderValue::from_static(content_type))
             .header(CONTENT_LENGTH, len)
-            .body(Body::wrap(Pieces { bytes: body, at: 0, sent: sent.clone() }));
+            .body(Body::wrap(pieces));
         let exchange = async {
             let mut response = request.send().await?;
             let status = response.status().as_u16();
@@ -189,31 +171,23 @@ impl Relay {
             }
             Ok::<_, reqwest::Error>((status, location, certificate))
         };
-        let finished = self.runtime.block_on(async {
-            let exchanged = tokio::time::timeout(remaining, exchange).await;
-            // A 2xx counts only once the whole message was handed over:
-            // a proxy may answer early and then close, unread bytes lost.
-            if let Ok(Ok((200..=299, ..))) = exchanged {
-                let whole = tokio::time::timeout(remaining, sent.whole(len)).await;
-                return (exchanged, whole.unwrap_or(false));
-            }
-            (exchanged, true)
-        });
-        match finished {
-            (Err(_elapsed), _) => (Answer::Failed(self.timed_out(target), false), None),
-            (Ok(Err(e)), _) => (self.failed(target, &e), None),
-            (Ok(Ok((status, ..))), false) => {
-                let handed = sent.handed.load(SeqCst);
-                let reason = format!(
-                    "{} answered HTTP {status} after {handed} of the message's {len} bytes, then closed: the message was not delivered",
-                    self.host(target)
-                );
-                (Answer::Failed(Outcome::new(Cause::ConnectionLost, reason), true), None)
-            }
-            (Ok(Ok((status, location, certificate))), true) => {
-                (Answer::Status(status, location), certificate)
-            }
+        let (status, location, certificate) = match self.client.run(remaining, exchange) {
+            None => return (timed_out(), None),
+            Some(Err(e)) => return (self.failed(target, &e), None),
+            Some(Ok(answer)) => answer,
+        };
+        // A 2xx counts only once the whole message was handed over: a
+        // proxy may answer early and then close, unread bytes lost.
+        if (200..=299).contains(&status) && self.client.run(remaining, whole) != Some(Ok(true)) {
+            let handed = handed.load(SeqCst);
+            let reason = format!(
+                "{} answered HTTP {status} after {handed} of the message's {len} bytes, then closed: the message was not delivered",
+                self.host(target)
+            );
+            let outcome = Outcome::new(Cause::ConnectionLost, reason);
+            return (Answer::Failed { outcome, retry: Retry::Worthwhile }, None);
         }
+        (Answer::Status(status, location), certificate)
     }
 
     fn timed_out(&self, target: &Target) -> Outcome {
@@ -225,70 +199,34 @@ impl Relay {
 
     /// host:port, and the proxy the request went through, if any.
     fn host(&self, target: &Target) -> String {
-        let url = &target.url;
-        let host = format!("{}:{}", url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0));
-        match self.proxies.for_url(url) {
+        let host = http::host(&target.url);
+        match self.client.proxy_for(&target.url) {
             Some(proxy) => format!("{host} (through proxy {})", without_credentials(proxy)),
             None => host,
         }
     }
 
-    /// Classify a transport failure by the types in its cause chain. Only
-    /// what a retry cannot fix within the deadline (DNS, TLS, the deadline
-    /// itself) is not retried: resending the same bytes is always safe.
+    /// A request that got no answer. Only what a retry cannot fix within
+    /// the deadline (DNS, TLS, the deadline itself) is not retried:
+    /// resending the same bytes is always safe.
     fn failed(&self, target: &Target, e: &reqwest::Error) -> Answer {
-        use io::ErrorKind::*;
-        let (text, host) = (chain(e), self.host(target));
-        let mut io_kind = None;
-        let mut tls_failed = false;
-        let mut dns = None;
-        let mut source: Option<&(dyn StdError + 'static)> = Some(e);
-        while let Some(err) = source {
-            if let Some(failure) = err.downcast_ref::<DnsError>() {
-                dns = Some(failure.to_string());
-            } else if err.is::<rustls::Error>() {
-                tls_failed = true;
-            } else if let Some(io) = err.downcast_ref::<io::Error>() {
-                tls_failed |= io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
-                io_kind = Some(innermost_kind(io));
+        let failure = self.client.failure(&target.url, e);
+        let (text, host) = (failure.detail, self.host(target));
+        let (cause, reason, retry) = match failure.kind {
+            Kind::Timeout => return Answer::Failed { outcome: self.timed_out(target), retry: Retry::Futile },
+            Kind::Dns => (Cause::Dns, text, Retry::Futile),
+            Kind::Tls => (Cause::Tls, format!("TLS with {host} failed: {text}"), Retry::Futile),
+            Kind::HandshakeEnded => (
+                Cause::Tls,
+                format!("TLS with {host} failed: the server ended the handshake ({text})"),
+                Retry::Futile,
+            ),
+            Kind::Refused => (Cause::Refused, format!("cannot connect to {host}: {text}"), Retry::Worthwhile),
+            Kind::Lost => {
+                (Cause::ConnectionLost, format!("connection to {host} lost: {text}"), Retry::Worthwhile)
             }
-            source = err.source();
-        }
-        let (cause, reason, retry) = if e.is_timeout() || io_kind == Some(TimedOut) {
-            return Answer::Failed(self.timed_out(target), false);
-        } else if let Some(dns) = dns {
-            (Cause::Dns, dns, false)
-        } else if tls_failed {
-            (Cause::Tls, format!("TLS with {host} failed: {text}"), false)
-        } else if e.is_connect()
-            && target.url.scheme() == "https"
-            && self.proxies.for_url(&target.url).is_none()
-            && matches!(io_kind, Some(UnexpectedEof | ConnectionReset | ConnectionAborted | InvalidData))
-        {
-            // The connection was made, then dropped during the handshake:
-            // what a server that does not speak TLS on this port does.
-            // Through a proxy, it is the proxy that dropped it.
-            let reason = format!("TLS with {host} failed: the server ended the handshake ({text})");
-            (Cause::Tls, reason, false)
-        } else if matches!(
-            io_kind,
-            Some(ConnectionRefused | HostUnreachable | NetworkUnreachable | AddrNotAvailable)
-        ) || e.is_connect()
-        {
-            (Cause::Refused, format!("cannot connect to {host}: {text}"), true)
-        } else {
-            (Cause::ConnectionLost, format!("connection to {host} lost: {text}"), true)
         };
-        Answer::Failed(Outcome::new(cause, reason), retry)
-    }
-}
-
-/// The kind of an io::Error, looking through io::Errors wrapped in it
-/// (hyper-rustls wraps the socket's error in one of kind Other).
-fn innermost_kind(e: &io::Error) -> io::ErrorKind {
-    match e.get_ref().and_then(|inner| inner.downcast_ref::<io::Error>()) {
-        Some(inner) => innermost_kind(inner),
-        None => e.kind(),
+        Answer::Failed { outcome: Outcome::new(cause, reason), retry }
     }
 }
 
@@ -325,34 +263,32 @@ fn with_attempts(outcome: Outcome, attempts: u32) -> Outcome {
     outcome.context(format!("after {attempts} attempts"))
 }
 
-/// How much of a request body the connection has taken.
-#[derive(Default)]
-struct Sent {
-    handed: AtomicU64,
-    dropped: AtomicBool,
-}
-
-impl Sent {
-    /// Wait until all `len` bytes were handed over (true) or the
-    /// connection let go of the body before that (false).
-    async fn whole(&self, len: usize) -> bool {
-        loop {
-            if self.handed.load(SeqCst) == len as u64 {
-                return true;
-            }
-            if self.dropped.load(SeqCst) {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-}
-
 /// A request body that records how much of it was handed to the connection.
 struct Pieces {
     bytes: Bytes,
     at: usize,
-    sent: Arc<Sent>,
+    handed: Arc<AtomicU64>,
+    /// Told true when the last piece is handed over, false if the
+    /// connection lets go of the body before that.
+    whole: Option<oneshot::Sender<bool>>,
+}
+
+impl Pieces {
+    /// The body, and what will say whether all of it was handed over.
+    fn new(bytes: Bytes) -> (Pieces, oneshot::Receiver<bool>) {
+        let (tx, rx) = oneshot::channel();
+        let mut pieces = Pieces { bytes, at: 0, handed: Arc::default(), whole: Some(tx) };
+        if pieces.bytes.is_empty() {
+            pieces.handed_all(true);
+        }
+        (pieces, rx)
+    }
+
+    fn handed_all(&mut self, all: bool) {
+        if let Some(whole) = self.whole.take() {
+            let _ = whole.send(all);
+        }
+    }
 }
 
 impl http_body::Body for Pieces {
@@ -370,7 +306,10 @@ impl http_body::Body for Pieces {
         let end = (at + PIECE).min(self.bytes.len());
         let piece = self.bytes.slice(at..end);
         self.at = end;
-        self.sent.handed.store(end as u64, SeqCst);
+        self.handed.store(end as u64, SeqCst);
+        if end == self.bytes.len() {
+            self.handed_all(true);
+        }
         Poll::Ready(Some(Ok(Frame::data(piece))))
     }
 
@@ -385,111 +324,6 @@ impl http_body::Body for Pieces {
 
 impl Drop for Pieces {
     fn drop(&mut self) {
-        self.sent.dropped.store(true, SeqCst);
-    }
-}
-
-/// getaddrinfo, off the runtime's thread, failing with a [`DnsError`].
-struct SystemResolver;
-
-impl reqwest::dns::Resolve for SystemResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let host = name.as_str().to_string();
-        Box::pin(async move {
-            let lookup = host.clone();
-            let found = tokio::task::spawn_blocking(move || (lookup.as_str(), 0).to_socket_addrs())
-                .await
-                .map_err(|e| Box::new(e) as Box<dyn StdError + Send + Sync>)?;
-            let addresses: Vec<_> = match found {
-                Ok(addresses) => addresses.collect(),
-                Err(e) => return Err(Box::new(DnsError { host, reason: io_reason(&e) }) as _),
-            };
-            if addresses.is_empty() {
-                return Err(Box::new(DnsError { host, reason: "no address".into() }) as _);
-            }
-            Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
-/// Which proxy from the environment a URL goes through. Only https:// is
-/// ever proxied: through a proxy, a cleartext http:// request would hand
-/// the password to a third party. Loopback is never proxied.
-pub struct Proxies {
-    https: Option<Url>,
-    no_proxy: Vec<String>,
-}
-
-impl Proxies {
-    pub fn from_env() -> Proxies {
-        let var = |names: &[&str]| {
-            names.iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
-        };
-        let https = var(&["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]).and_then(|text| {
-            let text = if text.contains("://") { text } else { format!("http://{text}") };
-            Url::parse(text.trim()).ok()
-        });
-        let no_proxy = var(&["NO_PROXY", "no_proxy"])
-            .unwrap_or_default()
-            .split(',')
-            .map(|entry| entry.trim().trim_start_matches('.').to_ascii_lowercase())
-            .filter(|entry| !entry.is_empty())
-            .collect();
-        Proxies { https, no_proxy }
-    }
-
-    pub fn for_url(&self, url: &Url) -> Option<&Url> {
-        let proxy = self.https.as_ref().filter(|_| url.scheme() == "https")?;
-        let host = url.host_str()?.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-        let excluded = is_loopback(&host)
-            || self
-                .no_proxy
-                .iter()
-                .any(|entry| entry == "*" || host == *entry || host.ends_with(&format!(".{entry}")));
-        (!excluded).then_some(proxy)
-    }
-}
-
-/// A proxy URL fit to print: credentials in it are never shown.
-pub fn without_credentials(url: &Url) -> String {
-    let mut url = url.clone();
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    url.to_string()
-}
-
-/// An error and its causes on one line, without reqwest's repetition of the URL.
-pub fn chain(e: &(dyn StdError + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current = Some(e);
-    while let Some(err) = current {
-        let text = err.to_string();
-        let text = text.split(" for url (").next().unwrap_or(&text).to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        current = err.source();
-    }
-    parts.join(": ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn proxies_only_for_https_beyond_loopback_and_no_proxy() {
-        let proxies = Proxies {
-            https: Some(Url::parse("http://user:pw@proxy.example:3128").unwrap()),
-            no_proxy: vec!["internal.example".into()],
-        };
-        let url = |s: &str| Url::parse(s).unwrap();
-        assert!(proxies.for_url(&url("https://chatwoot.example.com/")).is_some());
-        assert!(proxies.for_url(&url("http://chatwoot.example.com/")).is_none(), "cleartext never proxied");
-        assert!(proxies.for_url(&url("https://127.0.0.1:3000/")).is_none());
-        assert!(proxies.for_url(&url("https://[::1]/")).is_none());
-        assert!(proxies.for_url(&url("https://localhost/")).is_none());
-        assert!(proxies.for_url(&url("https://chat.internal.example/")).is_none());
-        assert_eq!(without_credentials(proxies.https.as_ref().unwrap()), "http://proxy.example:3128/");
+        self.handed_all(false);
     }
 }

@@ -214,6 +214,34 @@ pub fn ignore_file_size_signal() {
     }
 }
 
+/// Wait until our child `pid` has exited, without reaping it: until it is
+/// reaped (`Child::wait`), its id, and the id of the process group it
+/// leads, cannot be given to another process, so that a signal sent to
+/// them meanwhile reaches nothing else.
+pub fn wait_for_exit(pid: u32) -> io::Result<()> {
+    loop {
+        // SAFETY: an all-zero siginfo_t is a valid value for waitid to overwrite.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid writes only into `info`; WNOWAIT leaves the child as it is.
+        let waited =
+            unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if waited == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// SIGKILL to the process group that our child `leader` leads (started
+/// with `process_group(0)`, not yet reaped), its own children included.
+pub fn kill_process_group(leader: u32) {
+    // SAFETY: kill(2) has no memory effects; the group is our child's.
+    unsafe { libc::kill(-(leader as libc::pid_t), libc::SIGKILL) };
+}
+
 /// Run `f`; a panic comes back as its message (with its place), not as
 /// Rust's default output on stderr (which would come before our status
 /// line) nor as exit 101.

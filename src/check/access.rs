@@ -10,8 +10,8 @@ use std::time::Duration;
 use super::network;
 use super::report::{from, Report, Status, Steps};
 use crate::config::{Config, Overrides, Source, SYSTEM_CONFIG};
+use crate::http::{without_credentials, Proxies};
 use crate::outcome::Mta;
-use crate::relay::{self, Proxies};
 use crate::sys::{io_reason, Account};
 
 /// Postfix's default command_time_limit: pipe(8) kills a command still
@@ -156,7 +156,7 @@ pub fn environment(config: &Config, mta: Mta, r: &mut Report) {
             "environment",
             format!(
                 "the proxy {} comes from HTTPS_PROXY or ALL_PROXY, which {mta:?} does not pass to the commands it runs: its deliveries connect directly",
-                relay::without_credentials(proxy)
+                without_credentials(proxy)
             ),
             format!("make sure this host reaches url without the proxy, or {pass}"),
         );

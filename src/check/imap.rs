@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::report::{FolderFigures, MailboxSteps, Report, Steps};
 use crate::config::{After, Auth, Config, Grant, Mailbox, Tls};
 use crate::imap::{Capabilities, Endpoint, ImapError, Login, Session};
-use crate::oauth2::TokenSource;
+use crate::mailbox;
 use crate::sys::io_reason;
 use crate::watch::{self, state::StateFile};
 
@@ -129,7 +129,7 @@ fn login(m: &Mailbox, session: &mut Session, s: &mut MailboxSteps) -> bool {
             }
         },
         Auth::OAuth2(_, oauth2) => {
-            let token = TokenSource::for_mailbox(m).and_then(|source| {
+            let token = mailbox::tokens(m).and_then(|source| {
                 let source = source.expect("an OAuth2 mailbox has a token source");
                 source.fetch_now().map(|token| (source.login(&token), token, source))
             });
@@ -159,7 +159,7 @@ fn login(m: &Mailbox, session: &mut Session, s: &mut MailboxSteps) -> bool {
                     (login, " with an OAuth2 token".to_string(), source.refused_fix())
                 }
                 Err(e) => {
-                    s.fail("token", e.reason.clone(), e.fix.clone());
+                    s.fail("token", e.reason(), e.fix().unwrap_or_default());
                     return false;
                 }
             }

@@ -10,9 +10,10 @@ use reqwest::Url;
 use super::report::{from, Report, Steps};
 use super::tls;
 use crate::config::{Sourced, Target};
+use crate::http::{without_credentials, Proxies};
 use crate::outcome::Cause;
 use crate::pipeline::Pipeline;
-use crate::relay::{self, Answer, Proxies};
+use crate::relay::{self, Answer};
 use crate::sys::io_reason;
 
 /// The only answer that proves the ingress right: Action Mailbox refuses
@@ -29,7 +30,7 @@ pub fn route(url: &Url, proxies: &Proxies, r: &mut Report) {
             "url",
             format!(
                 "through the proxy {} (from HTTPS_PROXY or ALL_PROXY; NO_PROXY does not exclude this host)",
-                relay::without_credentials(proxy)
+                without_credentials(proxy)
             ),
         );
     }
@@ -105,7 +106,7 @@ pub fn probe(pipeline: &Pipeline, target: &Target, timeout: Duration, r: &mut Re
 
     let probe = pipeline.probe(target, Bytes::new())?;
     match probe.answer {
-        Answer::Failed(outcome, _) => {
+        Answer::Failed { outcome, .. } => {
             let step = if outcome.cause == Cause::Tls { "tls" } else { "http" };
             r.fail(step, outcome.reason(), outcome.fix().unwrap_or("see Chatwoot's or its proxy's log"));
             None
@@ -173,7 +174,7 @@ pub fn size_limit(pipeline: &Pipeline, target: &Target, max_size: &Sourced<u64>,
             ),
             Some((reason, fix)) => r.fail("size-limit", format!("{reason} (to {what})"), fix),
         },
-        Answer::Failed(outcome, _) => r.fail(
+        Answer::Failed { outcome, .. } => r.fail(
             "size-limit",
             format!("{} (sending {what})", outcome.reason()),
             outcome.fix().unwrap_or("see Chatwoot's or its proxy's log"),

@@ -9,7 +9,6 @@
 //! refused again, so it saves a second copy, never a delivery.
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -20,13 +19,6 @@ pub type Hash = [u8; 32];
 
 pub fn hash(bytes: &[u8]) -> Hash {
     Sha256::digest(bytes).into()
-}
-
-pub fn hex(hash: &[u8]) -> String {
-    hash.iter().fold(String::with_capacity(2 * hash.len()), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
 }
 
 /// One line of the journal.
@@ -98,8 +90,8 @@ impl Journal {
     /// (or a refusal is saved again). A read-only journal only remembers.
     pub fn record(&mut self, entry: Entry) -> io::Result<()> {
         let (new, line) = match entry {
-            Entry::Delivered(hash) => (self.delivered.insert(hash), format!("{}\n", hex(&hash))),
-            Entry::Refused(hash) => (self.refused.insert(hash), format!("R {}\n", hex(&hash))),
+            Entry::Delivered(hash) => (self.delivered.insert(hash), format!("{}\n", hex::encode(hash))),
+            Entry::Refused(hash) => (self.refused.insert(hash), format!("R {}\n", hex::encode(hash))),
         };
         match &mut self.file {
             Some(file) if new => file.write_all(line.as_bytes()),
@@ -118,13 +110,8 @@ fn parse(line: &[u8]) -> Option<Entry> {
         Some(digits) => (true, digits),
         None => (false, line),
     };
-    if digits.len() != 64 {
-        return None;
-    }
     let mut hash = [0; 32];
-    for (byte, pair) in hash.iter_mut().zip(digits.chunks(2)) {
-        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-    }
+    hex::decode_to_slice(digits, &mut hash).ok()?;
     Some(if refused { Entry::Refused(hash) } else { Entry::Delivered(hash) })
 }
 
@@ -147,7 +134,10 @@ mod tests {
         journal.record(Entry::Delivered(hash(b"two"))).unwrap();
         let text = fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().filter_map(|l| parse(l.as_bytes())).count(), 2);
-        assert_eq!(hex(&hash(b"")), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            hex::encode(hash(b"")),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 
     #[test]
@@ -156,7 +146,10 @@ mod tests {
         let path = dir.path().join("j");
         let (sent, refused) = (hash(b"sent"), hash(b"refused"));
         let mut garbage = b"\xff\xfe\0\n".to_vec();
-        garbage.extend(format!("{}\n\0\0R {}\nR {}\n", hex(&sent), hex(&sent), hex(&refused)).bytes());
+        garbage.extend(
+            format!("{}\n\0\0R {}\nR {}\n", hex::encode(sent), hex::encode(sent), hex::encode(refused))
+                .bytes(),
+        );
         garbage.extend(b"R 12\n\x80");
         fs::write(&path, &garbage).unwrap();
         let read = Journal::read(&path).unwrap();

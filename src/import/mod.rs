@@ -233,7 +233,7 @@ fn is_mbox(path: &Path) -> io::Result<bool> {
 fn default_journal(url: &Url) -> Option<PathBuf> {
     let dirs = directories::ProjectDirs::from("", "", "chatwoot-ingress")?;
     let dir = dirs.state_dir().unwrap_or(dirs.data_local_dir());
-    let key = &journal::hex(&journal::hash(url.as_str().as_bytes()))[..12];
+    let key = &hex::encode(journal::hash(url.as_str().as_bytes()))[..12];
     Some(dir.join(format!("{}-{key}.journal", url.host_str().unwrap_or("ingress"))))
 }
 

@@ -13,7 +13,7 @@ use std::path::Path;
 /// service that calls chown): it keeps the owner of the file it replaces,
 /// and a new one (`oauth2 authorize` run with sudo) goes to the owner of
 /// its directory, the service account's, where watch can replace it.
-pub(super) fn write_secret(path: &Path, secret: &str) -> io::Result<()> {
+pub fn write_secret(path: &Path, secret: &str) -> io::Result<()> {
     // Through a symbolic link, the file it points to is replaced.
     let path = match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_symlink() => fs::canonicalize(path)?,

@@ -14,8 +14,9 @@ use crate::backoff::Backoff;
 use crate::config::{After, Auth, Mailbox};
 use crate::headers::RoutingView;
 use crate::imap::{Endpoint, Fetched, ImapError, Login, Session, Woken};
+use crate::mailbox::Tokens;
 use crate::message::{self, Input, Raw};
-use crate::oauth2::{Token, TokenSource};
+use crate::oauth2::Token;
 use crate::outcome::{Cause, Class, Outcome, Scope};
 use crate::pipeline::{Pipeline, Prepared};
 use crate::sys::io_reason;
@@ -56,7 +57,7 @@ pub struct Folder {
     once: bool,
     /// The mailbox's access tokens (auth = "xoauth2" or "oauthbearer"),
     /// shared with its other folders.
-    tokens: Option<Arc<TokenSource>>,
+    tokens: Option<Arc<Tokens>>,
 }
 
 /// A message whose delivery failed for now, and when to try it again.
@@ -76,7 +77,7 @@ impl Folder {
         state_dir: &Path,
         recipient_header: Option<String>,
         once: bool,
-        tokens: Option<Arc<TokenSource>>,
+        tokens: Option<Arc<Tokens>>,
     ) -> Folder {
         let state_file = StateFile::new(state_dir, &mailbox.name, &name);
         let recipient_header = mailbox.recipient_header.clone().or(recipient_header);
@@ -190,7 +191,7 @@ impl Folder {
 
     /// A token for the next login: the mailbox's cached one while it has a
     /// while to live, else a new one (never one about to expire).
-    fn token(&self, tokens: &TokenSource) -> Result<Token, Outcome> {
+    fn token(&self, tokens: &Tokens) -> Result<Token, Outcome> {
         let token = tokens.token()?;
         if let Some(warning) = &token.warning {
             log(&format!("{}: warning: {warning}", self.label()));

@@ -26,7 +26,6 @@ use sd_notify::NotifyState;
 
 use crate::cli::WatchArgs;
 use crate::config::{Config, Mailbox, Overrides};
-use crate::oauth2::TokenSource;
 use crate::outcome::{Cause, Class, Mta, Outcome};
 use crate::pipeline::{Mode, Pipeline};
 use crate::sys;
@@ -313,7 +312,7 @@ impl Run {
         let mut threads = Vec::new();
         for mailbox in mailboxes {
             // One token cache for the folders of a mailbox.
-            let tokens = TokenSource::for_mailbox(mailbox).map_err(Outcome::from)?.map(Arc::new);
+            let tokens = crate::mailbox::tokens(mailbox)?.map(Arc::new);
             for name in &mailbox.folders {
                 let id = shared.join(format!("{}/{name}", mailbox.name));
                 let folder = Folder::new(

@@ -1,7 +1,7 @@
 //! `import`, run as an administrator would: files in, summary and exit code
 //! out, and exactly which bytes the server received, how many times.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

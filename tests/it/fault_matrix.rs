@@ -8,7 +8,7 @@
 //! The published exit table (README, man page) is cross-checked against the
 //! same contract.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::PathBuf;

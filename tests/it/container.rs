@@ -12,7 +12,7 @@
 //! runs under chroot, as the image's user; chroot shares the host's network,
 //! so Rails and Dovecot on 127.0.0.1 are reachable from it.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Write;
@@ -25,9 +25,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use common::imap::{dovecot_available, Dovecot};
-use common::rails::{available, rails_available, Rails};
-use common::{corpus, BIN, PASSWORD};
+use common::imap::Dovecot;
+use common::rails::Rails;
+use common::{corpus, require, BIN, PASSWORD};
 
 /// The image's user: not root, and fixed, so that volumes can be given to it.
 const UID: u32 = 10001;
@@ -148,10 +148,10 @@ fn the_containerfile_builds_from_source_and_runs_as_a_fixed_non_root_user_with_e
 
 // --- The image, built FROM scratch out of this build -----------------------
 
-fn podman_available() -> bool {
-    available("podman (Debian's package)", || {
+fn require_podman() {
+    require("podman (Debian's package)", || {
         Command::new("podman").arg("info").output().is_ok_and(|o| o.status.success())
-    })
+    });
 }
 
 /// An image scripts/container-image built, and its exported root filesystem;
@@ -190,8 +190,8 @@ impl Image {
 
     /// `chatwoot-ingress ARGS` from the root filesystem, as the image's
     /// user, with the image's environment, HOME from its passwd (as a
-    /// runtime sets it) and `env`, at most two minutes.
-    fn run(&self, args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
+    /// runtime sets it) and `env`.
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut command = Command::new("/usr/sbin/chroot");
         command
             .arg(format!("--userspec={UID}:{UID}"))
@@ -204,6 +204,12 @@ impl Image {
             command.env(name, value);
         }
         command.envs(env.iter().copied());
+        command
+    }
+
+    /// [`Image::command`] to its end, at most two minutes.
+    fn run(&self, args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
+        let mut command = self.command(args, env);
         let mut child =
             command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let mut input = child.stdin.take().unwrap();
@@ -231,11 +237,9 @@ fn text(bytes: &[u8]) -> String {
 }
 
 #[test]
+#[ignore = "needs podman, Dovecot and Rails"]
 fn the_image_has_the_containerfiles_metadata_and_its_root_filesystem_delivers_as_its_user() {
-    let dovecot_here = || available("Dovecot (dovecot-imapd, doveadm, openssl)", dovecot_available);
-    if !(podman_available() && rails_available() && dovecot_here()) {
-        return;
-    }
+    require_podman();
     let image = Image::build();
 
     // What a runtime reads, as issue 19 asks for it.
@@ -319,14 +323,22 @@ fn the_image_has_the_containerfiles_metadata_and_its_root_filesystem_delivers_as
     assert!(dovecot.uids(user, "INBOX").iter().all(|(_, flags)| flags.contains("\\Seen")), "{log}");
     let saved: Vec<_> = fs::read_dir(image.path(&format!("{STATE}/watch"))).unwrap().flatten().collect();
     assert!(!saved.is_empty() && saved.iter().all(|f| f.metadata().unwrap().uid() == UID), "{saved:?}");
+
+    // The HEALTHCHECK's command runs from the image; with no watch
+    // listening, the container is unhealthy.
+    let listen = format!("127.0.0.1:{}", common::imap::free_port());
+    let unhealthy = image.run(&["health", "--metrics-listen", &listen], &[], b"");
+    let said = text(&unhealthy.stderr);
+    assert_eq!(unhealthy.status.code(), Some(1), "{said}");
+    assert!(said.starts_with("unhealthy: ") && said.contains("connection refused"), "{said}");
 }
 
 // --- Compose ----------------------------------------------------------------
 
-fn python_available() -> bool {
-    available("python3-jsonschema and python3-yaml", || {
+fn require_python() {
+    require("python3-jsonschema and python3-yaml", || {
         Command::new(PYTHON).args(["-c", "import jsonschema, yaml"]).status().is_ok_and(|s| s.success())
-    })
+    });
 }
 
 /// A YAML file as JSON, read by PyYAML.
@@ -362,10 +374,9 @@ for e in sorted(errors, key=lambda e: list(map(str, e.path))):
 }
 
 #[test]
+#[ignore = "needs python3-jsonschema and python3-yaml"]
 fn the_compose_file_is_valid_against_the_compose_specification() {
-    if !python_available() {
-        return;
-    }
+    require_python();
     let compose = read("packaging/compose/compose.yaml");
     assert_eq!(compose_errors(&compose), "");
     // The validator does look: a key Compose does not know is an error.
@@ -378,10 +389,9 @@ fn the_compose_file_is_valid_against_the_compose_specification() {
 }
 
 #[test]
+#[ignore = "needs python3-yaml"]
 fn the_compose_service_reads_chatwoots_environment_and_keeps_its_state_in_a_volume() {
-    if !python_available() {
-        return;
-    }
+    require_python();
     let compose = yaml(&repo().join("packaging/compose/compose.yaml"));
     let service = &compose["services"]["chatwoot-ingress"];
     assert_eq!(service["env_file"], ".env", "Chatwoot's own .env");
@@ -416,10 +426,10 @@ fn the_compose_service_reads_chatwoots_environment_and_keeps_its_state_in_a_volu
 
 // --- Kubernetes -------------------------------------------------------------
 
-fn kubernetes_validate_available() -> bool {
-    available("kubernetes-validate (tests/interop/install-deps)", || {
+fn require_kubernetes_validate() {
+    require("kubernetes-validate (tests/interop/install-deps)", || {
         Command::new(KUBERNETES_VALIDATE).arg("--version").output().is_ok_and(|o| o.status.success())
-    })
+    });
 }
 
 /// kubernetes-validate --strict (unknown fields are errors) for `version`:
@@ -434,10 +444,10 @@ fn kubernetes_validate(version: &str, files: &[PathBuf]) -> (bool, String) {
 }
 
 #[test]
+#[ignore = "needs python3-yaml and kubernetes-validate"]
 fn the_kubernetes_manifests_are_valid_for_kubernetes_1_30_to_1_37() {
-    if !(python_available() && kubernetes_validate_available()) {
-        return;
-    }
+    require_python();
+    require_kubernetes_validate();
     let dir = repo().join("packaging/kubernetes");
     let kustomization = yaml(&dir.join("kustomization.yaml"));
     let mut files: Vec<PathBuf> = kustomization["resources"]
@@ -484,10 +494,9 @@ fn the_kubernetes_manifests_are_valid_for_kubernetes_1_30_to_1_37() {
 }
 
 #[test]
+#[ignore = "needs python3-yaml"]
 fn the_deployment_reads_the_charts_secret_probes_health_and_runs_locked_down() {
-    if !python_available() {
-        return;
-    }
+    require_python();
     let dir = repo().join("packaging/kubernetes");
     let deployment = yaml(&dir.join("deployment.yaml"));
     let spec = &deployment["spec"];
@@ -549,40 +558,6 @@ fn the_deployment_reads_the_charts_secret_probes_health_and_runs_locked_down() {
     for mailbox in config["mailbox"].as_array().unwrap() {
         let file = Path::new(mailbox["password_file"].as_str().unwrap());
         assert!(volume(file.parent().unwrap().to_str().unwrap())["secret"].is_object(), "{file:?}");
-    }
-}
-
-/// The shipped configurations load as the container reads them (Chatwoot's
-/// password from RAILS_INBOUND_EMAIL_PASSWORD, the URL from the
-/// environment), each mailbox's password file where its secret would be.
-#[test]
-#[ignore = "needs [metrics], log_format and RAILS_INBOUND_EMAIL_PASSWORD in the configuration (issue 19)"]
-fn the_compose_and_kubernetes_configurations_load() {
-    for path in ["packaging/compose/config.toml", "packaging/kubernetes/config.toml"] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut text = read(path);
-        let mut config: toml::Value = toml::from_str(&text).unwrap();
-        for mailbox in config["mailbox"].as_array_mut().unwrap() {
-            let file = mailbox["password_file"].as_str().unwrap().to_string();
-            let here = dir.path().join(Path::new(&file).file_name().unwrap());
-            fs::write(&here, "imap password\n").unwrap();
-            text = text.replace(&file, here.to_str().unwrap());
-        }
-        let copy = dir.path().join("config.toml");
-        fs::write(&copy, text).unwrap();
-        // --dry-run loads the whole file and sends nothing.
-        common::ingress(&[
-            "--dry-run",
-            "--config",
-            copy.to_str().unwrap(),
-            "--recipient",
-            "reply+1@reply.example.com",
-        ])
-        .env("CHATWOOT_INGRESS_URL", "http://rails:3000")
-        .env("RAILS_INBOUND_EMAIL_PASSWORD", PASSWORD)
-        .stdin(corpus("crlf.eml"))
-        .run()
-        .delivered();
     }
 }
 

@@ -1,7 +1,7 @@
 //! Man pages and shell completions, generated from the clap definition and
 //! from the constants the program itself reads (environment variable names,
 //! file locations, defaults, the exit table), so that none of them restates
-//! the code by hand. `tests/docs.rs` keeps the checked-in copies current;
+//! the code by hand. `tests/it/docs.rs` keeps the checked-in copies current;
 //! the program itself does not carry this code (nor clap_mangen).
 
 use std::io::Write;

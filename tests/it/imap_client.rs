@@ -15,36 +15,29 @@ use std::time::{Duration, Instant};
 
 use chatwoot_ingress::config::Password;
 use chatwoot_ingress::imap::{Endpoint, ImapError, Login, Security, Session, Woken};
-use common::imap::{dovecot_available, Dovecot as Harness, TokenService};
+use common::imap::{Dovecot as Harness, TokenService};
 
-mod common;
+use crate::common;
 
 const ALICE: &str = "alice";
 const ALICE_PASSWORD: &str = "alice-pw";
-
-/// Whether Dovecot can be run here; in CI its absence is a failure.
-fn available() -> bool {
-    common::rails::available("Dovecot (dovecot-imapd, doveadm, openssl), as root", || {
-        dovecot_available() && Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n")
-    })
-}
 
 /// A Dovecot of our own with the user alice, stopped on drop.
 struct Dovecot(Harness);
 
 impl Dovecot {
-    /// A running instance with the user alice, or None when skipped.
-    fn start() -> Option<Dovecot> {
+    /// A running instance with the user alice.
+    fn start() -> Dovecot {
         Dovecot::launch(None)
     }
 
-    fn launch(introspection: Option<&str>) -> Option<Dovecot> {
-        if !available() {
-            return None;
-        }
+    fn launch(introspection: Option<&str>) -> Dovecot {
+        common::require("root (the Dovecot harness)", || {
+            Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n")
+        });
         let harness = Harness::start(introspection);
         harness.user(ALICE, ALICE_PASSWORD);
-        Some(Dovecot(harness))
+        Dovecot(harness)
     }
 
     /// `SUBCOMMAND WORKDIR ARGS...` of the harness; its output.
@@ -112,8 +105,9 @@ fn message(subject: &str, extra: usize) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs Dovecot"]
 fn tls_implicit_and_starttls_are_verified_against_the_ca_file() {
-    let Some(dovecot) = Dovecot::start() else { return };
+    let dovecot = Dovecot::start();
     dovecot.session(Security::Implicit).logout();
     let mut by_ip = dovecot.endpoint(Security::StartTls);
     by_ip.host = "127.0.0.1".into();
@@ -138,8 +132,9 @@ fn tls_implicit_and_starttls_are_verified_against_the_ca_file() {
 }
 
 #[test]
+#[ignore = "needs Dovecot"]
 fn awkward_passwords_log_in_and_wrong_ones_are_refused_without_showing_them() {
-    let Some(dovecot) = Dovecot::start() else { return };
+    let dovecot = Dovecot::start();
     let awkward = "p\"a\\ss wörd {3}";
     dovecot.0.user("bob", awkward);
     for security in [Security::StartTls, Security::Implicit] {
@@ -160,8 +155,9 @@ fn awkward_passwords_log_in_and_wrong_ones_are_refused_without_showing_them() {
 }
 
 #[test]
+#[ignore = "needs Dovecot"]
 fn fetched_bodies_are_the_exact_bytes_dovecot_serves() {
-    let Some(dovecot) = Dovecot::start() else { return };
+    let dovecot = Dovecot::start();
     let messages = [
         message("one", 0),
         b"Subject: LF only\n\nline\nline\n".to_vec(),
@@ -215,8 +211,9 @@ fn fetched_bodies_are_the_exact_bytes_dovecot_serves() {
 }
 
 #[test]
+#[ignore = "needs Dovecot"]
 fn flags_moves_and_deletes_touch_only_the_uids_asked_for() {
-    let Some(dovecot) = Dovecot::start() else { return };
+    let dovecot = Dovecot::start();
     for n in 1..=4 {
         dovecot.append("INBOX", &message(&format!("m{n}"), 10));
     }
@@ -250,8 +247,9 @@ fn flags_moves_and_deletes_touch_only_the_uids_asked_for() {
 }
 
 #[test]
+#[ignore = "needs Dovecot"]
 fn non_ascii_folder_names_round_trip() {
-    let Some(dovecot) = Dovecot::start() else { return };
+    let dovecot = Dovecot::start();
     let mut session = dovecot.session(Security::Implicit);
     for folder in ["Éléments envoyés", "Archive/2024", "Tom & Jerry", "日本語"] {
         assert!(!session.folder_exists(folder).unwrap(), "{folder}");
@@ -275,8 +273,9 @@ fn non_ascii_folder_names_round_trip() {
 }
 
 #[test]
+#[ignore = "needs Dovecot"]
 fn idle_wakes_on_new_mail_stops_on_request_and_times_out() {
-    let Some(dovecot) = Dovecot::start() else { return };
+    let dovecot = Dovecot::start();
     let dovecot = Arc::new(dovecot);
     let mut session = dovecot.session(Security::Implicit);
     session.select("INBOX").unwrap();
@@ -329,8 +328,9 @@ fn idle_wakes_on_new_mail_stops_on_request_and_times_out() {
 }
 
 #[test]
+#[ignore = "needs Dovecot"]
 fn a_kick_during_idle_is_lost() {
-    let Some(dovecot) = Dovecot::start() else { return };
+    let dovecot = Dovecot::start();
     let dovecot = Arc::new(dovecot);
     let mut session = dovecot.session(Security::StartTls);
     session.select("INBOX").unwrap();
@@ -347,8 +347,9 @@ fn a_kick_during_idle_is_lost() {
 }
 
 #[test]
+#[ignore = "needs Dovecot"]
 fn a_restart_during_idle_is_lost_and_a_fresh_connect_works() {
-    let Some(dovecot) = Dovecot::start() else { return };
+    let dovecot = Dovecot::start();
     let dovecot = Arc::new(dovecot);
     dovecot.append("INBOX", &message("before", 0));
     let mut session = dovecot.session(Security::Implicit);
@@ -367,12 +368,10 @@ fn a_restart_during_idle_is_lost_and_a_fresh_connect_works() {
 }
 
 #[test]
+#[ignore = "needs Dovecot"]
 fn xoauth2_and_oauthbearer_log_in_with_a_live_token_only() {
-    if !available() {
-        return;
-    }
     let tokens = TokenService::start(&serde_json::json!({}));
-    let dovecot = Dovecot::launch(Some(&tokens.introspection_url())).unwrap();
+    let dovecot = Dovecot::launch(Some(&tokens.introspection_url()));
     let user = "alice@example.org";
     let issued = tokens.admin("issue", &[("username", user)]);
     let token = issued["access_token"].as_str().unwrap().to_string();

@@ -3,24 +3,20 @@
 //! when parts fail. Fault injection on the ingress side uses the recording
 //! server.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::imap::{dovecot_available, free_port, Dovecot};
+use common::imap::{free_port, Dovecot};
 use common::process::{once, wait_for, Process};
-use common::rails::{available, rails_available, Rails};
+use common::rails::Rails;
 use common::{corpus, status, Behaviour, Server, BIN, PASSWORD};
 
 const USER: &str = "catchall";
 const IMAP_PASSWORD: &str = "imap \"pass\\word\" é";
-
-fn ready() -> bool {
-    rails_available() && available("Dovecot (dovecot-imapd, doveadm, openssl)", dovecot_available)
-}
 
 /// A [[mailbox]] table for `dovecot`, plain IMAP on loopback unless `extra` says otherwise.
 fn mailbox(name: &str, dovecot: &Dovecot, dir: &Path, extra: &str) -> String {
@@ -63,13 +59,12 @@ struct World {
 }
 
 impl World {
-    /// None (the test is skipped) when Rails or Dovecot is missing, outside CI.
-    fn start() -> Option<World> {
-        ready().then(|| World {
+    fn start() -> World {
+        World {
             rails: Rails::start(Some(PASSWORD), "relay"),
             dovecot: dovecot(),
             dir: tempfile::tempdir().unwrap(),
-        })
+        }
     }
 }
 
@@ -81,8 +76,9 @@ fn dovecot() -> Dovecot {
 }
 
 #[test]
+#[ignore = "needs Dovecot and Rails"]
 fn once_delivers_a_backlog_byte_for_byte_and_settles_each_message_per_after() {
-    let Some(World { rails, dovecot, dir }) = World::start() else { return };
+    let World { rails, dovecot, dir } = World::start();
     // Mail of several shapes, one non-email, in three folders: one per `after`.
     let shapes: Vec<Vec<u8>> =
         ["crlf.eml", "8bit-headers.eml", "broken-mime.eml", "headers-only.eml", "no-message-id-no-date.eml"]
@@ -136,8 +132,9 @@ fn once_delivers_a_backlog_byte_for_byte_and_settles_each_message_per_after() {
 }
 
 #[test]
+#[ignore = "needs Dovecot and Rails"]
 fn a_message_appended_while_idling_is_stored_within_two_seconds() {
-    let Some(World { rails, dovecot, dir }) = World::start() else { return };
+    let World { rails, dovecot, dir } = World::start();
     let config = config(dir.path(), &rails.url(), &mailbox("support", &dovecot, dir.path(), ""));
     let mut watcher = Process::watch(&config, &[], &[]);
     wait_for(Duration::from_secs(20), "IDLE", || watcher.output().contains("IDLE"));
@@ -157,10 +154,8 @@ fn a_message_appended_while_idling_is_stored_within_two_seconds() {
 }
 
 #[test]
+#[ignore = "needs Dovecot and Rails"]
 fn while_the_ingress_is_down_mail_stays_untouched_and_is_delivered_once_when_it_is_back() {
-    if !ready() {
-        return;
-    }
     let port = free_port();
     let dovecot = dovecot();
     let dir = tempfile::tempdir().unwrap();
@@ -185,8 +180,9 @@ fn while_the_ingress_is_down_mail_stays_untouched_and_is_delivered_once_when_it_
 }
 
 #[test]
+#[ignore = "needs Dovecot and Rails"]
 fn a_restarted_dovecot_is_reconnected_and_later_mail_delivered() {
-    let Some(World { rails, dovecot, dir }) = World::start() else { return };
+    let World { rails, dovecot, dir } = World::start();
     let config = config(dir.path(), &rails.url(), &mailbox("support", &dovecot, dir.path(), ""));
     let mut watcher = Process::watch(&config, &[], &[]);
     wait_for(Duration::from_secs(20), "IDLE", || watcher.output().contains("IDLE"));
@@ -199,8 +195,9 @@ fn a_restarted_dovecot_is_reconnected_and_later_mail_delivered() {
 }
 
 #[test]
+#[ignore = "needs Dovecot and Rails"]
 fn a_wrong_password_is_one_clear_line_then_quiet_backoff_then_recovery_when_the_file_is_fixed() {
-    let Some(World { rails, dovecot, dir }) = World::start() else { return };
+    let World { rails, dovecot, dir } = World::start();
     let boxes = mailbox("support", &dovecot, dir.path(), "");
     let password_file = dir.path().join("support.password");
     fs::write(&password_file, "wrong-password\n").unwrap();
@@ -223,8 +220,9 @@ fn a_wrong_password_is_one_clear_line_then_quiet_backoff_then_recovery_when_the_
 }
 
 #[test]
+#[ignore = "needs Dovecot and Rails"]
 fn a_folder_deleted_and_recreated_loses_nothing() {
-    let Some(World { rails, dovecot, dir }) = World::start() else { return };
+    let World { rails, dovecot, dir } = World::start();
     let config = config(
         dir.path(),
         &rails.url(),
@@ -259,10 +257,8 @@ fn a_folder_deleted_and_recreated_loses_nothing() {
 }
 
 #[test]
+#[ignore = "needs Dovecot"]
 fn sigterm_during_a_delivery_exits_0_promptly_and_the_message_is_delivered_and_flagged_or_untouched() {
-    if !available("Dovecot (dovecot-imapd, doveadm, openssl)", dovecot_available) {
-        return;
-    }
     // An ingress that takes 3 s to answer.
     let server = Server::start(vec![Behaviour::Delay(Duration::from_secs(3), 204)]);
     let dovecot = dovecot();
@@ -284,8 +280,9 @@ fn sigterm_during_a_delivery_exits_0_promptly_and_the_message_is_delivered_and_f
 }
 
 #[test]
+#[ignore = "needs Dovecot and Rails"]
 fn an_unreachable_mailbox_does_not_stop_another() {
-    let Some(World { rails, dovecot, dir }) = World::start() else { return };
+    let World { rails, dovecot, dir } = World::start();
     let unreachable = format!(
         "\n[[mailbox]]\nname = \"gone\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nuser = \"x\"\npassword = \"y\"\n",
         free_port()
@@ -303,8 +300,9 @@ fn an_unreachable_mailbox_does_not_stop_another() {
 }
 
 #[test]
+#[ignore = "needs Dovecot and Rails"]
 fn implicit_tls_and_starttls_with_a_private_ca() {
-    let Some(World { rails, dovecot, dir }) = World::start() else { return };
+    let World { rails, dovecot, dir } = World::start();
     let ca = dovecot.ca();
     let tls = |name: &str, kind: &str, port: u16, ca_line: &str| {
         let text = mailbox(name, &dovecot, dir.path(), &format!("folders = [\"{name}\"]\n{ca_line}"));
@@ -339,10 +337,8 @@ fn implicit_tls_and_starttls_with_a_private_ca() {
 }
 
 #[test]
+#[ignore = "needs Dovecot"]
 fn systemd_hears_ready_status_watchdog_and_stopping_and_a_second_watcher_is_refused() {
-    if !available("Dovecot (dovecot-imapd, doveadm, openssl)", dovecot_available) {
-        return;
-    }
     use std::os::unix::net::UnixDatagram;
     let server = Server::start(vec![status(204)]);
     let dovecot = dovecot();
@@ -380,10 +376,8 @@ fn systemd_hears_ready_status_watchdog_and_stopping_and_a_second_watcher_is_refu
 }
 
 #[test]
+#[ignore = "needs Dovecot"]
 fn sighup_reloads_the_configuration_and_a_bad_one_is_not_used() {
-    if !available("Dovecot (dovecot-imapd, doveadm, openssl)", dovecot_available) {
-        return;
-    }
     let (first, second) = (Server::start(vec![status(204)]), Server::start(vec![status(204)]));
     let dovecot = dovecot();
     let dir = tempfile::tempdir().unwrap();
@@ -408,10 +402,9 @@ fn sighup_reloads_the_configuration_and_a_bad_one_is_not_used() {
 }
 
 #[test]
+#[ignore = "needs systemd-analyze"]
 fn the_service_unit_passes_systemd_analyze_verify() {
-    if !available("systemd-analyze", || Command::new("systemd-analyze").arg("--version").output().is_ok()) {
-        return;
-    }
+    common::require("systemd-analyze", || Command::new("systemd-analyze").arg("--version").output().is_ok());
     let unit = fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/systemd/chatwoot-ingress-watch.service"),
     )

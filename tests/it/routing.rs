@@ -2,7 +2,7 @@
 //! tables for several Chatwoot instances behind one mail server, the
 //! recipient taken from a header, and exactly one X-Original-To.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

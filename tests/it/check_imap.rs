@@ -4,7 +4,7 @@
 //! changed on the server. What is expected of the server's side comes from
 //! Dovecot (doveadm through the harness).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::net::TcpListener;
@@ -13,18 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::imap::{dovecot_available, free_port, Dovecot};
-use common::rails::available;
+use common::imap::{free_port, Dovecot};
 use common::{ingress, status, Run, Server, PASSWORD};
 use serde_json::Value;
 
 const USER: &str = "catchall";
 const IMAP_PASSWORD: &str = "imap \"pass\\word\" é";
 const WRONG_PASSWORD: &str = "not-the-imap-password";
-
-fn ready() -> bool {
-    available("Dovecot (dovecot-imapd, doveadm, openssl)", dovecot_available)
-}
 
 /// A Dovecot with the test user.
 fn dovecot() -> Dovecot {
@@ -105,10 +100,8 @@ fn message(n: u32) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs Dovecot"]
 fn a_good_mailbox_is_all_ticks_both_tls_ways_and_nothing_changes_on_the_server() {
-    if !ready() {
-        return;
-    }
     let dovecot = dovecot();
     for n in 1..=2 {
         dovecot.append(USER, "INBOX", &message(n));
@@ -174,10 +167,8 @@ fn a_good_mailbox_is_all_ticks_both_tls_ways_and_nothing_changes_on_the_server()
 }
 
 #[test]
+#[ignore = "needs Dovecot"]
 fn a_wrong_password_fails_the_login_with_the_servers_text_and_never_shows_a_password() {
-    if !ready() {
-        return;
-    }
     let dovecot = dovecot();
     let server = Server::start(vec![status(415)]);
     let dir = tempfile::tempdir().unwrap();
@@ -245,10 +236,8 @@ fn an_unreachable_or_mute_server_fails_tcp_or_tls_within_the_timeout() {
 }
 
 #[test]
+#[ignore = "needs Dovecot"]
 fn a_certificate_from_another_ca_fails_tls_before_any_password_is_sent() {
-    if !ready() {
-        return;
-    }
     let dovecot = dovecot();
     let server = Server::start(vec![status(415)]);
     let dir = tempfile::tempdir().unwrap();
@@ -302,10 +291,8 @@ fn a_certificate_from_another_ca_fails_tls_before_any_password_is_sent() {
 }
 
 #[test]
+#[ignore = "needs Dovecot"]
 fn a_missing_folder_fails_and_folders_watch_creates_are_warnings_and_not_created() {
-    if !ready() {
-        return;
-    }
     let dovecot = dovecot();
     dovecot.append(USER, "INBOX", &message(1));
     let server = Server::start(vec![status(415)]);
@@ -335,10 +322,8 @@ fn a_missing_folder_fails_and_folders_watch_creates_are_warnings_and_not_created
 }
 
 #[test]
+#[ignore = "needs Dovecot"]
 fn messages_waiting_are_counted_as_watch_would_take_them() {
-    if !ready() {
-        return;
-    }
     let dovecot = dovecot();
     let uids: Vec<u32> = (1..=3).map(|n| dovecot.append(USER, "INBOX", &message(n))).collect();
     let seen = uids[0].to_string();
@@ -408,10 +393,8 @@ fn messages_waiting_are_counted_as_watch_would_take_them() {
 }
 
 #[test]
+#[ignore = "needs Dovecot"]
 fn a_broken_mailbox_or_ingress_hides_nothing_of_the_other_mailbox() {
-    if !ready() {
-        return;
-    }
     let dovecot = dovecot();
     dovecot.append(USER, "INBOX", &message(1));
     dovecot.cmd("create-folder", &[USER, "Refused"]);

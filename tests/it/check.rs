@@ -1,7 +1,7 @@
 //! `check`, run as an administrator runs it: against the recording server,
 //! asserting the exit code, the lines, and that the probe stores nothing.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{BufRead, BufReader};

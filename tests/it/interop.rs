@@ -2,10 +2,10 @@
 //! behind real Postfix, Exim, getmail + Dovecot and OpenSMTPD, configured
 //! with the files in packaging/. Every assertion is on what Rails stored.
 //!
-//! A component that is not installed is skipped with a message, except with
-//! CI=true, where it fails: `.ci/run` installs them all.
+//! Each test is `#[ignore = "needs …"]`: run with `--include-ignored` after
+//! tests/interop/install-deps, a missing component fails it.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -14,8 +14,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::imap::{dovecot_available, Dovecot};
-use common::rails::{available, rails_available, Rails};
+use common::imap::Dovecot;
+use common::rails::Rails;
 use common::{corpus, corpus_dir, large_message, BIN};
 
 const PASSWORD: &str = "interop+s3cret/=";
@@ -52,12 +52,10 @@ fn looks(script: &str) -> bool {
     output.status.success()
 }
 
-/// Rails, getmail6, Dovecot and the getmail harness.
-fn getmail_available() -> bool {
-    rails_available()
-        && available("getmail6", || succeeds("getmail", &["--version"]))
-        && available("Dovecot IMAP", dovecot_available)
-        && available("getmail harness", || looks("getmail.sh"))
+/// getmail6 and the getmail harness (Rails and Dovecot check themselves).
+fn require_getmail() {
+    common::require("getmail6", || succeeds("getmail", &["--version"]));
+    common::require("getmail harness", || looks("getmail.sh"));
 }
 
 /// Run a harness script in tests/interop/mta; it must succeed.
@@ -152,11 +150,9 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 }
 
 #[test]
+#[ignore = "needs Rails"]
 fn direct_invocation_stores_the_corpus_byte_for_byte_and_nothing_invalid() {
     let _serial = serial();
-    if !rails_available() {
-        return;
-    }
     let rails = Rails::start(Some(PASSWORD), "relay");
     let mut expected = Vec::new();
     let mut files: Vec<_> = fs::read_dir(corpus_dir()).unwrap().map(|e| e.unwrap().path()).collect();
@@ -282,11 +278,10 @@ fn deliver_defer_recover_bounce(mta: &dyn Mta, relayer: &Relayer, rails: &Rails,
 }
 
 #[test]
+#[ignore = "needs Postfix and Rails"]
 fn postfix_delivers_defers_recovers_and_bounces() {
     let _serial = serial();
-    if !postfix_available() {
-        return;
-    }
+    require_postfix();
     struct Postfix(Harness);
     impl Mta for Postfix {
         fn send(&self, to: &str, message: &[u8]) {
@@ -323,13 +318,10 @@ fn postfix_delivers_defers_recovers_and_bounces() {
 }
 
 #[test]
+#[ignore = "needs Exim and Rails"]
 fn exim_delivers_without_its_from_line_defers_recovers_and_bounces() {
     let _serial = serial();
-    if !rails_available()
-        || !available("Exim 4 (unpacked by tests/interop/install-deps)", || looks("exim.sh"))
-    {
-        return;
-    }
+    common::require("Exim 4 (unpacked by tests/interop/install-deps)", || looks("exim.sh"));
     struct Exim(Harness);
     impl Mta for Exim {
         fn send(&self, to: &str, message: &[u8]) {
@@ -359,11 +351,10 @@ fn exim_delivers_without_its_from_line_defers_recovers_and_bounces() {
 }
 
 #[test]
+#[ignore = "needs getmail, Dovecot and Rails"]
 fn getmail_leaves_undelivered_mail_on_the_server_and_delivers_it_once_later() {
     let _serial = serial();
-    if !getmail_available() {
-        return;
-    }
+    require_getmail();
     struct Getmail {
         imap: Dovecot,
         work: tempfile::TempDir,
@@ -438,13 +429,10 @@ fn getmail_leaves_undelivered_mail_on_the_server_and_delivers_it_once_later() {
 }
 
 #[test]
+#[ignore = "needs OpenSMTPD and Rails"]
 fn opensmtpd_delivers_defers_recovers_and_bounces() {
     let _serial = serial();
-    if !rails_available()
-        || !available("OpenSMTPD (unpacked by tests/interop/install-deps)", || looks("opensmtpd.sh"))
-    {
-        return;
-    }
+    common::require("OpenSMTPD (unpacked by tests/interop/install-deps)", || looks("opensmtpd.sh"));
     struct Smtpd {
         harness: Harness,
         tries: std::cell::Cell<u32>,
@@ -484,11 +472,9 @@ fn opensmtpd_delivers_defers_recovers_and_bounces() {
 }
 
 #[test]
+#[ignore = "needs Rails"]
 fn check_names_each_fault_against_the_real_ingress_and_stores_nothing() {
     let _serial = serial();
-    if !rails_available() {
-        return;
-    }
     let check = |url: &str, password: &str, extra: &[&str]| {
         let mut args = vec!["check", "--url", url];
         args.extend_from_slice(extra);
@@ -533,11 +519,9 @@ fn check_names_each_fault_against_the_real_ingress_and_stores_nothing() {
 }
 
 #[test]
+#[ignore = "needs Rails"]
 fn import_stores_an_mbox_and_a_maildir_exactly_once() {
     let _serial = serial();
-    if !rails_available() {
-        return;
-    }
     let rails = Rails::start(Some(PASSWORD), "relay");
     let dir = tempfile::tempdir().unwrap();
     let mut mbox = Vec::new();
@@ -600,15 +584,11 @@ fn import_stores_an_mbox_and_a_maildir_exactly_once() {
 }
 
 #[test]
+#[ignore = "needs fetchmail, Dovecot and Rails"]
 fn fetchmail_keeps_failed_mail_on_the_server_and_delivers_it_once_later() {
     let _serial = serial();
-    if !rails_available()
-        || !available("fetchmail", || succeeds("fetchmail", &["--version"]))
-        || !available("Dovecot IMAP", dovecot_available)
-        || !available("the chatwoot-ingress account", || succeeds("getent", &["passwd", "chatwoot-ingress"]))
-    {
-        return;
-    }
+    common::require("fetchmail", || succeeds("fetchmail", &["--version"]));
+    common::require("the chatwoot-ingress account", || succeeds("getent", &["passwd", "chatwoot-ingress"]));
     let rails = Rails::start(Some(PASSWORD), "relay");
     let imap = Dovecot::start(None);
     imap.user("support", "imap-pass");
@@ -720,10 +700,9 @@ fn header_values(message: &[u8], name: &str) -> Vec<String> {
         .collect()
 }
 
-fn postfix_available() -> bool {
-    rails_available()
-        && available("Postfix", || Path::new("/usr/sbin/postfix").exists())
-        && available("Postfix harness", || looks("postfix.sh"))
+fn require_postfix() {
+    common::require("Postfix", || Path::new("/usr/sbin/postfix").exists());
+    common::require("Postfix harness", || looks("postfix.sh"));
 }
 
 /// Inject `message` for the envelope `recipients` and let Postfix finish.
@@ -733,11 +712,10 @@ fn through_postfix(postfix: &Harness, recipients: &[&str], message: &[u8]) {
 }
 
 #[test]
+#[ignore = "needs Postfix and Rails"]
 fn postfix_mail_reaches_the_inbox_or_conversation_its_envelope_recipient_means() {
     let _serial = serial();
-    if !postfix_available() {
-        return;
-    }
+    require_postfix();
     let (rails, relayer) = ingress_and_relayer();
     let postfix = Harness::start("postfix.sh", &[&relayer.bin(), &relayer.config(), DOMAIN]);
     let routed = |id: &str| recorded(&rails, id).0["route"].clone();
@@ -786,11 +764,10 @@ fn postfix_mail_reaches_the_inbox_or_conversation_its_envelope_recipient_means()
 }
 
 #[test]
+#[ignore = "needs Postfix and Rails"]
 fn one_postfix_feeds_two_chatwoot_instances_by_recipient_domain() {
     let _serial = serial();
-    if !postfix_available() {
-        return;
-    }
+    require_postfix();
     let first = Rails::start(Some(PASSWORD), "relay");
     let fixture = root().join("tests/interop/rails/config/chatwoot_fixture_second.json");
     let second_password = "second+instance/=";
@@ -829,11 +806,10 @@ fn one_postfix_feeds_two_chatwoot_instances_by_recipient_domain() {
 }
 
 #[test]
+#[ignore = "needs getmail, Dovecot and Rails"]
 fn getmail_from_a_catch_all_mailbox_reaches_the_inbox_its_topmost_delivered_to_names() {
     let _serial = serial();
-    if !getmail_available() {
-        return;
-    }
+    require_getmail();
     let rails = Rails::start(Some(PASSWORD), "relay");
     let imap = Dovecot::start(None);
     imap.user("catchall", "imap-pass");

@@ -1,7 +1,7 @@
 //! Deliver mode, run the way mail systems run it: stdin in, exit code and
 //! first output bytes out, and the exact bytes the server received.
 
-mod common;
+use crate::common;
 
 use std::fs;
 

@@ -1,6 +1,5 @@
 //! A recording HTTP server that misbehaves on demand, and a runner that
 //! starts the built binary the way a mail system does.
-#![allow(dead_code)] // each test crate uses a different part
 
 pub mod imap;
 pub mod process;
@@ -14,6 +13,12 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
+
+/// For tests marked `#[ignore = "needs …"]`, which run only when asked
+/// (`--include-ignored`): a missing `component` fails the test.
+pub fn require(component: &str, here: impl FnOnce() -> bool) {
+    assert!(here(), "{component} is missing: run tests/interop/install-deps as root first");
+}
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_chatwoot-ingress");
 pub const PASSWORD: &str = "s3cret+p@ss/word";
@@ -355,14 +360,6 @@ pub fn temporary(mta: &str) -> i32 {
         111
     } else {
         75
-    }
-}
-
-pub fn permanent(mta: &str) -> i32 {
-    if mta == "qmail" {
-        100
-    } else {
-        65
     }
 }
 

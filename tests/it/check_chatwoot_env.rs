@@ -6,7 +6,7 @@
 //! unset RAILS_INBOUND_EMAIL_SERVICE is relay, an empty one is not; no
 //! password is a 500, another one a 401; no inbound domain is `@false`.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::PathBuf;

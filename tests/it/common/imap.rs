@@ -14,9 +14,9 @@ fn run(args: &[&str], stdin: &[u8]) -> Output {
     super::run_script(&script(), args, stdin)
 }
 
-/// Whether Dovecot and doveadm are here (the script's `setup` only looks).
-pub fn dovecot_available() -> bool {
-    run(&["setup"], b"").status.success()
+/// Dovecot and doveadm, or the test fails (the script's `setup` only looks).
+fn require_dovecot() {
+    super::require("Dovecot (dovecot-imapd, doveadm, openssl)", || run(&["setup"], b"").status.success())
 }
 
 pub fn free_port() -> u16 {
@@ -33,6 +33,7 @@ impl Dovecot {
     /// Plain IMAP with STARTTLS on `plain_port`, implicit TLS on `tls_port`;
     /// with `introspection`, also XOAUTH2 and OAUTHBEARER checked there.
     pub fn start(introspection: Option<&str>) -> Dovecot {
+        require_dovecot();
         let mut dovecot = Dovecot { work: tempfile::tempdir().unwrap(), plain_port: 0, tls_port: 0 };
         // A port free_port() found free can be taken before Dovecot binds it
         // (by a test running beside this one): try others.
@@ -150,6 +151,9 @@ pub struct TokenService {
 impl TokenService {
     /// With `config` (see tests/interop/imap/README.md), logging each request.
     pub fn start(config: &serde_json::Value) -> TokenService {
+        super::require("python3", || {
+            Command::new("python3").arg("--version").output().is_ok_and(|o| o.status.success())
+        });
         let state = tempfile::tempdir().unwrap();
         let config_path = state.path().join("config.json");
         std::fs::write(&config_path, config.to_string()).unwrap();
@@ -177,11 +181,6 @@ impl TokenService {
             }
         });
         service
-    }
-
-    /// Whether python3 is here to run it.
-    pub fn available() -> bool {
-        Command::new("python3").arg("--version").output().is_ok_and(|o| o.status.success())
     }
 
     pub fn introspection_url(&self) -> String {

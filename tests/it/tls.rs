@@ -4,7 +4,7 @@
 //! trusted as that server's own. The peer is a real HTTPS server (Python's
 //! http.server over ssl) with certificates made by openssl.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! The checked-in man pages, completions, README exit table and example
 //! configuration must be what the code generates. Refresh them with
-//! `UPDATE_DOCS=1 cargo test --release --test docs`.
+//! `UPDATE_DOCS=1 cargo test --release --test it docs::`.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use chatwoot_ingress::config::{Config, Overrides};
 use chatwoot_ingress::outcome::exit_table;
 
-mod render;
+use crate::render;
 use render as docs;
 
-const REFRESH: &str = "run `UPDATE_DOCS=1 cargo test --release --test docs` to refresh";
+const REFRESH: &str = "run `UPDATE_DOCS=1 cargo test --release --test it docs::` to refresh";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

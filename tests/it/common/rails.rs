@@ -7,30 +7,22 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Whether `component` can be used; in CI (CI=true) its absence is a failure.
-pub fn available(component: &str, check: impl FnOnce() -> bool) -> bool {
-    if check() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{component} is missing: .ci/run must install it (see tests/interop/install-deps)"
-    );
-    eprintln!("SKIPPED: {component} is not installed (run tests/interop/install-deps as root)");
-    false
-}
-
-pub fn rails_available() -> bool {
-    available("Rails 6.1 (ruby-rails, ruby-sqlite3, ruby-webrick)", || {
+/// Rails 6.1 with Action Mailbox, SQLite and WEBrick, or the test fails.
+/// Asked once: loading Rails takes seconds.
+fn require_rails() {
+    static HERE: OnceLock<bool> = OnceLock::new();
+    let here = *HERE.get_or_init(|| {
         Command::new("ruby")
             .args(["-e", "require 'rails'; require 'active_support/all'; require 'action_mailbox'; require 'sqlite3'; require 'webrick'"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
-    })
+    });
+    super::require("Rails 6.1 (ruby-rails, ruby-sqlite3, ruby-webrick)", || here);
 }
 
 fn root() -> PathBuf {
@@ -78,6 +70,7 @@ impl Rails {
         port: u16,
         env: &[(&str, &str)],
     ) -> Result<Rails, String> {
+        require_rails();
         let data = tempfile::tempdir().unwrap();
         let mut command = Command::new(root().join("tests/interop/rails/server"));
         command

@@ -1,0 +1,370 @@
+//! What a `[[mailbox]]` needs beyond its configuration: its token source,
+//! built from the configuration, the login that carries a token, and the
+//! one mapping of the protocol clients' errors to outcomes (with the fix,
+//! in the configuration's words: the clients know nothing of it).
+
+use std::fs;
+
+use crate::config::{self, read_secret_file, Auth, Grant, Mailbox, OAuth2, Provider, Sasl};
+use crate::http::{Kind, SetupError};
+use crate::imap::Login;
+use crate::oauth2::{self, Error, ReadSecret, Refusal, Request, Token, TokenSource};
+use crate::outcome::{Cause, Outcome};
+
+/// Tell a token_command which mailbox it is asked for, so one helper can serve several.
+pub const ENV_MAILBOX: &str = "CHATWOOT_INGRESS_MAILBOX";
+pub const ENV_USER: &str = "CHATWOOT_INGRESS_USER";
+
+/// The access tokens of an OAuth2 mailbox, shared by the threads of its
+/// folders; failures as outcomes.
+pub struct Tokens {
+    source: TokenSource,
+    mailbox: Mailbox,
+    sasl: Sasl,
+    oauth2: OAuth2,
+}
+
+/// The tokens of `mailbox`; None for one that logs in with a password.
+pub fn tokens(mailbox: &Mailbox) -> Result<Option<Tokens>, Outcome> {
+    let Auth::OAuth2(sasl, oauth2) = &mailbox.auth else {
+        return Ok(None);
+    };
+    let source = TokenSource::new(grant(mailbox, oauth2)).map_err(|e| token_failure(mailbox, &e))?;
+    Ok(Some(Tokens { source, mailbox: mailbox.clone(), sasl: *sasl, oauth2: (**oauth2).clone() }))
+}
+
+impl Tokens {
+    /// A token for a login now: the cached one while it has a while to
+    /// live, else a new one.
+    pub fn token(&self) -> Result<Token, Outcome> {
+        self.source.token().map_err(|e| token_failure(&self.mailbox, &e))
+    }
+
+    /// A new token, whatever the cache holds (for `check`).
+    pub fn fetch_now(&self) -> Result<Token, Outcome> {
+        self.source.fetch_now().map_err(|e| token_failure(&self.mailbox, &e))
+    }
+
+    /// The IMAP server refused `token`: it is not handed out again.
+    pub fn forget(&self, token: &Token) {
+        self.source.forget(token)
+    }
+
+    /// The login that carries `token`.
+    pub fn login(&self, token: &Token) -> Login {
+        let (user, token) = (self.mailbox.user.clone(), token.access.clone());
+        match self.sasl {
+            Sasl::XOAuth2 => Login::XOAuth2 { user, token },
+            Sasl::OAuthBearer => Login::OAuthBearer { user, token },
+        }
+    }
+
+    /// What to do when the IMAP server refuses a token the provider just issued.
+    pub fn refused_fix(&self) -> &'static str {
+        match (&self.oauth2.grant, self.oauth2.provider) {
+            (Grant::ClientCredentials(_), _) => {
+                "the IMAP server refused the application's token: it needs the IMAP.AccessAsApp permission (Office 365 Exchange Online) with admin consent, its service principal registered in Exchange (New-ServicePrincipal) with FullAccess to this mailbox (Add-MailboxPermission), and user must be the mailbox's address; changes take a while to reach Exchange"
+            }
+            (Grant::RefreshToken { .. }, Some(Provider::Google)) => {
+                "the IMAP server refused the token: user must be the address of the Google account that signed in, scope https://mail.google.com/, and IMAP allowed for the account"
+            }
+            (Grant::RefreshToken { .. }, Some(Provider::Microsoft)) => {
+                "the IMAP server refused the token: user must be the address of the account that signed in (or of a mailbox it has FullAccess to), and IMAP enabled for the mailbox (Set-CASMailbox -ImapEnabled $true)"
+            }
+            _ => "the IMAP server refused the token: user must be the mailbox the token is for, and the token must be for IMAP (its scope)",
+        }
+    }
+}
+
+/// The token library's settings for a mailbox's `[mailbox.oauth2]` table.
+fn grant(mailbox: &Mailbox, oauth2: &OAuth2) -> oauth2::Grant {
+    match &oauth2.grant {
+        Grant::Command(argv) => oauth2::Grant::Command(oauth2::Command {
+            argv: argv.clone(),
+            env: vec![(ENV_MAILBOX.into(), mailbox.name.clone()), (ENV_USER.into(), mailbox.user.clone())],
+        }),
+        Grant::ClientCredentials(client) => oauth2::Grant::ClientCredentials(oauth2_client(client)),
+        Grant::RefreshToken { client, file, .. } => {
+            let path = file.clone();
+            oauth2::Grant::RefreshToken {
+                client: oauth2_client(client),
+                file: file.clone(),
+                read: ReadSecret::new(move || read_secret_file(&path, "refresh_token_file")),
+            }
+        }
+    }
+}
+
+/// The application of a `[mailbox.oauth2]` table, its secret read again at each use.
+pub fn oauth2_client(client: &config::Client) -> oauth2::Client {
+    oauth2::Client {
+        client_id: client.client_id.clone(),
+        client_secret: client
+            .client_secret_file
+            .clone()
+            .map(|path| ReadSecret::new(move || read_secret_file(&path, "client_secret_file"))),
+        token_url: client.token_url.clone(),
+        scope: client.scope.clone(),
+    }
+}
+
+/// No token for `mailbox`, as an outcome: what happened, and what to do
+/// about it in the configuration's terms.
+pub fn token_failure(mailbox: &Mailbox, e: &Error) -> Outcome {
+    use oauth2::{BadAnswer, CommandFailure, NotSignedIn, Secret};
+    let reach =
+        "it is tried again; if it lasts, check that this machine reaches it (DNS, firewall, HTTPS_PROXY)";
+    let see_why = "run it by hand, as the user watch runs as, to see why";
+    let endpoint = "check the URL in the [mailbox.oauth2] table: it must be the provider's endpoint itself";
+    let (cause, fix): (Cause, Option<String>) = match e {
+        Error::Refused(refusal) => {
+            (Cause::TokenRefused, Some(advice(refusal, provider(mailbox), &mailbox.name)))
+        }
+        Error::Unreachable { failure, .. } => {
+            let cause = match failure.kind {
+                Kind::Dns => Cause::Dns,
+                Kind::Refused => Cause::Refused,
+                Kind::Tls | Kind::HandshakeEnded => Cause::Tls,
+                Kind::Timeout => Cause::Timeout,
+                Kind::Lost => Cause::ConnectionLost,
+            };
+            let fix = match cause {
+                Cause::Tls => "its certificate must be valid and issued by a CA in this machine's store (a TLS-inspecting proxy's CA too)",
+                _ => reach,
+            };
+            (cause, Some(fix.into()))
+        }
+        Error::BadAnswer { answer, .. } => {
+            let fix = match answer {
+                BadAnswer::NotJson { .. } | BadAnswer::NotOAuth2 { .. } => endpoint,
+                BadAnswer::Redirected { .. } => {
+                    "set the URL in the [mailbox.oauth2] table to the endpoint itself"
+                }
+                BadAnswer::Failing { .. } => {
+                    "the provider is failing: it is tried again (see its status page if it lasts)"
+                }
+                BadAnswer::NoAccessToken => "check token_url: it must be the provider's token endpoint",
+                BadAnswer::NoDeviceCode => {
+                    "check device_authorization_url: it must be the provider's device authorization endpoint"
+                }
+            };
+            (Cause::TokenRefused, Some(fix.into()))
+        }
+        Error::Secret { secret: Secret::ClientSecret, .. } => {
+            (Cause::Config, Some("make it readable by the user watch runs as, and only by it".into()))
+        }
+        Error::Secret { secret: Secret::RefreshToken, .. } => {
+            let missing = match refresh_token_file(mailbox) {
+                Some(file) => fs::symlink_metadata(file).is_err(),
+                None => false,
+            };
+            let fix = if missing {
+                format!(
+                    "run chatwoot-ingress oauth2 authorize --mailbox {} to sign in and write it",
+                    mailbox.name
+                )
+            } else {
+                "make it readable (and writable) by the user watch runs as, and only by it".into()
+            };
+            (Cause::Config, Some(fix))
+        }
+        Error::Command { failure, .. } => match failure {
+            CommandFailure::CannotRun(_) => (
+                Cause::Config,
+                Some(
+                    "token_command's first item must be a program that the user watch runs as may run".into(),
+                ),
+            ),
+            CommandFailure::TimedOut(_) => (Cause::Timeout, Some(see_why.into())),
+            CommandFailure::Failed(_) | CommandFailure::Unreadable(_) => {
+                (Cause::TokenRefused, Some(see_why.into()))
+            }
+            CommandFailure::LeftRunning => {
+                (Cause::TokenRefused, Some("the command must not leave a process behind".into()))
+            }
+            CommandFailure::Printed(_) => (
+                Cause::TokenRefused,
+                Some(
+                    "it must print the access token on its first line, or a JSON object with access_token"
+                        .into(),
+                ),
+            ),
+        },
+        Error::NotSignedIn(NotSignedIn::CodeExpired) => (
+            Cause::TokenRefused,
+            Some("run chatwoot-ingress oauth2 authorize again, and sign in sooner".into()),
+        ),
+        Error::NotSignedIn(NotSignedIn::NoSignIn(_)) => {
+            (Cause::Timeout, Some("run chatwoot-ingress oauth2 authorize again".into()))
+        }
+        Error::Browser(_) => (Cause::Bug, Some("please report it".into())),
+        Error::Setup(SetupError::CaFile(_)) => (Cause::Config, None),
+        Error::Setup(_) => (Cause::Bug, Some("please report it".into())),
+    };
+    let outcome = Outcome::new(cause, e.to_string());
+    match fix {
+        Some(fix) => outcome.with_fix(fix),
+        None => outcome,
+    }
+}
+
+fn provider(mailbox: &Mailbox) -> Option<Provider> {
+    match &mailbox.auth {
+        Auth::OAuth2(_, oauth2) => oauth2.provider,
+        Auth::Password(_) => None,
+    }
+}
+
+fn refresh_token_file(mailbox: &Mailbox) -> Option<&std::path::Path> {
+    match &mailbox.auth {
+        Auth::OAuth2(_, oauth2) => match &oauth2.grant {
+            Grant::RefreshToken { file, .. } => Some(file),
+            _ => None,
+        },
+        Auth::Password(_) => None,
+    }
+}
+
+/// What to do about a refusal: by Microsoft's AADSTS number when there is
+/// one, else by the OAuth2 error code.
+fn advice(refusal: &Refusal, provider: Option<Provider>, mailbox: &str) -> String {
+    let (error, description, kind) = (refusal.code.as_str(), refusal.description.as_str(), refusal.request);
+    let sign_in_again = format!(
+        "run chatwoot-ingress oauth2 authorize --mailbox {mailbox} (as the user watch runs as) to sign in again and write a new refresh token"
+    );
+    let scope = "check scope: Microsoft 365 app-only https://outlook.office365.com/.default, a Microsoft 365 user https://outlook.office.com/IMAP.AccessAsUser.All offline_access, Gmail https://mail.google.com/";
+    let aadsts: Option<u32> = description
+        .strip_prefix("AADSTS")
+        .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>())
+        .and_then(|digits| digits.parse().ok());
+    let fix = match aadsts {
+        Some(7000215) => "client_secret_file must hold the client secret's Value (not its Secret ID), from Certificates & secrets of the app registration; fixing the file needs no restart",
+        Some(7000222) => "the client secret has expired: add a new one under Certificates & secrets of the app registration and write its Value to client_secret_file",
+        Some(7000218) => "the application is confidential: set client_secret_file, or allow public client flows in its registration (Authentication)",
+        Some(700025) => "the application is a public client: remove client_secret_file",
+        Some(700016) => "check client_id (the Application (client) ID of the app registration) and tenant (its Directory (tenant) ID)",
+        Some(90002) | Some(900023) => "check tenant: the Directory (tenant) ID of the app registration",
+        Some(65001) => "consent is missing: an administrator must grant admin consent to the application's API permissions (App registrations > API permissions > Grant admin consent)",
+        Some(7000112) => "the application is disabled in the tenant: enable it (Enterprise applications > Properties)",
+        Some(53003) => "a Conditional Access policy blocks this sign-in: the tenant's administrator must exempt the application or this machine",
+        Some(70011) => scope,
+        Some(70008 | 50173 | 700082 | 9002313 | 50076 | 50079 | 50158 | 700005) if kind == Request::RefreshToken => {
+            return format!("the refresh token is expired or revoked (a password or MFA change revokes it): {sign_in_again}")
+        }
+        _ => match (error, kind) {
+            ("invalid_client", _) => "check client_id and client_secret_file (fixing the file needs no restart)",
+            ("invalid_grant", Request::RefreshToken) => {
+                let testing = match provider {
+                    Some(Provider::Google) => " (a Google OAuth app whose publishing status is Testing loses its refresh tokens after 7 days: publish it)",
+                    _ => "",
+                };
+                return format!("the refresh token is expired or revoked: {sign_in_again}{testing}");
+            }
+            ("unauthorized_client", Request::ClientCredentials) => {
+                "the application may not use client credentials: give it the application permission IMAP.AccessAsApp (Office 365 Exchange Online) with admin consent"
+            }
+            ("unauthorized_client", _) => {
+                "the application may not use this grant: for the device code, allow public client flows in its registration (Authentication)"
+            }
+            ("invalid_scope", _) => scope,
+            ("unsupported_grant_type", _) => "check token_url: it must be the provider's token endpoint",
+            ("access_denied" | "authorization_declined", _) => "the sign-in was declined: run it again and accept",
+            ("expired_token", _) => "the code expired before the sign-in: run it again and sign in sooner",
+            ("temporarily_unavailable" | "server_error", _) => "the provider is failing: it is tried again",
+            _ => "see the provider's reason, and check the [mailbox.oauth2] table",
+        },
+    };
+    fix.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(code: &str, description: &str, request: Request) -> Refusal {
+        Refusal { request, code: code.into(), description: description.into(), by: None }
+    }
+
+    #[test]
+    fn refusals_get_the_fix_their_code_calls_for() {
+        let fix = |error, description, kind| advice(&refusal(error, description, kind), None, "support");
+        assert!(fix(
+            "invalid_client",
+            "AADSTS7000215: Invalid client secret provided.",
+            Request::ClientCredentials
+        )
+        .contains("Value (not its Secret ID)"));
+        assert!(fix("invalid_grant", "AADSTS70008: The refresh token has expired", Request::RefreshToken)
+            .contains("oauth2 authorize --mailbox support"));
+        assert!(fix("invalid_grant", "Token has been expired or revoked.", Request::RefreshToken)
+            .contains("oauth2 authorize --mailbox support"));
+        assert!(fix(
+            "invalid_client",
+            "AADSTS65001: The user or administrator has not consented",
+            Request::SignIn
+        )
+        .contains("admin consent"));
+        assert!(fix("unauthorized_client", "", Request::ClientCredentials).contains("IMAP.AccessAsApp"));
+        let google = refusal("invalid_grant", "Bad Request", Request::RefreshToken);
+        assert!(advice(&google, Some(Provider::Google), "g").contains("Testing"));
+    }
+
+    /// The mailbox of a configuration with one [[mailbox]] whose
+    /// [mailbox.oauth2] table is `oauth2`; its directory beside it.
+    fn mailbox(oauth2: &str) -> (Mailbox, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let text = format!(
+            "[[mailbox]]\nname = \"support\"\nhost = \"imap.example.com\"\nuser = \"support@example.com\"\nauth = \"xoauth2\"\n[mailbox.oauth2]\n{oauth2}\n"
+        );
+        fs::write(&path, text).unwrap();
+        let flags = config::Overrides { config: Some(path), ..Default::default() };
+        let config = config::Config::load_with(&flags, |_| None).unwrap();
+        (config.mailboxes[0].clone(), dir)
+    }
+
+    #[test]
+    fn each_token_failure_has_its_cause_and_a_fix_in_the_configurations_words() {
+        let (command, _dir) = mailbox("token_command = [\"/nonexistent/helper\"]");
+        let e = tokens(&command).unwrap().unwrap().token().unwrap_err();
+        assert_eq!(e.cause, Cause::Config, "{e}");
+        assert!(e.reason().starts_with("cannot run token_command /nonexistent/helper"), "{e}");
+        assert!(e.fix().unwrap().contains("token_command's first item"), "{e}");
+
+        let (user, dir) = mailbox(
+            "client_id = \"app\"\nrefresh_token_file = \"rt\"\ntoken_url = \"https://login.example/token\"",
+        );
+        let e = tokens(&user).unwrap().unwrap().token().unwrap_err();
+        assert_eq!(e.cause, Cause::Config, "{e}");
+        assert!(e.fix().unwrap().contains("oauth2 authorize --mailbox support"), "{e}");
+        fs::write(dir.path().join("rt"), "").unwrap();
+        let e = tokens(&user).unwrap().unwrap().token().unwrap_err();
+        assert!(e.fix().unwrap().starts_with("make it readable (and writable)"), "{e}");
+
+        let bad =
+            Error::BadAnswer { host: "login.example:443".into(), answer: oauth2::BadAnswer::NoAccessToken };
+        let e = token_failure(&user, &bad);
+        assert_eq!(e.cause, Cause::TokenRefused);
+        assert_eq!(
+            e.reason(),
+            "the token service at login.example:443 answered without a usable access_token"
+        );
+        let refused = crate::http::Failure { kind: Kind::Refused, detail: "connection refused".into() };
+        let e = token_failure(
+            &user,
+            &Error::Unreachable {
+                host: "login.example:443".into(),
+                failure: refused,
+                waited: std::time::Duration::from_secs(30),
+            },
+        );
+        assert_eq!(e.cause, Cause::Refused);
+        assert_eq!(
+            e.reason(),
+            "cannot connect to the token service at login.example:443: connection refused"
+        );
+        let e = token_failure(&user, &Error::Refused(refusal("invalid_grant", "", Request::RefreshToken)));
+        assert_eq!((e.cause, e.reason()), (Cause::TokenRefused, "the sign-in failed: invalid_grant"));
+        assert!(e.fix().unwrap().contains("oauth2 authorize --mailbox support"));
+    }
+}

@@ -1,0 +1,25 @@
+//! The one integration test binary: a module per area, sharing `common`
+//! (servers, runners, harnesses) and `render` (man pages, completions).
+//! Tests that need an outside system (Dovecot, Rails, an MTA, …) are
+//! `#[ignore = "needs …"]`: run them with `-- --include-ignored` after
+//! tests/interop/install-deps.
+
+mod common;
+mod render;
+
+mod check;
+mod check_chatwoot_env;
+mod check_imap;
+mod container;
+mod deliver;
+mod docs;
+mod fault_matrix;
+mod imap_client;
+mod import;
+mod interop;
+mod metrics;
+mod oauth2;
+mod properties;
+mod routing;
+mod tls;
+mod watch;
