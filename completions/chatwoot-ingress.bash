@@ -128,7 +128,7 @@ _chatwoot__ingress() {
             return 0
             ;;
         chatwoot__subcmd__ingress__subcmd__check)
-            opts="-h --user --json --size-limit --send-test --config --url --password-file --timeout --max-size --ca-file --reject-dir --recipient-header --mta --help"
+            opts="-h --user --json --size-limit --send-test --chatwoot-env --config --url --password-file --timeout --max-size --ca-file --reject-dir --recipient-header --mta --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -139,6 +139,10 @@ _chatwoot__ingress() {
                     return 0
                     ;;
                 --send-test)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --chatwoot-env)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

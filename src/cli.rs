@@ -177,6 +177,17 @@ pub struct CheckArgs {
     /// to end. Unlike the probe, it is stored: it appears in the inbox
     #[arg(long, value_name = "ADDR")]
     pub send_test: Option<String>,
+
+    /// Also check Chatwoot's side from its environment: FILE is Chatwoot's
+    /// .env, KEY=value lines exported from its Kubernetes Secret, or a
+    /// process's /proc/PID/environ. ✗ when RAILS_INBOUND_EMAIL_SERVICE is not
+    /// relay (the relay ingress answers 404), MAILER_INBOUND_EMAIL_DOMAIN is
+    /// unset (addresses end in @false) or RAILS_INBOUND_EMAIL_PASSWORD is not
+    /// ours (neither is printed); it also compares FRONTEND_URL with our url,
+    /// and warns that Google ends the refresh tokens of a consent screen left
+    /// in Testing after 7 days
+    #[arg(long, value_name = "FILE")]
+    pub chatwoot_env: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -5,10 +5,11 @@
 //! [`access`] reads the configuration as the caller will (its user, its
 //! environment, its limits), [`network`] follows the way to the ingress
 //! and probes it, [`tls`] reads the certificate's expiry, [`imap`] goes
-//! through each `[[mailbox]]`, and [`report`] prints the steps as text or
-//! JSON.
+//! through each `[[mailbox]]`, [`chatwoot_env`] reads Chatwoot's own
+//! environment, and [`report`] prints the steps as text or JSON.
 
 mod access;
+mod chatwoot_env;
 mod imap;
 mod network;
 mod report;
@@ -49,6 +50,9 @@ fn check(args: &CheckArgs, overrides: &Overrides, mta: Mta, r: &mut Report) {
     }
     access::environment(&config, mta, r);
     access::limits(&config, mta, r);
+    if let Some(path) = &args.chatwoot_env {
+        chatwoot_env::check(path, &config, r);
+    }
     ingress(args, &config, r);
     // Whatever became of the ingress: each mailbox has its own faults.
     for mailbox in &config.mailboxes {

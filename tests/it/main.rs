@@ -8,7 +8,9 @@ mod common;
 mod render;
 
 mod check;
+mod check_chatwoot_env;
 mod check_imap;
+mod container;
 mod deliver;
 mod docs;
 mod fault_matrix;
