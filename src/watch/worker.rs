@@ -552,7 +552,13 @@ impl<S: Source> Worker<S> {
             self.fail(Some(i), "state-failed", outcome);
         }
         let unsettled = self.state(i).unsettled.last().cloned().expect("just pushed");
-        if let Err(e) = self.settle(i, &unsettled) {
+        let mut settled = self.settle(i, &unsettled);
+        if settled.as_ref().is_err_and(|e| e.broken) {
+            // A server closes a connection left quiet while the ingress
+            // took its time: that is no failure of either, open it again.
+            settled = self.reopen(i, started.elapsed()).and_then(|()| self.settle(i, &unsettled));
+        }
+        if let Err(e) = settled {
             return match self.blocked(i, e)? {
                 Some(outcome) => Ok(Turn::Blocked(outcome)),
                 None => Ok(Turn::Next),
@@ -565,6 +571,26 @@ impl<S: Source> Worker<S> {
             Ok(()) => Turn::Next,
             Err(outcome) => Turn::Halt(outcome),
         })
+    }
+
+    /// Connect again and make folder `i` current, after the connection
+    /// ended while the ingress answered (for `waited`).
+    fn reopen(&mut self, i: usize, waited: Duration) -> Result<(), SourceError> {
+        let secs = waited.as_secs();
+        self.note(
+            Some(i),
+            "reconnecting",
+            &format!("the IMAP connection ended while the ingress answered ({secs} s): connecting again"),
+        );
+        self.source.close();
+        self.beat(self.source.longest_step(0) * 3);
+        let mut notes = Vec::new();
+        let opened = self.source.open(&mut |line| notes.push(line));
+        for line in notes {
+            self.note(None, "connected", &line);
+        }
+        opened?;
+        self.select(i)
     }
 
     /// The pipeline for a whole message; a message no route is for is
