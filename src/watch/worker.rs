@@ -177,7 +177,7 @@ impl<S: Source> Worker<S> {
         loop {
             if self.ctx.shared.stop.requested() {
                 self.source.close();
-                return Left::Nothing;
+                return self.stopped();
             }
             self.doing("connecting", false);
             let mut progress = false;
@@ -202,8 +202,17 @@ impl<S: Source> Worker<S> {
             self.note(None, "reconnecting", &format!("connecting again in {}s", pause.as_secs().max(1)));
             self.beat(pause);
             if self.ctx.shared.stop.sleep(pause) {
-                return Left::Nothing;
+                return self.stopped();
             }
+        }
+    }
+
+    /// What a stop leaves: nothing for a service; for --once, the mail it
+    /// did not get to, for a later run (exit 75, not 0).
+    fn stopped(&self) -> Left {
+        match self.ctx.once {
+            true => Left::Something(interrupted()),
+            false => Left::Nothing,
         }
     }
 
@@ -269,6 +278,7 @@ impl<S: Source> Worker<S> {
             let mut left = None;
             for i in 0..self.folders.len() {
                 if self.ctx.shared.stop.requested() {
+                    left.get_or_insert_with(interrupted);
                     break;
                 }
                 if first || !alone {
@@ -393,6 +403,7 @@ impl<S: Source> Worker<S> {
         }
         for item in items {
             if self.ctx.shared.stop.requested() {
+                left.get_or_insert_with(interrupted);
                 break;
             }
             let now_unix = unix_now();
@@ -698,6 +709,10 @@ pub fn inbox_insensitive(folder: &str) -> String {
     } else {
         folder.to_string()
     }
+}
+
+fn interrupted() -> Outcome {
+    Outcome::new(Cause::Interrupted, "stopped before the end: what is left waits for the next run")
 }
 
 fn unix_now() -> u64 {
