@@ -20,3 +20,4 @@ mod properties;
 mod routing;
 mod tls;
 mod watch;
+mod watch_hostile;
