@@ -451,6 +451,11 @@ impl Session {
             Attempt::Login(_) => String::new(),
         };
         let secrets = [secret, initial.as_str()];
+        // An [ALERT] is shown to a person: one that quotes the login back
+        // must not show the secret either.
+        for alert in &mut self.alerts {
+            *alert = crate::secret::scrub(alert, &secrets);
+        }
         let text = result.map_err(|e| {
             match e {
                 ImapError::No { code, text, .. } => ImapError::LoginRefused { code, text },
