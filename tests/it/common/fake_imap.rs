@@ -66,7 +66,8 @@ pub enum Fault {
     Huge { uid: u32, size: u64 },
     /// `command` is answered with untagged lines, for ever.
     Endless { command: &'static str },
-    /// LOGIN and AUTHENTICATE are refused with the command quoted back.
+    /// LOGIN and AUTHENTICATE are refused with the command quoted back,
+    /// in an untagged [ALERT] and in the NO.
     QuoteLogin,
     /// `command` is received, then nothing happens until the client goes
     /// away (then it is never carried out) or `pause` is over.
@@ -485,11 +486,10 @@ impl Session {
                         other => other.text(),
                     })
                     .collect();
-                let text = format!(
-                    "NO [AUTHENTICATIONFAILED] Authentication failed for: {tag} {command} {}",
-                    quoted.join(" ")
-                );
-                return self.tagged(tag, &text);
+                let sent = format!("{tag} {command} {}", quoted.join(" "));
+                self.line(&format!("* OK [ALERT] Received: {sent}"))?;
+                return self
+                    .tagged(tag, &format!("NO [AUTHENTICATIONFAILED] Authentication failed for: {sent}"));
             }
             Some(Fault::Pause { pause, .. }) => {
                 let until = Instant::now() + pause;
