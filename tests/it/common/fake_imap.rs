@@ -723,10 +723,16 @@ impl Session {
         let messages: Vec<Message> = self.with_folder(|f| f.messages.clone());
         let mut found: Vec<u32> = messages.iter().map(|m| m.uid).collect();
         let mut i = 0;
+        let mut not = false;
         while i < words.len() {
             let word = words[i].to_ascii_uppercase();
             let keep: Vec<u32> = match word.as_str() {
-                "ALL" => found.clone(),
+                "NOT" => {
+                    not = !not;
+                    i += 1;
+                    continue;
+                }
+                "ALL" => messages.iter().map(|m| m.uid).collect(),
                 "UNSEEN" => messages.iter().filter(|m| !m.has("\\Seen")).map(|m| m.uid).collect(),
                 "SEEN" => messages.iter().filter(|m| m.has("\\Seen")).map(|m| m.uid).collect(),
                 "DELETED" => messages.iter().filter(|m| m.has("\\Deleted")).map(|m| m.uid).collect(),
@@ -737,7 +743,8 @@ impl Session {
                 }
                 _ => return self.tagged(tag, &format!("BAD unknown search key {word}")),
             };
-            found.retain(|u| keep.contains(u));
+            found.retain(|u| keep.contains(u) != not);
+            not = false;
             i += 1;
         }
         let list: Vec<String> = found.iter().map(u32::to_string).collect();
