@@ -226,6 +226,8 @@ pub struct Session {
     alerts: Vec<String>,
     /// The most one command may take in all (see [`COMMAND_LIMIT_FACTOR`]).
     limit: Duration,
+    /// A command failed mid-exchange: the connection is out of step.
+    broken: bool,
 }
 
 impl fmt::Debug for Session {
@@ -315,6 +317,7 @@ impl Session {
             new_mail: false,
             silence: DEFAULT_SILENCE,
             alerts: Vec::new(),
+            broken: false,
             limit: endpoint.timeout * COMMAND_LIMIT_FACTOR,
         };
         let known = session.greeting(since)?;
@@ -451,6 +454,11 @@ impl Session {
             Attempt::Login(_) => String::new(),
         };
         let secrets = [secret, initial.as_str()];
+        // An [ALERT] is shown to a person: one that quotes the login back
+        // must not show the secret either.
+        for alert in &mut self.alerts {
+            *alert = crate::secret::scrub(alert, &secrets);
+        }
         let text = result.map_err(|e| {
             match e {
                 ImapError::No { code, text, .. } => ImapError::LoginRefused { code, text },
@@ -903,7 +911,9 @@ impl Session {
     pub fn logout(mut self) {
         let tag = self.next_tag();
         let deadline = Instant::now() + self.endpoint.timeout;
-        if self.conn.send(format!("{tag} LOGOUT\r\n").as_bytes(), deadline).is_ok() {
+        // Mid-response (a deadline passed, garbage, a lost connection), the
+        // answer to LOGOUT cannot be told apart: just close.
+        if !self.broken && self.conn.send(format!("{tag} LOGOUT\r\n").as_bytes(), deadline).is_ok() {
             // BYE, then the OK.
             while let Ok(raw) = self.conn.response(
                 Instant::now(),
@@ -952,17 +962,23 @@ impl Session {
 
     fn send(&mut self, bytes: &[u8], what: &str) -> Result<(), ImapError> {
         let deadline = Instant::now() + self.endpoint.timeout;
-        self.conn.send(bytes, deadline).map_err(|f| self.failed(f, what))
+        let sent = self.conn.send(bytes, deadline).map_err(|f| self.failed(f, what));
+        self.broken |= sent.is_err();
+        sent
     }
 
     /// The next response, waiting up to the timeout for each of its bytes
     /// and no longer than the command's limit, counted from `since`, in all.
     fn read(&mut self, since: Instant, what: &str) -> Result<(Response, Vec<u8>), ImapError> {
         let overall = since + self.limit;
-        let raw =
-            self.conn.response(since, self.endpoint.timeout, overall).map_err(|f| self.failed(f, what))?;
-        let response = parse::parse(&raw).map_err(|e| self.garbage(&e, &raw, what))?;
-        Ok((response, raw))
+        let read =
+            self.conn.response(since, self.endpoint.timeout, overall).map_err(|f| self.failed(f, what));
+        let parsed = read.and_then(|raw| match parse::parse(&raw) {
+            Ok(response) => Ok((response, raw)),
+            Err(e) => Err(self.garbage(&e, &raw, what)),
+        });
+        self.broken |= parsed.is_err();
+        parsed
     }
 
     /// Send `command` with `args` and read until its tagged answer, handing

@@ -236,13 +236,24 @@ impl Source for ImapSource {
         let pending: Vec<u32> = present.iter().copied().filter(|&uid| cursor.pending(uid)).collect();
         let meta = session.fetch_meta(&pending).map_err(|e| failure(&e))?;
         self.present = Some(present);
+        // A UID the search lists but the FETCH says nothing of (a damaged
+        // index, a lying server) is taken like the others, size unknown,
+        // so that its failing fetch is logged and counted, never skipped
+        // in silence.
+        let mut items: Vec<Item<u32>> = pending
+            .iter()
+            .filter(|&&uid| !meta.iter().any(|m| m.uid == uid))
+            .map(|&uid| Item { key: uid, size: None })
+            .collect();
         // What another client is deleting is not ours to take; it holds
         // the cursor until it is gone (or un-deleted, then it is taken).
-        Ok(meta
-            .into_iter()
-            .filter(|m| !m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Deleted")))
-            .map(|m| Item { key: m.uid, size: Some(m.size) })
-            .collect())
+        items.extend(
+            meta.into_iter()
+                .filter(|m| !m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Deleted")))
+                .map(|m| Item { key: m.uid, size: Some(m.size) }),
+        );
+        items.sort_by_key(|item| item.key);
+        Ok(items)
     }
 
     fn fetch(&mut self, item: &Item<u32>, max: u64) -> Result<Option<Body>, SourceError> {

@@ -192,7 +192,7 @@ impl<S: Source> Worker<S> {
         loop {
             if self.ctx.shared.stop.requested() {
                 self.source.close();
-                return Left::Nothing;
+                return self.stopped();
             }
             self.doing("connecting", false);
             let mut progress = false;
@@ -219,8 +219,17 @@ impl<S: Source> Worker<S> {
             self.note(None, "reconnecting", &format!("connecting again in {}s", pause.as_secs().max(1)));
             self.beat(pause);
             if self.ctx.shared.stop.sleep(pause) {
-                return Left::Nothing;
+                return self.stopped();
             }
+        }
+    }
+
+    /// What a stop leaves: nothing for a service; for --once, the mail it
+    /// did not get to, for a later run (exit 75, not 0).
+    fn stopped(&self) -> Left {
+        match self.ctx.once {
+            true => Left::Something(interrupted()),
+            false => Left::Nothing,
         }
     }
 
@@ -289,6 +298,7 @@ impl<S: Source> Worker<S> {
             let mut left = None;
             for i in 0..self.folders.len() {
                 if self.ctx.shared.stop.requested() {
+                    left.get_or_insert_with(interrupted);
                     break;
                 }
                 if first || !alone {
@@ -417,6 +427,7 @@ impl<S: Source> Worker<S> {
         }
         for item in items {
             if self.ctx.shared.stop.requested() {
+                left.get_or_insert_with(interrupted);
                 break;
             }
             let now_unix = unix_now();
@@ -578,7 +589,13 @@ impl<S: Source> Worker<S> {
             self.fail(Some(i), "state-failed", outcome);
         }
         let unsettled = self.state(i).unsettled.last().cloned().expect("just pushed");
-        if let Err(e) = self.settle(i, &unsettled) {
+        let mut settled = self.settle(i, &unsettled);
+        if settled.as_ref().is_err_and(|e| e.broken) {
+            // A server closes a connection left quiet while the ingress
+            // took its time: that is no failure of either, open it again.
+            settled = self.reopen(i, started.elapsed()).and_then(|()| self.settle(i, &unsettled));
+        }
+        if let Err(e) = settled {
             return match self.blocked(i, e)? {
                 Some(outcome) => Ok(Turn::Blocked(outcome)),
                 None => Ok(Turn::Next),
@@ -591,6 +608,26 @@ impl<S: Source> Worker<S> {
             Ok(()) => Turn::Next,
             Err(outcome) => Turn::Halt(outcome),
         })
+    }
+
+    /// Connect again and make folder `i` current, after the connection
+    /// ended while the ingress answered (for `waited`).
+    fn reopen(&mut self, i: usize, waited: Duration) -> Result<(), SourceError> {
+        let secs = waited.as_secs();
+        self.note(
+            Some(i),
+            "reconnecting",
+            &format!("the IMAP connection ended while the ingress answered ({secs} s): connecting again"),
+        );
+        self.source.close();
+        self.beat(self.source.longest_step(0) * 3);
+        let mut notes = Vec::new();
+        let opened = self.source.open(&mut |line| notes.push(line));
+        for line in notes {
+            self.note(None, "connected", &line);
+        }
+        opened?;
+        self.select(i)
     }
 
     /// The pipeline for a whole message; a message no route is for is
@@ -719,6 +756,10 @@ pub fn inbox_insensitive(folder: &str) -> String {
     } else {
         folder.to_string()
     }
+}
+
+fn interrupted() -> Outcome {
+    Outcome::new(Cause::Interrupted, "stopped before the end: what is left waits for the next run")
 }
 
 fn unix_now() -> u64 {

@@ -1,6 +1,7 @@
 //! A recording HTTP server that misbehaves on demand, and a runner that
 //! starts the built binary the way a mail system does.
 
+pub mod fake_imap;
 pub mod imap;
 pub mod process;
 pub mod rails;
