@@ -27,3 +27,10 @@ pub fn point(name: &str) {
         }
     }
 }
+
+/// The IMAP command timeout a test asks for (`CHATWOOT_INGRESS_TEST_IMAP_TIMEOUT`,
+/// seconds), so that limits counted in timeouts can be reached in seconds.
+pub fn imap_timeout() -> Option<Duration> {
+    let seconds = std::env::var("CHATWOOT_INGRESS_TEST_IMAP_TIMEOUT").ok()?;
+    seconds.parse().ok().map(Duration::from_secs)
+}

@@ -18,6 +18,14 @@ use crate::outcome::{Cause, Outcome};
 
 /// An IMAP command's round trip.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn command_timeout() -> Duration {
+    #[cfg(feature = "test-hooks")]
+    if let Some(timeout) = crate::hooks::imap_timeout() {
+        return timeout;
+    }
+    COMMAND_TIMEOUT
+}
 /// The head of a message too large to deliver, read to refuse it by; the
 /// rest is copied to reject_dir in pieces this big.
 const PIECE: u64 = 1 << 20;
@@ -142,13 +150,13 @@ impl Source for ImapSource {
     }
 
     fn longest_step(&self, bytes: u64) -> Duration {
-        crate::imap::command_limit(COMMAND_TIMEOUT, bytes)
+        crate::imap::command_limit(command_timeout(), bytes)
     }
 
     fn open(&mut self, note: &mut dyn FnMut(String)) -> Result<(), SourceError> {
         self.close();
         let mut session =
-            Session::connect(&endpoint(&self.mailbox, COMMAND_TIMEOUT)).map_err(|e| failure(&e))?;
+            Session::connect(&endpoint(&self.mailbox, command_timeout())).map_err(|e| failure(&e))?;
         let logged_in = self.log_in(&mut session, note);
         self.session = Some(session);
         self.flags_alerts(note);

@@ -68,9 +68,10 @@ pub struct Unfetchable {
     pub retry_at: u64,
 }
 
-impl<C, K: Ord> FolderState<C, K> {
-    pub fn unsettled(&self, key: &K) -> bool {
-        self.unsettled.iter().any(|u| &u.key == key)
+impl<C: Default + PartialEq, K: Ord> FolderState<C, K> {
+    /// Whether the cursor is the one of a folder never selected.
+    pub fn cursor_is_new(&self) -> bool {
+        self.cursor == C::default()
     }
 }
 

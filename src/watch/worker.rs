@@ -338,9 +338,15 @@ impl<S: Source> Worker<S> {
 
     /// When the next message or folder that waits may be tried again.
     fn next_due(&self) -> Option<Instant> {
+        let (now, unix) = (Instant::now(), unix_now());
+        // A message whose fetch failed: its next try, on this clock.
+        let unfetchable = |f: &Folder<S>| -> Vec<Instant> {
+            let state = f.state.iter().flat_map(|s| s.unfetchable.values());
+            state.map(|u| now + Duration::from_secs(u.retry_at.saturating_sub(unix))).collect()
+        };
         self.folders
             .iter()
-            .flat_map(|f| f.later.values().map(|l| l.at).chain(f.blocked))
+            .flat_map(|f| f.later.values().map(|l| l.at).chain(f.blocked).chain(unfetchable(f)))
             .chain(self.ingress_until)
             .min()
     }
@@ -366,7 +372,17 @@ impl<S: Source> Worker<S> {
             self.note(Some(i), "selected", &line);
         }
         selected?;
-        state.cursor = cursor.unwrap_or_default();
+        let cursor = cursor.unwrap_or_default();
+        if state.cursor != cursor && !state.cursor_is_new() {
+            // The folder is not the one the keys were of (recreated, or its
+            // UIDs reused): what is remembered by key would touch other
+            // messages. Everything in it is taken again instead.
+            state.unsettled.clear();
+            state.unfetchable.clear();
+            state.unroutable.clear();
+            self.folders[i].later.clear();
+        }
+        state.cursor = cursor;
         let file = &self.folders[i].file;
         file.save(&state).map_err(|e| state_failure("write", file.path(), &e))?;
         self.folders[i].state = Some(state);

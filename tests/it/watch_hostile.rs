@@ -369,6 +369,41 @@ fn uids_below_the_saved_cursor_under_the_same_uidvalidity_are_delivered_with_a_w
     assert_eq!(warned.len(), 1, "{log}");
 }
 
+/// What was answered but not settled, saved for a folder that has since
+/// been recreated, names other messages now: it is dropped, never applied
+/// (a delete by UID would remove a message never delivered).
+#[test]
+#[ignore = "needs Dovecot"]
+fn what_was_answered_before_a_uidvalidity_change_is_not_settled_on_the_new_folder() {
+    let server = Server::start(vec![status(204)]);
+    let dovecot = dovecot();
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<String> = (1..=3).map(|n| format!("recreated-{n}")).collect();
+    for id in &ids {
+        dovecot.append(USER, "INBOX", &message(id, "support@inbox.test"));
+    }
+    let status = dovecot.cmd("status", &[USER, "INBOX"]);
+    let words: Vec<&str> = status.split_whitespace().collect();
+    let uidvalidity: u32 =
+        words[words.iter().position(|w| *w == "uidvalidity").unwrap() + 1].parse().unwrap();
+    // UID 2 of the folder as it was: delivered, to be deleted.
+    let state = state_file(dir.path(), "INBOX");
+    fs::create_dir_all(state.parent().unwrap()).unwrap();
+    let saved = format!(
+        r#"{{"folder":"INBOX","uidvalidity":{},"cursor":0,"done":[],"unsettled":[{{"key":2,"answered":"delivered"}}]}}"#,
+        uidvalidity - 1
+    );
+    fs::write(&state, saved).unwrap();
+    let boxes = mailbox("support", &dovecot, dir.path(), "after = \"delete\"");
+    let config = config(dir.path(), &server.url(), &boxes);
+    let (code, log) = once(&config, &[]);
+    assert_eq!(code, 0, "{log}");
+    for id in &ids {
+        assert_eq!(posts(&server, id), 1, "{id}: {log}");
+    }
+    assert_eq!(dovecot.count(USER, "INBOX", &[]), 0, "each deleted after its own 2xx");
+}
+
 // (g) The password in escaped form.
 #[test]
 fn a_server_quoting_the_login_back_never_shows_the_password_in_any_spelling() {
@@ -784,7 +819,6 @@ fn a_literal_far_beyond_its_announced_size_is_refused_unread_and_the_folder_goes
 }
 
 #[test]
-#[ignore = "needs 5 minutes: the IMAP command limit (5 × 60 s) cannot be shortened yet"]
 fn endless_untagged_lines_are_ended_by_the_commands_overall_limit() {
     let server = Server::start(vec![status(204)]);
     let fake = fake();
@@ -792,8 +826,10 @@ fn endless_untagged_lines_are_ended_by_the_commands_overall_limit() {
     fake.append("INBOX", &message("endless", "support@inbox.test"));
     fake.fault(Fault::Endless { command: "UID SEARCH" });
     let config = config(dir.path(), &server.url(), &fake_mailbox("support", &fake, dir.path(), ""));
-    let mut watcher = Process::watch(&config, &["--once"], &[]);
-    let code = watcher.wait(Duration::from_secs(6 * 60));
+    // A timeout of 2 s: the command's limit is 5 of them, however steadily
+    // the server talks.
+    let mut watcher = Process::watch(&config, &["--once"], &[("CHATWOOT_INGRESS_TEST_IMAP_TIMEOUT", "2")]);
+    let code = watcher.wait(Duration::from_secs(60));
     let log = watcher.output();
     assert_eq!(code, 75, "{log}");
     assert!(!lines(&log, &["UID SEARCH"]).is_empty(), "{log}");
