@@ -269,6 +269,12 @@ pub struct WatchArgs {
     #[arg(long, value_name = "NAME")]
     pub mailbox: Vec<String>,
 
+    /// How each line of the log is written: text, or one JSON object per
+    /// line (time, level, event, mailbox, folder, uid, message_id, bytes,
+    /// status, ms, error, fix, message) for container log pipelines
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<crate::log::Format>,
+
     /// Serve Prometheus metrics (GET /metrics) and health (GET
     /// /healthz/live, /healthz/ready) over plain HTTP on this address, e.g.
     /// 127.0.0.1:9898. An address that is not loopback is refused unless

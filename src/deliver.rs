@@ -19,10 +19,8 @@ const HOW_TO_USE: &str =
 pub fn main(args: &DeliverArgs, overrides: &Overrides) -> ExitCode {
     exit_on_signal(args.mta);
     let ran = sys::catch_panic(|| {
-        // The fault-injection tests need a real panic in the real binary.
-        if std::env::var_os("CHATWOOT_INGRESS_TEST_PANIC").is_some() {
-            panic!("CHATWOOT_INGRESS_TEST_PANIC is set");
-        }
+        #[cfg(feature = "test-hooks")]
+        crate::hooks::point("deliver");
         let config = Config::load(overrides).map_err(|e| Outcome::new(Cause::Config, e.to_string()));
         let warnings = config.as_ref().map(|c| c.warnings.clone()).unwrap_or_default();
         let sources = config.as_ref().map(sources).unwrap_or_default();

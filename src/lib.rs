@@ -22,9 +22,12 @@ pub mod deliver;
 pub mod graph;
 pub mod headers;
 pub mod health;
+#[cfg(feature = "test-hooks")]
+pub mod hooks;
 pub mod http;
 pub mod imap;
 pub mod import;
+pub mod log;
 pub mod mailbox;
 pub mod message;
 pub mod metrics;

@@ -6,6 +6,7 @@ use chatwoot_ingress::config::Overrides;
 use chatwoot_ingress::{check, deliver, health, import, sys, watch};
 
 fn main() -> ExitCode {
+    sys::no_core_dumps();
     sys::ignore_file_size_signal();
     let cli = match Cli::parse_for_mail(std::env::args_os()) {
         Ok(cli) => cli,

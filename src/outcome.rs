@@ -88,13 +88,16 @@ pub enum Cause {
     MailboxLogin,
     MailboxFailed,
     TokenRefused,
+    MailboxLimit,
+    NoRoute,
     Invalid,
     TooLarge,
+    Unroutable,
 }
 
 impl Cause {
     /// Every cause, in the order the exit table lists them.
-    pub const ALL: [Cause; 27] = [
+    pub const ALL: [Cause; 30] = [
         Cause::Delivered,
         Cause::DryRun,
         Cause::Refused,
@@ -120,8 +123,11 @@ impl Cause {
         Cause::MailboxLogin,
         Cause::MailboxFailed,
         Cause::TokenRefused,
+        Cause::MailboxLimit,
+        Cause::NoRoute,
         Cause::Invalid,
         Cause::TooLarge,
+        Cause::Unroutable,
     ];
 
     /// The one table of HTTP answers: what the ingress's status code means.
@@ -151,7 +157,8 @@ impl Cause {
             Cause::Tls => "4.7.5",
             Cause::PasswordRejected | Cause::MailboxLogin | Cause::TokenRefused => "4.7.0",
             Cause::NoIngress | Cause::Redirected | Cause::MediaTypeRefused => "4.3.5",
-            Cause::Config | Cause::Usage => "4.3.5",
+            Cause::Config | Cause::Usage | Cause::NoRoute => "4.3.5",
+            Cause::MailboxLimit => "4.4.5",
             Cause::ProxyLimit => "4.3.4",
             Cause::Busy => "4.3.2",
             Cause::ServerError
@@ -163,6 +170,7 @@ impl Cause {
             Cause::UnexpectedStatus | Cause::MailboxFailed => "4.5.0",
             Cause::Invalid => "5.6.0",
             Cause::TooLarge => "5.3.4",
+            Cause::Unroutable => "5.1.1",
         }
     }
 
@@ -196,6 +204,7 @@ impl Cause {
             | Cause::Bug
             | Cause::MailboxLogin
             | Cause::MailboxFailed
+            | Cause::MailboxLimit
             | Cause::TokenRefused => Scope::Run,
             Cause::Delivered
             | Cause::DryRun
@@ -205,8 +214,10 @@ impl Cause {
             | Cause::ServerError
             | Cause::UnexpectedStatus
             | Cause::Unreadable
+            | Cause::NoRoute
             | Cause::Invalid
-            | Cause::TooLarge => Scope::Message,
+            | Cause::TooLarge
+            | Cause::Unroutable => Scope::Message,
         }
     }
 
@@ -244,8 +255,13 @@ impl Cause {
             Cause::TokenRefused => {
                 "watch: no OAuth2 access token: the provider refused (client secret, refresh token, consent) or failed, or token_command did"
             }
+            Cause::MailboxLimit => {
+                "watch: the IMAP server refused another connection for the account ([LIMIT])"
+            }
+            Cause::NoRoute => "no [[route]] is for the recipient's domain, and there is no top-level url",
             Cause::Invalid => "not an email: empty, no header section, binary, JSON…",
             Cause::TooLarge => "larger than max_size",
+            Cause::Unroutable => "watch: still no [[route]] for the recipient after a day: kept in refused_folder",
         }
     }
 
@@ -253,9 +269,12 @@ impl Cause {
     /// which the status line, `check` and the documentation all show.
     pub fn advice(self) -> Option<&'static str> {
         Some(match self {
-            Cause::Delivered | Cause::DryRun | Cause::Config | Cause::Interrupted | Cause::Invalid => {
-                return None
-            }
+            Cause::Delivered
+            | Cause::DryRun
+            | Cause::Config
+            | Cause::Interrupted
+            | Cause::Invalid
+            | Cause::Unroutable => return None,
             Cause::Refused => {
                 "make sure Chatwoot or its proxy listens at that address and port, with no firewall in between"
             }
@@ -295,6 +314,10 @@ impl Cause {
             Cause::TokenRefused => {
                 "check the [mailbox.oauth2] table as the reason says (a new refresh token: chatwoot-ingress oauth2 authorize --mailbox NAME); chatwoot-ingress check shows each step"
             }
+            Cause::MailboxLimit => {
+                "the server allows the account only so many connections at once: lower max_connections of the [[mailbox]] (Gmail allows 15 in all), or close other clients' sessions"
+            }
+            Cause::NoRoute => "add the domain to a route's domains, or set a top-level url",
             Cause::TooLarge => "raise max_size if Chatwoot and its proxy accept larger messages",
         })
     }

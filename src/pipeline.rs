@@ -16,6 +16,9 @@ use crate::reject;
 use crate::relay::{Probe, Relay};
 use crate::sys::io_reason;
 
+/// What the relay ingress, and nothing else, answers to a text/plain body.
+pub const INGRESS_REFUSES: u16 = 415;
+
 /// Whether messages are sent, or only checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -107,15 +110,14 @@ impl Pipeline {
             (Some(i), _) => Ok((Some(i), &self.routes[i].target)),
             (None, Some(target)) => Ok((None, target)),
             (None, None) => Err(Outcome::new(
-                Cause::Config,
+                Cause::NoRoute,
                 match domain {
                     Some(domain) => format!(
                         "no [[route]] is for {domain} and there is no top-level url for other domains"
                     ),
                     None => "no recipient to choose a [[route]] by, and no top-level url".to_string(),
                 },
-            )
-            .with_fix("add the domain to a route's domains, or set a top-level url")),
+            )),
         }
     }
 
@@ -154,6 +156,30 @@ impl Pipeline {
         self.relay.as_ref().map(|relay| relay.probe(target, body))
     }
 
+    /// Whether every ingress mail may go to is there and takes our
+    /// password: an empty text/plain POST, which only the relay ingress
+    /// refuses with 415, and stores nothing (`watch`'s readiness).
+    pub fn probe_ingress(&self) -> Result<(), Outcome> {
+        for (name, target) in self.targets() {
+            let Some(probe) = self.probe(target, bytes::Bytes::new()) else { continue };
+            match probe.answer {
+                crate::relay::Answer::Status(INGRESS_REFUSES, _) => {}
+                crate::relay::Answer::Status(status, location) => {
+                    let outcome = crate::relay::explain(target, status, location.as_deref());
+                    return Err(match outcome.class() {
+                        Class::Success => Outcome::new(
+                            Cause::UnexpectedStatus,
+                            format!("HTTP {status} to an empty probe of {name}: not an Action Mailbox relay ingress"),
+                        ),
+                        _ => outcome,
+                    });
+                }
+                crate::relay::Answer::Failed { outcome, .. } => return Err(outcome),
+            }
+        }
+        Ok(())
+    }
+
     /// An envelope recipient from the command line, checked once for all:
     /// one address, nothing that could start another header.
     pub fn recipient(given: Option<&str>) -> Result<Option<String>, Outcome> {
@@ -165,6 +191,11 @@ impl Pipeline {
     /// Read one message from `reader`, up to one byte past max_size.
     pub fn read(&self, reader: &mut impl Read, recipient: Option<&str>) -> io::Result<Input> {
         message::read_limited(reader, self.max_size.value, recipient)
+    }
+
+    /// The relay's deadline for one delivery, retries included.
+    pub fn timeout(&self) -> std::time::Duration {
+        self.relay.as_ref().map_or(std::time::Duration::ZERO, Relay::timeout)
     }
 
     pub fn max_size(&self) -> u64 {

@@ -2,14 +2,16 @@
 //! so LDAP or sssd accounts count), the wording of io errors, files replaced
 //! atomically, signals, and panics turned into something a caller can act on.
 
+use std::cell::RefCell;
 use std::ffi::{CStr, CString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::Mutex;
+use std::time::Duration;
 
 /// An io::Error without Rust's "(os error N)" suffix, lower-cased like the rest of our lines.
 pub fn io_reason(e: &io::Error) -> String {
@@ -245,8 +247,27 @@ pub fn kill_process_group(leader: u32) {
 /// Run `f`; a panic comes back as its message (with its place), not as
 /// Rust's default output on stderr (which would come before our status
 /// line) nor as exit 101.
+/// Whether `fd` becomes readable within `wait`; false as well when `wake`
+/// (if given) becomes readable first. An error (EINTR) is an error.
+pub fn readable(fd: BorrowedFd<'_>, wake: Option<BorrowedFd<'_>>, wait: Duration) -> io::Result<bool> {
+    let pollfd = |fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // poll() ignores a negative descriptor.
+    let mut fds = [pollfd(fd.as_raw_fd()), pollfd(wake.map_or(-1, |fd| fd.as_raw_fd()))];
+    let ms = wait.as_millis().clamp(1, libc::c_int::MAX as u128) as libc::c_int;
+    // SAFETY: fds is an array of two initialised pollfd that outlives the
+    // call, and its length is what we pass.
+    if unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fds[0].revents != 0)
+}
+
+/// Run `f`; a panic becomes its message and place. Each thread keeps its
+/// own message, so the folder threads of `watch` each report their own.
 pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    static MESSAGE: Mutex<String> = Mutex::new(String::new());
+    thread_local! {
+        static MESSAGE: RefCell<String> = const { RefCell::new(String::new()) };
+    }
     panic::set_hook(Box::new(|info| {
         let payload = info.payload();
         let text = match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
@@ -255,17 +276,56 @@ pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
             _ => "panic".to_string(),
         };
         let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-        if let Ok(mut message) = MESSAGE.lock() {
-            *message = format!("{text}{place}");
-        }
+        MESSAGE.with(|m| *m.borrow_mut() = format!("{text}{place}"));
     }));
-    panic::catch_unwind(AssertUnwindSafe(f))
-        .map_err(|_| MESSAGE.lock().map(|m| m.clone()).unwrap_or_else(|e| e.into_inner().clone()))
+    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|_| MESSAGE.with(|m| m.borrow().clone()))
+}
+
+/// A lock held for as long as the value lives, named by `name` and shared
+/// by every process in this network namespace, whoever runs it and
+/// whatever its environment (an abstract Unix socket: no file, no
+/// permissions, gone with the process however it ends).
+pub struct NamedLock {
+    _socket: std::os::unix::net::UnixListener,
+}
+
+impl NamedLock {
+    /// The lock, or None if another process holds it.
+    pub fn take(name: &str) -> io::Result<Option<NamedLock>> {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+        match std::os::unix::net::UnixListener::bind_addr(&addr) {
+            Ok(socket) => Ok(Some(NamedLock { _socket: socket })),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// No core dumps: one would hold the ingress password, IMAP passwords and
+/// tokens. Best effort, for every command, before any secret is read.
+pub fn no_core_dumps() {
+    let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain system calls with valid arguments; their failure
+    // leaves things as they were.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_CORE, &none);
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_named_lock_is_held_once_until_dropped() {
+        let name = format!("chatwoot-ingress-test/{}", std::process::id());
+        let first = NamedLock::take(&name).unwrap().expect("free");
+        assert!(NamedLock::take(&name).unwrap().is_none());
+        drop(first);
+        assert!(NamedLock::take(&name).unwrap().is_some());
+    }
 
     #[test]
     fn root_is_found_through_nss() {

@@ -9,10 +9,13 @@ use std::time::{Duration, Instant};
 
 use super::report::{FolderFigures, MailboxSteps, Report, Steps};
 use crate::config::{After, Auth, Config, Grant, Mailbox, Tls};
-use crate::imap::{Capabilities, Endpoint, ImapError, Login, Session};
-use crate::mailbox;
+use crate::imap::{Capabilities, ImapError, Login, Session};
+use crate::mailbox::{self, endpoint, imap_fix};
 use crate::sys::io_reason;
-use crate::watch::{self, state::StateFile};
+use crate::watch::{
+    self,
+    state::{ImapState, StateFile},
+};
 
 /// The longest wait for a connection or an answer: a dead server must not
 /// keep `check` for minutes.
@@ -32,7 +35,7 @@ pub fn mailbox(mailbox: &Mailbox, config: &Config, r: &mut Report) {
                 ImapError::Timeout(_) | ImapError::Lost(_) => {
                     "run the check again; if it keeps happening, see the IMAP server's log"
                 }
-                _ => e.fix(),
+                _ => imap_fix(&e),
             };
             s.fail(step, e.to_string(), fix);
         }
@@ -76,7 +79,7 @@ fn connect(m: &Mailbox, timeout: Duration, s: &mut MailboxSteps) -> Option<Sessi
         }
     }
 
-    match Session::connect(&Endpoint::of(m, timeout)) {
+    match Session::connect(&endpoint(m, timeout)) {
         Ok(session) => {
             let verified = match &m.ca_file {
                 Some(ca_file) => format!("issued by a CA in ca_file {}", ca_file.display()),
@@ -108,7 +111,7 @@ fn connect(m: &Mailbox, timeout: Duration, s: &mut MailboxSteps) -> Option<Sessi
 }
 
 fn fail<T>(s: &mut MailboxSteps, step: &'static str, e: ImapError) -> Option<T> {
-    s.fail(step, e.to_string(), e.fix());
+    s.fail(step, e.to_string(), imap_fix(&e));
     None
 }
 
@@ -171,12 +174,12 @@ fn login(m: &Mailbox, session: &mut Session, s: &mut MailboxSteps) -> bool {
             true
         }
         // The server's text, without the secret (the client removes it).
-        Err(e @ ImapError::LoginRefused(_)) => {
+        Err(e @ ImapError::LoginRefused { .. }) if e.code() != Some("LIMIT") => {
             s.fail("login", format!("{e} (as {})", m.user), refused_fix);
             false
         }
         Err(e) => {
-            s.fail("login", e.to_string(), e.fix());
+            s.fail("login", e.to_string(), imap_fix(&e));
             false
         }
     }
@@ -230,7 +233,7 @@ fn inspect(
         let counted = format!("{folder:?}: {messages} message(s), {unseen} unseen");
         let file = StateFile::new(state_dir, &m.name, folder);
         let path = file.path().display();
-        match file.load() {
+        match file.load::<ImapState>() {
             Ok(saved) => {
                 // SELECT (the client has no EXAMINE) changes nothing but
                 // \Recent, which watch does without.
@@ -239,11 +242,11 @@ fn inspect(
                     session.uid_search(criteria).map_err(|e| ("messages", e))
                 };
                 let (waiting, which) = match saved {
-                    Some(state) if state.uidvalidity == selected.uidvalidity => {
-                        let after = state.cursor.saturating_add(1);
+                    Some(state) if state.cursor.uidvalidity == selected.uidvalidity => {
+                        let after = state.cursor.cursor.saturating_add(1);
                         // `n:*` includes the highest UID even when it is below n.
                         let above = search(session, &format!("UID {after}:* NOT DELETED"))?;
-                        let waiting = above.into_iter().filter(|&uid| state.pending(uid)).count();
+                        let waiting = above.into_iter().filter(|&uid| state.cursor.pending(uid)).count();
                         (waiting, format!("those after its place, saved in {path}"))
                     }
                     Some(_) => (
@@ -302,6 +305,16 @@ fn capabilities(caps: &Capabilities, m: &Mailbox) -> (String, Vec<(String, Strin
         (false, false) => format!("{}; not {}", have.join(", "), lacks.join(", ")),
     };
     let mut warnings = Vec::new();
+    let (folders, connections) = (m.folders.len(), m.max_connections.get());
+    if folders > connections {
+        warnings.push((
+            format!(
+                "{folders} folders over at most {connections} connections (max_connections): watch visits the folders that share one in turn, every {}s (poll_interval), instead of waiting in IDLE",
+                m.poll_interval.as_secs()
+            ),
+            "nothing to do if that delay is right; otherwise raise max_connections, as far as the server allows connections per account (Gmail: 15 in all)".into(),
+        ));
+    }
     if !caps.idle {
         warnings.push((
             format!(
@@ -400,5 +413,12 @@ mod tests {
             warnings[0].0.contains("the originals of refused messages moved to \"Refused\""),
             "{warnings:?}"
         );
+
+        // More folders than connections: they share, and poll.
+        let mut many = mailbox(After::Seen);
+        many.folders = (0..12).map(|i| format!("f{i}")).collect();
+        let (_, warnings) = capabilities(&caps(true, true, true), &many);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].0.starts_with("12 folders over at most 10 connections"), "{warnings:?}");
     }
 }

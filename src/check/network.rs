@@ -18,7 +18,7 @@ use crate::sys::io_reason;
 
 /// The only answer that proves the ingress right: Action Mailbox refuses
 /// a text/plain body with it, after the password, without storing it.
-pub const INGRESS_REFUSES: u16 = 415;
+pub use crate::pipeline::INGRESS_REFUSES;
 
 /// One line of a base64 attachment, what a large message mostly is.
 const LINE: &[u8] = b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0\r\n";

@@ -6,7 +6,7 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,10 @@ const CHUNK: usize = 64 * 1024;
 /// What went wrong below the protocol; the session adds whom and what for.
 #[derive(Debug)]
 pub(super) enum Failure {
+    /// No byte came within the wait.
     Timeout,
+    /// Bytes kept coming, but the whole answer did not within its limit.
+    Overdue,
     /// Closed, reset, or broken mid-stream.
     Lost(String),
     /// The TLS handshake failed.
@@ -65,6 +68,8 @@ pub(super) struct Conn {
     buf: Vec<u8>,
     start: usize,
     frame: Frame,
+    /// The most literal bytes one response may announce.
+    pub(super) literal_cap: u64,
     /// When a byte last arrived.
     pub(super) last_heard: Instant,
 }
@@ -79,33 +84,11 @@ pub(super) fn tcp(addr: &SocketAddr, timeout: Duration) -> io::Result<TcpStream>
 }
 
 fn keepalive(socket: &TcpStream) -> io::Result<()> {
-    let fd = socket.as_raw_fd();
-    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
-        // SAFETY: fd is an open socket for the duration of the call, and
-        // the option value is a c_int of the size given.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                name,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    };
-    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 60)?;
-        set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 10)?;
-        set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 6)?;
-    }
-    Ok(())
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(6);
+    socket2::SockRef::from(socket).set_tcp_keepalive(&probes)
 }
 
 fn left(deadline: Instant) -> Result<Duration, Failure> {
@@ -136,6 +119,7 @@ impl Conn {
             buf: Vec::new(),
             start: 0,
             frame: Frame::default(),
+            literal_cap: parse::MAX_LITERAL,
             last_heard: Instant::now(),
         })
     }
@@ -175,6 +159,7 @@ impl Conn {
             buf: Vec::new(),
             start: 0,
             frame: Frame::default(),
+            literal_cap: parse::MAX_LITERAL,
             last_heard: Instant::now(),
         })
     }
@@ -210,14 +195,24 @@ impl Conn {
     }
 
     /// The next whole response, as long as no wait for bytes, counted
-    /// from `since` or the last byte, is longer than `timeout` (a large
-    /// message on a slow link takes as long as it takes).
-    pub(super) fn response(&mut self, since: Instant, timeout: Duration) -> Result<Vec<u8>, Failure> {
+    /// from `since` or the last byte, is longer than `timeout`, and it is
+    /// whole by `overall` (a server that keeps talking without ever
+    /// answering is as dead as a silent one).
+    pub(super) fn response(
+        &mut self,
+        since: Instant,
+        timeout: Duration,
+        overall: Instant,
+    ) -> Result<Vec<u8>, Failure> {
         loop {
             if let Some(response) = self.take()? {
                 return Ok(response);
             }
-            let wait = left(since.max(self.last_heard) + timeout)?;
+            let quiet = since.max(self.last_heard) + timeout;
+            let wait = match left(quiet.min(overall)) {
+                Err(_) if quiet >= overall => return Err(Failure::Overdue),
+                wait => wait?,
+            };
             self.fill(wait)?;
         }
     }
@@ -229,15 +224,8 @@ impl Conn {
         if self.pending() || self.stream.buffered() {
             return true;
         }
-        let pollfd = |fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-        // poll() ignores a negative descriptor.
-        let mut fds = [pollfd(self.socket.as_raw_fd()), pollfd(wake.map_or(-1, |fd| fd.as_raw_fd()))];
-        let ms = wait.as_millis().clamp(1, libc::c_int::MAX as u128) as libc::c_int;
-        // SAFETY: fds is an array of two initialised pollfd that outlives
-        // the call, and its length is what we pass.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
         // An error (EINTR) leaves it to the read, which has its own timeout.
-        ready < 0 || fds[0].revents != 0
+        crate::sys::readable(self.socket.as_fd(), wake, wait).unwrap_or(true)
     }
 
     /// The next whole response if one is complete after waiting at most
@@ -251,8 +239,8 @@ impl Conn {
     }
 
     fn take(&mut self) -> Result<Option<Vec<u8>>, Failure> {
-        let framed =
-            parse::frame(&self.buf[self.start..], &mut self.frame).map_err(|e| Failure::Garbage(e.0))?;
+        let framed = parse::frame(&self.buf[self.start..], &mut self.frame, self.literal_cap)
+            .map_err(|e| Failure::Garbage(e.0))?;
         let Some(len) = framed else { return Ok(None) };
         let end = self.start + len;
         let response = if self.start == 0 && 2 * end >= self.buf.len() {

@@ -9,7 +9,6 @@
 //! speaks the protocol. Secrets (passwords, tokens) go to the server and
 //! nowhere else: not into errors, not into Debug output.
 
-mod base64;
 mod conn;
 mod parse;
 mod utf7;
@@ -17,7 +16,7 @@ mod utf7;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::BorrowedFd;
@@ -25,10 +24,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use rustls::pki_types::ServerName;
 
-use crate::config::{Mailbox, Password, Tls};
-use crate::outcome::Cause;
+use crate::secret::Password;
 use crate::sys::io_reason;
 use crate::tls;
 use conn::{Conn, Failure};
@@ -46,6 +46,19 @@ const DEFAULT_SILENCE: Duration = Duration::from_secs(31 * 60);
 const MAX_SET: usize = 4000;
 /// ALERTs kept for [`Session::take_alerts`].
 const MAX_ALERTS: usize = 8;
+/// A command must be answered whole within this many timeouts, however
+/// steadily the server keeps sending (endless untagged lines); fetching a
+/// message gets more time for its size (see [`Session::fetch_one`]).
+const COMMAND_LIMIT_FACTOR: u32 = 5;
+/// The slowest rate a message's bytes may come at before its fetch counts
+/// as hung.
+const SLOWEST_BYTES_PER_SECOND: u64 = 16 * 1024;
+/// UIDs one SEARCH may return: far more than a folder holds, far less than
+/// a lying server could make us keep.
+const MAX_SEARCH: usize = 10_000_000;
+/// What a message's literal may exceed its announced RFC822.SIZE by (a
+/// server may count line endings differently).
+const SIZE_SLACK: u64 = 64 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Security {
@@ -66,24 +79,6 @@ pub struct Endpoint {
     /// For connecting, and for each command's answer (the wait for a
     /// server that has stopped sending).
     pub timeout: Duration,
-}
-
-impl Endpoint {
-    /// The server of a `[[mailbox]]`, as `watch` and `check` reach it.
-    pub fn of(mailbox: &Mailbox, timeout: Duration) -> Endpoint {
-        let security = match mailbox.tls {
-            Tls::Implicit => Security::Implicit,
-            Tls::StartTls => Security::StartTls,
-            Tls::None => Security::None,
-        };
-        Endpoint {
-            host: mailbox.host.clone(),
-            port: mailbox.port,
-            security,
-            ca_file: mailbox.ca_file.clone(),
-            timeout,
-        }
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -129,22 +124,31 @@ pub enum Woken {
     Stopped,
 }
 
+/// What went wrong, by kind: the engine and `check` decide what each
+/// kind means for a message and what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum ImapError {
     #[error("{0}")]
     Dns(String),
     #[error("{0}")]
     Refused(String),
+    /// The TLS handshake or the certificate failed.
     #[error("{0}")]
     Tls(String),
+    /// TLS was asked for but cannot be had (no STARTTLS offered, a
+    /// pre-authenticated greeting), or cleartext to a remote host: refused
+    /// rather than sending anything in clear.
+    #[error("{0}")]
+    Cleartext(String),
     #[error("{0}")]
     Timeout(String),
     /// The connection closed or reset, or the server said BYE.
     #[error("{0}")]
     Lost(String),
-    /// NO (or BAD) to LOGIN or AUTHENTICATE, with the server's text.
-    #[error("the IMAP server refused the login: {0}")]
-    LoginRefused(String),
+    /// NO (or BAD) to LOGIN or AUTHENTICATE, with the server's code and
+    /// text, every spelling of the secret scrubbed from it.
+    #[error("the IMAP server refused the login: {}{text}", bracketed(.code))]
+    LoginRefused { code: Option<String>, text: String },
     #[error("the IMAP server refused {command}: {}{text}", bracketed(.code))]
     No { command: String, code: Option<String>, text: String },
     #[error("the IMAP server called {command} invalid: {text}")]
@@ -158,35 +162,12 @@ fn bracketed(code: &Option<String>) -> String {
 }
 
 impl ImapError {
-    pub fn cause(&self) -> Cause {
+    /// The response code (RFC 5530: OVERQUOTA, LIMIT, EXPUNGEISSUED…) of a
+    /// NO, upper case.
+    pub fn code(&self) -> Option<&str> {
         match self {
-            ImapError::Dns(_) => Cause::Dns,
-            ImapError::Refused(_) => Cause::Refused,
-            ImapError::Tls(_) => Cause::Tls,
-            ImapError::Timeout(_) => Cause::Timeout,
-            ImapError::Lost(_) => Cause::ConnectionLost,
-            ImapError::LoginRefused(_) => Cause::MailboxLogin,
-            ImapError::No { .. } | ImapError::Bad { .. } | ImapError::Protocol(_) => Cause::MailboxFailed,
-        }
-    }
-
-    /// What to do about it: the transport causes' own advice speaks of the
-    /// ingress, this of the IMAP server.
-    pub fn fix(&self) -> &'static str {
-        match self {
-            ImapError::Dns(_) => "check host in the [[mailbox]], and this machine's DNS",
-            ImapError::Refused(_) => {
-                "check host, port and tls of the [[mailbox]] (993 is implicit TLS, 143 plain or STARTTLS), and that no firewall is in between"
-            }
-            ImapError::Tls(_) => {
-                "the IMAP server's certificate must be valid for host and issued by a CA this machine trusts (set ca_file in the [[mailbox]] for a private CA); check tls and port"
-            }
-            ImapError::Timeout(_) => "the IMAP server stopped answering; it is tried again",
-            ImapError::Lost(_) => "the IMAP server closed the connection (a restart, an idle limit, a kick); it is tried again",
-            ImapError::LoginRefused(_) => Cause::MailboxLogin.advice().unwrap_or_default(),
-            ImapError::No { .. } | ImapError::Bad { .. } | ImapError::Protocol(_) => {
-                Cause::MailboxFailed.advice().unwrap_or_default()
-            }
+            ImapError::No { code, .. } | ImapError::LoginRefused { code, .. } => code.as_deref(),
+            _ => None,
         }
     }
 
@@ -197,14 +178,22 @@ impl ImapError {
             ImapError::Dns(text) => ImapError::Dns(clean(text)),
             ImapError::Refused(text) => ImapError::Refused(clean(text)),
             ImapError::Tls(text) => ImapError::Tls(clean(text)),
+            ImapError::Cleartext(text) => ImapError::Cleartext(clean(text)),
             ImapError::Timeout(text) => ImapError::Timeout(clean(text)),
             ImapError::Lost(text) => ImapError::Lost(clean(text)),
-            ImapError::LoginRefused(text) => ImapError::LoginRefused(clean(text)),
+            ImapError::LoginRefused { code, text } => ImapError::LoginRefused { code, text: clean(text) },
             ImapError::No { command, code, text } => ImapError::No { command, code, text: clean(text) },
             ImapError::Bad { command, text } => ImapError::Bad { command, text: clean(text) },
             ImapError::Protocol(text) => ImapError::Protocol(clean(text)),
         }
     }
+}
+
+/// The longest a command may take in all with a session of `timeout`,
+/// when `bytes` of message come with its answer.
+pub fn command_limit(timeout: Duration, bytes: u64) -> Duration {
+    timeout * COMMAND_LIMIT_FACTOR
+        + Duration::from_secs(bytes.saturating_add(SIZE_SLACK) / SLOWEST_BYTES_PER_SECOND)
 }
 
 /// A command argument.
@@ -235,6 +224,10 @@ pub struct Session {
     new_mail: bool,
     silence: Duration,
     alerts: Vec<String>,
+    /// The most one command may take in all (see [`COMMAND_LIMIT_FACTOR`]).
+    limit: Duration,
+    /// A command failed mid-exchange: the connection is out of step.
+    broken: bool,
 }
 
 impl fmt::Debug for Session {
@@ -262,7 +255,7 @@ impl Session {
             return Err(ImapError::Dns(format!("cannot resolve {host}: no address")));
         }
         if endpoint.security == Security::None && !addrs.iter().all(|addr| addr.ip().is_loopback()) {
-            return Err(ImapError::Tls(format!(
+            return Err(ImapError::Cleartext(format!(
                 "refusing IMAP without TLS to {host}: only a loopback address may be used in cleartext"
             )));
         }
@@ -324,6 +317,8 @@ impl Session {
             new_mail: false,
             silence: DEFAULT_SILENCE,
             alerts: Vec::new(),
+            broken: false,
+            limit: endpoint.timeout * COMMAND_LIMIT_FACTOR,
         };
         let known = session.greeting(since)?;
         if !known {
@@ -367,16 +362,16 @@ impl Session {
     ) -> Result<Session, ImapError> {
         let place = self.place();
         if self.authenticated {
-            return Err(ImapError::Tls(format!(
+            return Err(ImapError::Cleartext(format!(
                 "{place} pre-authenticated the connection, so STARTTLS is impossible: refusing cleartext"
             )));
         }
         if !self.capabilities.starttls {
-            return Err(ImapError::Tls(format!("{place} does not offer STARTTLS: refusing cleartext")));
+            return Err(ImapError::Cleartext(format!("{place} does not offer STARTTLS: refusing cleartext")));
         }
         self.run("STARTTLS", &[], &mut ignore).map_err(|e| match e {
             ImapError::No { text, .. } | ImapError::Bad { text, .. } => {
-                ImapError::Tls(format!("{place} refused STARTTLS: {text}"))
+                ImapError::Cleartext(format!("{place} refused STARTTLS: {text}"))
             }
             other => other,
         })?;
@@ -422,9 +417,12 @@ impl Session {
                 } else if offers("PLAIN") {
                     (secret, Attempt::Sasl("PLAIN", format!("\0{user}\0{secret}")))
                 } else {
-                    return Err(ImapError::LoginRefused(format!(
-                        "{place} takes no password on this connection (LOGINDISABLED, and no AUTH=PLAIN)"
-                    )));
+                    return Err(ImapError::LoginRefused {
+                        code: None,
+                        text: format!(
+                            "{place} takes no password on this connection (LOGINDISABLED, and no AUTH=PLAIN)"
+                        ),
+                    });
                 }
             }
             Login::XOAuth2 { user, token } => {
@@ -445,22 +443,26 @@ impl Session {
             Attempt::Login(user) => {
                 self.run("LOGIN", &[Arg::Str(user.as_bytes()), Arg::Str(secret.as_bytes())], &mut ignore)
             }
-            Attempt::Sasl(mechanism, _) if !offers(mechanism) => {
-                Err(ImapError::LoginRefused(format!("{place} does not offer AUTH={mechanism}")))
-            }
+            Attempt::Sasl(mechanism, _) if !offers(mechanism) => Err(ImapError::LoginRefused {
+                code: None,
+                text: format!("{place} does not offer AUTH={mechanism}"),
+            }),
             Attempt::Sasl(mechanism, message) => self.authenticate(mechanism, message.as_bytes()),
         };
         let initial = match &attempt {
-            Attempt::Sasl(_, message) => base64::encode(message.as_bytes(), base64::STANDARD, true),
+            Attempt::Sasl(_, message) => BASE64.encode(message.as_bytes()),
             Attempt::Login(_) => String::new(),
         };
         let secrets = [secret, initial.as_str()];
+        // An [ALERT] is shown to a person: one that quotes the login back
+        // must not show the secret either.
+        for alert in &mut self.alerts {
+            *alert = crate::secret::scrub(alert, &secrets);
+        }
         let text = result.map_err(|e| {
             match e {
-                ImapError::No { code, text, .. } => {
-                    ImapError::LoginRefused(format!("{}{text}", bracketed(&code)))
-                }
-                ImapError::Bad { text, .. } => ImapError::LoginRefused(text),
+                ImapError::No { code, text, .. } => ImapError::LoginRefused { code, text },
+                ImapError::Bad { text, .. } => ImapError::LoginRefused { code: None, text },
                 other => other,
             }
             .scrubbed(&secrets)
@@ -479,7 +481,7 @@ impl Session {
     fn authenticate(&mut self, mechanism: &str, message: &[u8]) -> Result<Text, ImapError> {
         let command = "AUTHENTICATE";
         let tag = self.next_tag();
-        let mut encoded = base64::encode(message, base64::STANDARD, true);
+        let mut encoded = BASE64.encode(message);
         if encoded.is_empty() {
             encoded.push('=');
         }
@@ -632,6 +634,11 @@ impl Session {
         self.run("UID SEARCH", &[Arg::Raw(criteria)], &mut |untagged, _| {
             if let Untagged::Search(found) = untagged {
                 uids.extend(found);
+                if uids.len() > MAX_SEARCH {
+                    return Err(ImapError::Protocol(format!(
+                        "a SEARCH answer of more than {MAX_SEARCH} UIDs"
+                    )));
+                }
             }
             Ok(())
         })?;
@@ -672,27 +679,32 @@ impl Session {
             .collect()
     }
 
-    /// The messages `uids` with their exact bytes, handed to `each` one by
-    /// one as they arrive (one in memory at a time). A message the server
-    /// sends no body for (expunged meanwhile) is not handed over.
-    pub fn fetch_bodies(&mut self, uids: &[u32], each: &mut dyn FnMut(Fetched)) -> Result<(), ImapError> {
-        let wanted = sorted(uids);
-        let mut handed = HashSet::new();
-        for set in uid_sets(&wanted) {
-            let items = "(UID FLAGS RFC822.SIZE BODY.PEEK[])";
-            self.run("UID FETCH", &[Arg::Raw(&set), Arg::Raw(items)], &mut |untagged, raw| {
-                if let Untagged::Fetch(Fetch { uid: Some(uid), flags, size, body: Some(body), .. }) = untagged
-                {
-                    if wanted.binary_search(&uid).is_ok() && handed.insert(uid) {
-                        let body = bytes(body, raw);
-                        let size = size.unwrap_or(body.len() as u64);
-                        each(Fetched { uid, size, flags: flags.unwrap_or_default(), body: Some(body) });
-                    }
+    /// Message `uid` whole, with its flags, if the folder still has it
+    /// and the server sends its body; None if it does not (expunged
+    /// meanwhile, or a server that answers OK without it). `announced` is
+    /// its RFC822.SIZE: a literal much larger is refused before it is read,
+    /// and the fetch may take longer the larger the message.
+    pub fn fetch_one(&mut self, uid: u32, announced: u64) -> Result<Option<Fetched>, ImapError> {
+        let saved = (self.limit, self.conn.literal_cap);
+        self.limit = command_limit(self.endpoint.timeout, announced);
+        self.conn.literal_cap = announced.saturating_add(SIZE_SLACK);
+        let set = uid.to_string();
+        let mut found = None;
+        let items = "(UID FLAGS RFC822.SIZE BODY.PEEK[])";
+        let result = self.run("UID FETCH", &[Arg::Raw(&set), Arg::Raw(items)], &mut |untagged, raw| {
+            if let Untagged::Fetch(Fetch { uid: Some(fetched), flags, size, body: Some(body), .. }) = untagged
+            {
+                if fetched == uid && found.is_none() {
+                    let body = bytes(body, raw);
+                    let size = size.unwrap_or(body.len() as u64);
+                    found = Some(Fetched { uid, size, flags: flags.unwrap_or_default(), body: Some(body) });
                 }
-                Ok(())
-            })?;
-        }
-        Ok(())
+            }
+            Ok(())
+        });
+        (self.limit, self.conn.literal_cap) = saved;
+        result?;
+        Ok(found)
     }
 
     /// Up to `len` bytes of message `uid` from `offset` on (fewer at its
@@ -741,39 +753,40 @@ impl Session {
         Ok(())
     }
 
-    /// Move `uids` to `folder`, which must exist (`NO [TRYCREATE]` otherwise).
-    /// Without MOVE: copy, flag \Deleted, and expunge exactly these UIDs if
-    /// the server has UIDPLUS; else they stay, flagged \Deleted (a plain
-    /// EXPUNGE would also remove what other clients flagged).
-    pub fn move_to(&mut self, uids: &[u32], folder: &str) -> Result<(), ImapError> {
+    /// Move `uids` to `folder`, which must exist (`NO [TRYCREATE]`
+    /// otherwise), with MOVE (RFC 6851): the caller checks the capability.
+    pub fn uid_move(&mut self, uids: &[u32], folder: &str) -> Result<(), ImapError> {
         let wire = utf7::encode(folder);
         for set in uid_sets(&sorted(uids)) {
-            if self.capabilities.move_ {
-                self.run("UID MOVE", &[Arg::Raw(&set), Arg::Str(wire.as_bytes())], &mut ignore)?;
-            } else {
-                self.run("UID COPY", &[Arg::Raw(&set), Arg::Str(wire.as_bytes())], &mut ignore)?;
-                self.remove(&set)?;
-            }
+            self.run("UID MOVE", &[Arg::Raw(&set), Arg::Str(wire.as_bytes())], &mut ignore)?;
         }
         Ok(())
     }
 
-    /// Delete `uids`: \Deleted, and expunged if the server has UIDPLUS.
+    /// Copy `uids` to `folder`, which must exist; without MOVE, a move is
+    /// a copy and a [`Session::delete`].
+    pub fn copy(&mut self, uids: &[u32], folder: &str) -> Result<(), ImapError> {
+        let wire = utf7::encode(folder);
+        for set in uid_sets(&sorted(uids)) {
+            self.run("UID COPY", &[Arg::Raw(&set), Arg::Str(wire.as_bytes())], &mut ignore)?;
+        }
+        Ok(())
+    }
+
+    /// Delete `uids`: \Deleted, and expunged if the server has UIDPLUS;
+    /// without it they stay flagged (a plain EXPUNGE would also remove what
+    /// other clients flagged). Run again, it finishes what an interrupted
+    /// one began.
     pub fn delete(&mut self, uids: &[u32]) -> Result<(), ImapError> {
         for set in uid_sets(&sorted(uids)) {
-            self.remove(&set)?;
-        }
-        Ok(())
-    }
-
-    fn remove(&mut self, set: &str) -> Result<(), ImapError> {
-        self.run(
-            "UID STORE",
-            &[Arg::Raw(set), Arg::Raw("+FLAGS.SILENT"), Arg::Raw("(\\Deleted)")],
-            &mut ignore,
-        )?;
-        if self.capabilities.uidplus {
-            self.run("UID EXPUNGE", &[Arg::Raw(set)], &mut ignore)?;
+            self.run(
+                "UID STORE",
+                &[Arg::Raw(&set), Arg::Raw("+FLAGS.SILENT"), Arg::Raw("(\\Deleted)")],
+                &mut ignore,
+            )?;
+            if self.capabilities.uidplus {
+                self.run("UID EXPUNGE", &[Arg::Raw(&set)], &mut ignore)?;
+            }
         }
         Ok(())
     }
@@ -898,11 +911,15 @@ impl Session {
     pub fn logout(mut self) {
         let tag = self.next_tag();
         let deadline = Instant::now() + self.endpoint.timeout;
-        if self.conn.send(format!("{tag} LOGOUT\r\n").as_bytes(), deadline).is_ok() {
+        // Mid-response (a deadline passed, garbage, a lost connection), the
+        // answer to LOGOUT cannot be told apart: just close.
+        if !self.broken && self.conn.send(format!("{tag} LOGOUT\r\n").as_bytes(), deadline).is_ok() {
             // BYE, then the OK.
-            while let Ok(raw) =
-                self.conn.response(Instant::now(), deadline.saturating_duration_since(Instant::now()))
-            {
+            while let Ok(raw) = self.conn.response(
+                Instant::now(),
+                deadline.saturating_duration_since(Instant::now()),
+                deadline,
+            ) {
                 match parse::parse(&raw) {
                     Ok(Response::Tagged { tag: answered, .. }) if answered == tag => break,
                     Ok(_) => {}
@@ -923,7 +940,14 @@ impl Session {
     }
 
     fn failed(&self, failure: Failure, what: &str) -> ImapError {
-        failed(failure, &self.place(), what, self.endpoint.timeout)
+        match failure {
+            Failure::Overdue => ImapError::Timeout(format!(
+                "{} did not finish answering {what} within {:?}",
+                self.place(),
+                self.limit
+            )),
+            failure => failed(failure, &self.place(), what, self.endpoint.timeout),
+        }
     }
 
     fn garbage(&self, e: &ParseError, raw: &[u8], what: &str) -> ImapError {
@@ -938,14 +962,23 @@ impl Session {
 
     fn send(&mut self, bytes: &[u8], what: &str) -> Result<(), ImapError> {
         let deadline = Instant::now() + self.endpoint.timeout;
-        self.conn.send(bytes, deadline).map_err(|f| self.failed(f, what))
+        let sent = self.conn.send(bytes, deadline).map_err(|f| self.failed(f, what));
+        self.broken |= sent.is_err();
+        sent
     }
 
-    /// The next response, waiting up to the timeout for each of its bytes.
+    /// The next response, waiting up to the timeout for each of its bytes
+    /// and no longer than the command's limit, counted from `since`, in all.
     fn read(&mut self, since: Instant, what: &str) -> Result<(Response, Vec<u8>), ImapError> {
-        let raw = self.conn.response(since, self.endpoint.timeout).map_err(|f| self.failed(f, what))?;
-        let response = parse::parse(&raw).map_err(|e| self.garbage(&e, &raw, what))?;
-        Ok((response, raw))
+        let overall = since + self.limit;
+        let read =
+            self.conn.response(since, self.endpoint.timeout, overall).map_err(|f| self.failed(f, what));
+        let parsed = read.and_then(|raw| match parse::parse(&raw) {
+            Ok(response) => Ok((response, raw)),
+            Err(e) => Err(self.garbage(&e, &raw, what)),
+        });
+        self.broken |= parsed.is_err();
+        parsed
     }
 
     /// Send `command` with `args` and read until its tagged answer, handing
@@ -1091,6 +1124,7 @@ enum Attempt<'a> {
 fn failed(failure: Failure, place: &str, what: &str, timeout: Duration) -> ImapError {
     match failure {
         Failure::Timeout => ImapError::Timeout(format!("{place} did not answer {what} within {timeout:?}")),
+        Failure::Overdue => ImapError::Timeout(format!("{place} did not finish answering {what} in time")),
         Failure::Lost(reason) => {
             ImapError::Lost(format!("connection to {place} lost during {what}: {reason}"))
         }
@@ -1101,7 +1135,7 @@ fn failed(failure: Failure, place: &str, what: &str, timeout: Duration) -> ImapE
 
 /// The `status` of an OAuth error challenge (base64 JSON), never more of it.
 fn challenge_status(challenge: &[u8]) -> Option<String> {
-    let json = base64::decode(challenge, base64::STANDARD, true)?;
+    let json = BASE64.decode(challenge).ok()?;
     let value: serde_json::Value = serde_json::from_slice(&json).ok()?;
     let status = value.get("status")?;
     let status = status.as_str().map(str::to_string).unwrap_or_else(|| status.to_string());

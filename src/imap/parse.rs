@@ -10,7 +10,8 @@ use std::ops::Range;
 
 /// The longest line (between literals) we accept.
 pub(super) const MAX_LINE: usize = 1 << 20;
-/// The most literal bytes one response may carry.
+/// The most literal bytes one response may carry, unless the session sets
+/// a lower cap (a message's announced size and max_size).
 pub(super) const MAX_LITERAL: u64 = 1 << 30;
 /// Nesting of parenthesized lists (a body structure has a few levels).
 const MAX_DEPTH: usize = 32;
@@ -121,8 +122,10 @@ pub(super) struct Frame {
 
 /// The length of the first whole response in `buf`, or None while more
 /// bytes are needed. `frame` must be the one used for the same response on
-/// the same buffer so far; it starts afresh once a response is found.
-pub(super) fn frame(buf: &[u8], frame: &mut Frame) -> Result<Option<usize>, ParseError> {
+/// the same buffer so far; it starts afresh once a response is found. A
+/// response whose literals announce more than `cap` bytes is refused before
+/// they are read (a lying server cannot make us hold them).
+pub(super) fn frame(buf: &[u8], frame: &mut Frame, cap: u64) -> Result<Option<usize>, ParseError> {
     loop {
         if frame.literal > 0 {
             let have = buf.len().saturating_sub(frame.checked) as u64;
@@ -156,8 +159,8 @@ pub(super) fn frame(buf: &[u8], frame: &mut Frame) -> Result<Option<usize>, Pars
         match announced(line)? {
             Some(n) => {
                 frame.literals = frame.literals.saturating_add(n);
-                if frame.literals > MAX_LITERAL {
-                    return Err(ParseError(format!("literals of more than {MAX_LITERAL} bytes")));
+                if frame.literals > cap.min(MAX_LITERAL) {
+                    return Err(ParseError(format!("literals of more than {} bytes", cap.min(MAX_LITERAL))));
                 }
                 frame.literal = n;
             }
@@ -746,7 +749,7 @@ mod tests {
             }
         );
         assert_eq!(&input[start..start + 10], b"a)\r\n{2}\x00\xff\"");
-        assert_eq!(frame(&input, &mut Frame::default()), Ok(Some(input.len())));
+        assert_eq!(frame(&input, &mut Frame::default(), MAX_LITERAL), Ok(Some(input.len())));
     }
 
     #[test]
@@ -796,24 +799,30 @@ mod tests {
         let first = stream.len() - b"A1 OK done\r\n".len();
         for cut in 0..stream.len() {
             let mut f = Frame::default();
-            let early = frame(&stream[..cut], &mut f).unwrap();
+            let early = frame(&stream[..cut], &mut f, MAX_LITERAL).unwrap();
             if cut < first {
                 assert_eq!(early, None, "cut {cut}");
-                assert_eq!(frame(stream, &mut f), Ok(Some(first)), "cut {cut}");
+                assert_eq!(frame(stream, &mut f, MAX_LITERAL), Ok(Some(first)), "cut {cut}");
             }
         }
-        assert_eq!(frame(&stream[first..], &mut Frame::default()), Ok(Some(stream.len() - first)));
+        assert_eq!(
+            frame(&stream[first..], &mut Frame::default(), MAX_LITERAL),
+            Ok(Some(stream.len() - first))
+        );
     }
 
     #[test]
     fn framing_caps_lines_and_literals() {
         let long = vec![b'a'; MAX_LINE + 2];
-        assert!(frame(&long, &mut Frame::default()).is_err());
-        assert!(frame(b"* 1 FETCH (BODY[] {1073741825}\r\n", &mut Frame::default()).is_err());
-        assert_eq!(frame(b"* 1 FETCH (A {1073741824}\r\n", &mut Frame::default()), Ok(None));
+        assert!(frame(&long, &mut Frame::default(), MAX_LITERAL).is_err());
+        assert!(frame(b"* 1 FETCH (BODY[] {1073741825}\r\n", &mut Frame::default(), MAX_LITERAL).is_err());
+        assert_eq!(frame(b"* 1 FETCH (A {1073741824}\r\n", &mut Frame::default(), MAX_LITERAL), Ok(None));
         // A second literal in the same response goes past the cap.
         let mut f = Frame { literals: MAX_LITERAL, ..Frame::default() };
-        assert!(frame(b"x {1}\r\n", &mut f).is_err());
+        assert!(frame(b"x {1}\r\n", &mut f, MAX_LITERAL).is_err());
+        // A session's own cap: a message's announced size, not a GiB.
+        assert!(frame(b"* 1 FETCH (BODY[] {1001}\r\n", &mut Frame::default(), 1000).is_err());
+        assert_eq!(frame(b"* 1 FETCH (BODY[] {1000}\r\n", &mut Frame::default(), 1000), Ok(None));
     }
 
     fn imapish() -> impl Strategy<Value = Vec<u8>> {
@@ -849,7 +858,7 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = parse(&bytes);
             let mut f = Frame::default();
-            let _ = frame(&bytes, &mut f);
+            let _ = frame(&bytes, &mut f, MAX_LITERAL);
         }
 
         #[test]
@@ -860,7 +869,7 @@ mod tests {
             // Framing then parsing, as the session does.
             let mut at = 0;
             let mut f = Frame::default();
-            while let Ok(Some(n)) = frame(&bytes[at..], &mut f) {
+            while let Ok(Some(n)) = frame(&bytes[at..], &mut f, MAX_LITERAL) {
                 let _ = parse(&bytes[at..at + n]);
                 at += n;
             }

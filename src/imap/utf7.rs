@@ -2,7 +2,17 @@
 //! ASCII stands for itself (`&` as `&-`), anything else is UTF-16 in
 //! base64 (`,` for `/`, no padding) between `&` and `-`.
 
-use super::base64::{self, MAILBOX};
+use base64::alphabet::IMAP_MUTF7;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine as _;
+
+/// RFC 3501's base64: `,` for `/`, no padding, none accepted.
+const MUTF7: GeneralPurpose = GeneralPurpose::new(
+    &IMAP_MUTF7,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone),
+);
 
 /// The wire form of a folder name.
 pub fn encode(name: &str) -> String {
@@ -12,7 +22,7 @@ pub fn encode(name: &str) -> String {
         if !wide.is_empty() {
             let bytes: Vec<u8> = wide.iter().flat_map(|unit| unit.to_be_bytes()).collect();
             out.push('&');
-            out.push_str(&base64::encode(&bytes, MAILBOX, false));
+            out.push_str(&MUTF7.encode(&bytes));
             out.push('-');
             wide.clear();
         }
@@ -46,7 +56,7 @@ pub fn decode(wire: &[u8]) -> Option<String> {
                 if run.is_empty() {
                     out.push('&');
                 } else {
-                    let bytes = base64::decode(run, MAILBOX, false)?;
+                    let bytes = MUTF7.decode(run).ok()?;
                     if !bytes.len().is_multiple_of(2) {
                         return None;
                     }

@@ -1,23 +1,32 @@
-//! `watch`: fetch mail from IMAP mailboxes and hand each message to the one
+//! `watch`: fetch mail from mailboxes and hand each message to the one
 //! pipeline, transactionally: a message is flagged, moved or deleted on the
-//! server only after the ingress answered 2xx for it.
+//! server only after the ingress answered 2xx for it, and what the ingress
+//! answered is remembered before, so it is never sent again because a later
+//! step failed.
 //!
-//! One thread per folder of each mailbox, blocking I/O with deadlines, like
-//! the rest of the program (the relay is blocking to its callers): a broken
-//! mailbox only ever stalls its own threads. The main thread handles signals
-//! (SIGTERM and the like: finish what is in flight, log out, exit 0; SIGHUP:
-//! reload the configuration) and tells systemd how things stand.
+//! The engine ([`worker`]) is written against a small [`source::Source`]
+//! trait, which IMAP ([`imap`]) implements. Its concurrency model is OS
+//! threads and blocking I/O with deadlines, like the rest of the program
+//! (the relay is blocking to its callers; a blocking call inside an async
+//! runtime is what must never happen): one worker thread per connection,
+//! at most `max_connections` per mailbox, each serving one folder in IDLE
+//! or several in turn. A broken mailbox only ever stalls its own workers.
+//! The main thread handles signals (SIGTERM and the like: finish what is in
+//! flight, log out, exit 0; a second one: exit at once; SIGHUP: reload the
+//! configuration) and tells systemd how things stand.
 
-mod folder;
+mod imap;
+mod source;
 pub mod state;
+mod worker;
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -26,10 +35,12 @@ use sd_notify::NotifyState;
 
 use crate::cli::WatchArgs;
 use crate::config::{Config, Mailbox, Overrides};
+use crate::log;
+use crate::metrics::{self, Metrics};
 use crate::outcome::{Cause, Class, Mta, Outcome};
 use crate::pipeline::{Mode, Pipeline};
 use crate::sys;
-use folder::{Folder, Left};
+use worker::{Context, Left, Worker};
 
 /// How often the main thread looks at its workers (status, watchdog).
 const TICK: Duration = Duration::from_secs(1);
@@ -90,19 +101,17 @@ impl Stop {
     }
 }
 
-/// What one folder's thread is doing, for systemd's status and watchdog.
+/// What one worker is doing, for systemd's status and watchdog.
 #[derive(Clone, Debug)]
 pub struct Health {
     pub name: String,
     pub doing: String,
     pub failing: bool,
-    /// When the thread last showed it is alive.
-    pub beat: Instant,
     pub delivered: u64,
     pub refused: u64,
 }
 
-/// What the main thread and the folder threads share.
+/// What the main thread and the workers share.
 pub struct Shared {
     pub stop: Stop,
     health: Mutex<Vec<Health>>,
@@ -115,23 +124,14 @@ impl Shared {
 
     fn join(&self, name: String) -> usize {
         let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
-        let beat = Instant::now();
-        health.push(Health {
-            name,
-            doing: "starting".into(),
-            failing: false,
-            beat,
-            delivered: 0,
-            refused: 0,
-        });
+        health.push(Health { name, doing: "starting".into(), failing: false, delivered: 0, refused: 0 });
         health.len() - 1
     }
 
-    /// Record what thread `id` does now, which also shows it is alive.
+    /// Record what worker `id` does now.
     pub fn update(&self, id: usize, change: impl FnOnce(&mut Health)) {
         let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(h) = health.get_mut(id) {
-            h.beat = Instant::now();
             change(h);
         }
     }
@@ -141,14 +141,15 @@ impl Shared {
     }
 }
 
-/// One line on stdout (the journal, under systemd): a message's outcome or
-/// a connection event. Write errors are ignored: a closed stdout must not
-/// stop the watcher.
-pub fn log(line: &str) {
-    let _ = writeln!(io::stdout().lock(), "{line}");
+/// What reaches the main thread.
+enum Event {
+    Signal(libc::c_int),
+    /// A worker ended (with --once: it did what it could).
+    Ended,
 }
 
 pub fn main(args: &WatchArgs, overrides: &Overrides) -> ExitCode {
+    log::set_format(args.log_format.unwrap_or_default());
     let ran = sys::catch_panic(|| watch(args, overrides));
     let outcome = ran.unwrap_or_else(|panic| {
         Outcome::new(Cause::Bug, format!("internal error, please report it: {panic}"))
@@ -162,23 +163,61 @@ fn watch(args: &WatchArgs, overrides: &Overrides) -> Outcome {
         Ok(signals) => signals,
         Err(e) => return Outcome::new(Cause::Bug, format!("cannot catch signals: {}", sys::io_reason(&e))),
     };
-    let (tx, signalled) = mpsc::channel();
+    let (events, heard) = mpsc::channel();
     let handle = signals.handle();
+    let to_main = events.clone();
     thread::spawn(move || {
         let mut signals = signals;
+        let mut stops = 0;
         for signal in signals.forever() {
-            if tx.send(signal).is_err() {
+            if signal != libc::SIGHUP {
+                stops += 1;
+            }
+            if stops > 1 {
+                // A second request: stop now, whatever the main thread is
+                // waiting for. Nothing is lost: what was answered and not
+                // settled is in the state files, the rest is still on the
+                // server.
+                let outcome = Outcome::new(
+                    Cause::Interrupted,
+                    format!("stopped at once by a second {}", sys::signal_name(signal)),
+                );
+                let _ = outcome.report(Mta::Sysexits, false, &[]);
+                std::process::exit(outcome.exit_code(Mta::Sysexits).into());
+            }
+            if to_main.send(Event::Signal(signal)).is_err() {
                 return;
             }
         }
     });
+    let result = supervise(args, overrides, &events, &heard);
+    handle.close();
+    result
+}
+
+fn supervise(
+    args: &WatchArgs,
+    overrides: &Overrides,
+    events: &Sender<Event>,
+    heard: &mpsc::Receiver<Event>,
+) -> Outcome {
     let mut config = match load(args, overrides) {
         Ok(loaded) => loaded,
         Err(outcome) => return outcome,
     };
     let state = state_dir(&config.0);
+    // Kept across reloads: the counters go on, the server keeps its port.
+    let shown = match Shown::start(args.metrics_listen) {
+        Ok(shown) => shown,
+        Err(outcome) => return outcome,
+    };
+    let (metrics, health) = (&shown.metrics, &shown.health);
     let _lock = match state::Lock::take(&state) {
         Ok(lock) => lock,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            return Outcome::new(Cause::Busy, e.to_string())
+                .with_fix("stop the other watch (systemctl stop chatwoot-ingress-watch), or give this one another state_dir")
+        }
         Err(e) => {
             return Outcome::new(
                 Cause::StateFailed,
@@ -186,47 +225,47 @@ fn watch(args: &WatchArgs, overrides: &Overrides) -> Outcome {
             )
         }
     };
-    let mut stops = 0;
-    let result = loop {
+    loop {
         let (loaded, mailboxes) = &config;
-        let run = Run::start(loaded, mailboxes, &state, args.once);
-        let run = match run {
-            Ok(run) => run,
-            Err(outcome) => break outcome,
-        };
-        if args.once {
-            break run.finish(false);
+        for warning in &loaded.warnings {
+            log::warning("configuration", format!("warning: {warning}")).emit();
         }
-        let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&run.status())]);
+        let run = match Run::start(loaded, mailboxes, &state, args.once, events, &shown) {
+            Ok(run) => run,
+            Err(outcome) => return outcome,
+        };
+        if !args.once {
+            let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&run.status())]);
+        }
         let watchdog = sd_notify::watchdog_enabled();
         let mut last_ping = Instant::now();
+        let mut ended = 0;
         let reload = loop {
-            match signalled.recv_timeout(TICK) {
-                Ok(libc::SIGHUP) => break true,
-                Ok(signal) => {
-                    stops += 1;
-                    if stops > 1 {
-                        // A second request: stop now. Nothing is lost, only
-                        // posted again later (flags come after the 2xx).
-                        let outcome = Outcome::new(
-                            Cause::Interrupted,
-                            format!("stopped at once by a second {}", sys::signal_name(signal)),
-                        );
-                        let _ = outcome.report(Mta::Sysexits, false, &[]);
-                        std::process::exit(outcome.exit_code(Mta::Sysexits).into());
+            match heard.recv_timeout(TICK) {
+                Ok(Event::Ended) => {
+                    ended += 1;
+                    if args.once && ended == run.workers.len() {
+                        return run.finish(false);
                     }
-                    log(&format!(
-                        "stopping on {}: finishing the messages in flight",
-                        sys::signal_name(signal)
-                    ));
+                }
+                Ok(Event::Signal(libc::SIGHUP)) if !args.once => break true,
+                Ok(Event::Signal(signal)) => {
+                    log::info(
+                        "stopping",
+                        format!("stopping on {}: finishing the messages in flight", sys::signal_name(signal)),
+                    )
+                    .emit();
                     break false;
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break false,
             }
+            if args.once {
+                continue;
+            }
             let _ = sd_notify::notify(&[NotifyState::Status(&run.status())]);
             if let Some(period) = watchdog {
-                if last_ping.elapsed() >= period / 2 && run.alive(period) {
+                if last_ping.elapsed() >= period / 2 && health.live().is_ok() {
                     let _ = sd_notify::notify(&[NotifyState::Watchdog]);
                     last_ping = Instant::now();
                 }
@@ -234,24 +273,83 @@ fn watch(args: &WatchArgs, overrides: &Overrides) -> Outcome {
         };
         if !reload {
             let _ = sd_notify::notify(&[NotifyState::Stopping]);
-            run.finish(true);
-            break Outcome::new(Cause::Delivered, "stopped");
+            let left = run.finish(true);
+            // --once stopped by a signal says what is left; a service stops cleanly.
+            return if args.once && left.class() != Class::Success {
+                left
+            } else {
+                Outcome::new(Cause::Delivered, "stopped")
+            };
         }
         let _ = sd_notify::notify(&[NotifyState::Reloading]);
-        log("reloading the configuration (SIGHUP)");
+        log::info("reloading", "reloading the configuration (SIGHUP)").emit();
         // The new configuration must load before the old one is let go of.
         let new = load(args, overrides);
         run.finish(true);
+        // What the old workers said as they ended is of no interest now.
+        while heard.try_recv().is_ok_and(|e| matches!(e, Event::Ended)) {}
         match new {
-            Ok(new) if state_dir(&new.0) == state => config = new,
-            Ok(_) => log(
+            Ok(new) if state_dir(&new.0) == state => {
+                for gone in config.1.iter().filter(|m| !new.1.iter().any(|n| n.name == m.name)) {
+                    metrics.forget(&gone.name);
+                }
+                config = new;
+            }
+            Ok(_) => log::warning(
+                "reloading",
                 "warning: state_dir cannot change on reload (restart instead); the old configuration is kept",
-            ),
-            Err(outcome) => log(&format!("warning: the new configuration is not used: {outcome}")),
+            )
+            .emit(),
+            Err(outcome) => {
+                log::warning("reloading", format!("warning: the new configuration is not used: {outcome}"))
+                    .emit()
+            }
         }
-    };
-    handle.close();
-    result
+    }
+}
+
+/// Probe the ingress until it answers as the ingress does (with backoff),
+/// for readiness; then each delivery says how it stands.
+fn probe(pipeline: &Pipeline, health: &metrics::Health, stop: &Stop) {
+    let mut again = crate::backoff::Backoff::new(Duration::from_secs(5), Duration::from_secs(60));
+    loop {
+        match pipeline.probe_ingress() {
+            Ok(()) => return health.set_ready(Ok(())),
+            Err(outcome) => {
+                health.set_ready(Err(format!("the ingress does not answer as it should: {outcome}")))
+            }
+        }
+        if stop.sleep(again.next_pause()) {
+            return;
+        }
+    }
+}
+
+/// What a running watch shows: its metrics and health, and the server
+/// that serves them (when --metrics-listen asks for one).
+struct Shown {
+    metrics: Arc<Metrics>,
+    health: Arc<metrics::Health>,
+    server: Option<metrics::ServerHandle>,
+}
+
+impl Shown {
+    fn start(listen: Option<std::net::SocketAddr>) -> Result<Shown, Outcome> {
+        let metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
+        let health = metrics::Health::new();
+        let Some(addr) = listen else { return Ok(Shown { metrics, health, server: None }) };
+        metrics::check_listen(addr, false).map_err(|e| Outcome::new(Cause::Config, e))?;
+        let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+            Outcome::new(
+                Cause::Config,
+                format!("cannot listen on {addr} for metrics: {}", sys::io_reason(&e)),
+            )
+        })?;
+        let server = metrics::serve(listener, metrics.clone(), health.clone())
+            .map_err(|e| Outcome::new(Cause::Bug, format!("cannot serve metrics: {}", sys::io_reason(&e))))?;
+        log::info("metrics", format!("metrics and health on http://{}/metrics", server.local_addr())).emit();
+        Ok(Shown { metrics, health, server: Some(server) })
+    }
 }
 
 type Loaded = (Config, Vec<Mailbox>);
@@ -294,57 +392,94 @@ pub fn state_dir(config: &Config) -> PathBuf {
     user.unwrap_or_else(|| PathBuf::from("/var/lib/chatwoot-ingress")).join("watch")
 }
 
-/// The folder threads of one configuration.
+/// The folders of `mailbox`, dealt to at most `max` connections in turn.
+fn shares(folders: &[String], max: usize) -> Vec<Vec<String>> {
+    let n = folders.len().min(max.max(1));
+    let mut shares = vec![Vec::new(); n];
+    for (i, folder) in folders.iter().enumerate() {
+        shares[i % n].push(folder.clone());
+    }
+    shares
+}
+
+/// The workers of one configuration.
 struct Run {
     shared: Arc<Shared>,
-    threads: Vec<thread::JoinHandle<Left>>,
+    workers: Vec<thread::JoinHandle<Left>>,
+    folders: usize,
 }
 
 impl Run {
     fn start(
         config: &Config,
         mailboxes: &[Mailbox],
-        state_dir: &std::path::Path,
+        state_dir: &Path,
         once: bool,
+        events: &Sender<Event>,
+        shown: &Shown,
     ) -> Result<Run, Outcome> {
+        let (metrics, health) = (&shown.metrics, &shown.health);
         let pipeline = Arc::new(Pipeline::new(config, Mode::Send)?);
         let shared = Arc::new(Shared::new());
-        let mut threads = Vec::new();
+        // Ready once the ingress answers: a probe now (when something may
+        // ask: the metrics server), then each delivery.
+        health.set_ready(Err("waiting for the ingress's first answer".into()));
+        if !once && shown.server.is_some() {
+            let (pipeline, health, shared) = (pipeline.clone(), health.clone(), shared.clone());
+            thread::spawn(move || probe(&pipeline, &health, &shared.stop));
+        }
+        let mut workers = Vec::new();
+        let mut folders = 0;
         for mailbox in mailboxes {
-            // One token cache for the folders of a mailbox.
+            // One token cache for the connections of a mailbox.
             let tokens = crate::mailbox::tokens(mailbox)?.map(Arc::new);
-            for name in &mailbox.folders {
-                let id = shared.join(format!("{}/{name}", mailbox.name));
-                let folder = Folder::new(
-                    mailbox.clone(),
-                    name.clone(),
-                    pipeline.clone(),
-                    shared.clone(),
-                    id,
-                    state_dir,
-                    config.recipient_header.as_ref().map(|h| h.value.clone()),
-                    once,
-                    tokens.clone(),
-                );
+            let ctx = Arc::new(Context {
+                pipeline: pipeline.clone(),
+                shared: shared.clone(),
+                metrics: metrics.clone(),
+                health: health.clone(),
+                state_dir: state_dir.to_path_buf(),
+                once,
+                recipient_header: mailbox
+                    .recipient_header
+                    .clone()
+                    .or_else(|| config.recipient_header.as_ref().map(|h| h.value.clone())),
+                poll_interval: mailbox.poll_interval,
+            });
+            for share in shares(&mailbox.folders, mailbox.max_connections.get()) {
+                folders += share.len();
+                let name = format!("{}/{}", mailbox.name, share.join(","));
+                let id = shared.join(name.clone());
+                let source = imap::ImapSource::new(mailbox.clone(), tokens.clone());
+                let worker = Worker::new(source, &mailbox.name, &share, ctx.clone(), id);
+                let done = events.clone();
                 let thread = thread::Builder::new()
-                    .name(format!("{}/{name}", mailbox.name))
-                    .spawn(move || folder.run())
+                    .name(name)
+                    .spawn(move || {
+                        let left = worker.run();
+                        let _ = done.send(Event::Ended);
+                        left
+                    })
                     .map_err(|e| {
                         Outcome::new(Cause::Bug, format!("cannot start a thread: {}", sys::io_reason(&e)))
                     })?;
-                threads.push(thread);
+                workers.push(thread);
             }
         }
-        log(&format!(
-            "watching {} folder(s) of {} mailbox(es); state in {}",
-            threads.len(),
-            mailboxes.len(),
-            state_dir.display()
-        ));
-        Ok(Run { shared, threads })
+        log::info(
+            "started",
+            format!(
+                "watching {folders} folder(s) of {} mailbox(es) over {} connection(s); state in {}",
+                mailboxes.len(),
+                workers.len(),
+                state_dir.display()
+            ),
+        )
+        .emit();
+        Ok(Run { shared, workers, folders })
     }
 
-    /// Wait for every thread, after asking them to stop (each finishes its
+    /// Wait for every worker, after asking them to stop (each finishes its
     /// message in flight and logs out) unless they end by themselves
     /// (--once); what is left for later decides --once's exit.
     fn finish(self, stop: bool) -> Outcome {
@@ -352,11 +487,11 @@ impl Run {
             self.shared.stop.request();
         }
         let mut left = Vec::new();
-        for thread in self.threads {
-            match thread.join() {
+        for worker in self.workers {
+            match worker.join() {
                 Ok(Left::Nothing) => {}
                 Ok(Left::Something(outcome)) => left.push(outcome),
-                Err(_) => left.push(Outcome::new(Cause::Bug, "a folder's thread panicked, please report it")),
+                Err(_) => left.push(Outcome::new(Cause::Bug, "a worker thread panicked, please report it")),
             }
         }
         match left.into_iter().max_by_key(|o| o.class() == Class::Temporary) {
@@ -372,16 +507,33 @@ impl Run {
             health.iter().filter(|h| h.failing).map(|h| format!("{}: {}", h.name, h.doing)).collect();
         let delivered: u64 = health.iter().map(|h| h.delivered).sum();
         let refused: u64 = health.iter().map(|h| h.refused).sum();
-        let mut line = format!("{} folder(s), {delivered} delivered, {refused} refused", health.len());
+        let mut line = format!(
+            "{} folder(s) over {} connection(s), {delivered} delivered, {refused} refused",
+            self.folders,
+            health.len()
+        );
         if !failing.is_empty() {
             line.push_str(&format!("; failing: {}", failing.join("; ")));
         }
         line
     }
+}
 
-    /// Every folder thread showed life recently enough; a delivery may
-    /// take the relay's whole timeout, so that much more is allowed.
-    fn alive(&self, period: Duration) -> bool {
-        self.shared.snapshot().iter().all(|h| h.beat.elapsed() < period + folder::LONGEST_STEP)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_beyond_the_connections_share_them_and_each_is_served() {
+        let folders: Vec<String> = (0..50).map(|i| format!("f{i}")).collect();
+        let dealt = shares(&folders, 15);
+        assert_eq!(dealt.len(), 15);
+        let mut all: Vec<&String> = dealt.iter().flatten().collect();
+        all.sort();
+        let mut expected: Vec<&String> = folders.iter().collect();
+        expected.sort();
+        assert_eq!(all, expected);
+        assert!(dealt.iter().all(|s| (3..=4).contains(&s.len())));
+        assert_eq!(shares(&folders[..2], 10).len(), 2);
     }
 }

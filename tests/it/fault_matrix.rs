@@ -418,7 +418,7 @@ fn faults(dir: &std::path::Path) -> Vec<Fault> {
             Box::new(|mta| {
                 let server = Server::start(vec![common::status(204)]);
                 let run = to(&server, &["--mta", mta])
-                    .env("CHATWOOT_INGRESS_TEST_PANIC", "1")
+                    .env("CHATWOOT_INGRESS_TEST_PANIC", "deliver")
                     .stdin(message())
                     .run();
                 Cell { run, answered: server.answered(), bodies: server.bodies() }

@@ -24,3 +24,5 @@ mod properties;
 mod routing;
 mod tls;
 mod watch;
+mod watch_hostile;
+mod watch_observe;

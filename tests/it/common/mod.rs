@@ -1,6 +1,7 @@
 //! A recording HTTP server that misbehaves on demand, and a runner that
 //! starts the built binary the way a mail system does.
 
+pub mod fake_imap;
 pub mod imap;
 pub mod process;
 pub mod rails;
@@ -46,6 +47,9 @@ pub enum Behaviour {
     Abort,
     /// Read the whole request, wait this long, then answer with this status.
     Delay(Duration, u16),
+    /// Read the whole request; answer the status of the first word its body
+    /// holds, else the last status (an ingress that fails some messages).
+    ByContent(Vec<(&'static str, u16)>, u16),
 }
 
 pub use Behaviour::*;
@@ -170,10 +174,18 @@ fn serve(
         } else if reader.read_exact(&mut body).is_err() {
             return;
         }
+        let holds = |word: &str| body.windows(word.len()).any(|w| w == word.as_bytes());
+        let by_content = match &behaviour {
+            ByContent(words, otherwise) => {
+                words.iter().find(|(word, _)| holds(word)).map_or(*otherwise, |w| w.1)
+            }
+            _ => 0,
+        };
         log.lock().unwrap().push(Request { method, path, headers, body });
         let (code, extra) = match behaviour {
             Status(code, extra) => (code, extra),
             StatusIfLarger(limit, over, within) => (if length > limit { over } else { within }, Vec::new()),
+            ByContent(..) => (by_content, Vec::new()),
             Delay(pause, code) => {
                 thread::sleep(pause);
                 (code, Vec::new())
