@@ -77,6 +77,8 @@ struct Folder<S: Source> {
     /// Settling fails here: nothing is done in the folder before this.
     blocked: Option<Instant>,
     settling: Backoff,
+    /// Changed since the state file was last written.
+    dirty: bool,
 }
 
 pub struct Worker<S: Source> {
@@ -112,6 +114,7 @@ impl<S: Source> Worker<S> {
                 later: HashMap::new(),
                 blocked: None,
                 settling: Backoff::new(Duration::from_secs(30), Duration::from_secs(1800)),
+                dirty: false,
             })
             .collect::<Vec<Folder<S>>>();
         let names: Vec<&str> = folders.iter().map(|f| f.name.as_str()).collect();
@@ -304,7 +307,9 @@ impl<S: Source> Worker<S> {
                 if first || !alone {
                     self.select(i)?;
                 }
-                if let Some(outcome) = self.pass(i, progress)? {
+                let passed = self.pass(i, progress);
+                self.flush(i);
+                if let Some(outcome) = passed? {
                     left.get_or_insert(outcome);
                 }
             }
@@ -389,13 +394,24 @@ impl<S: Source> Worker<S> {
         Ok(())
     }
 
-    fn save(&self, i: usize) -> Result<(), Outcome> {
-        let folder = &self.folders[i];
+    fn save(&mut self, i: usize) -> Result<(), Outcome> {
+        let folder = &mut self.folders[i];
+        folder.dirty = false;
         match &folder.state {
             Some(state) => {
                 folder.file.save(state).map_err(|e| state_failure("write", folder.file.path(), &e).outcome)
             }
             None => Ok(()),
+        }
+    }
+
+    /// Write what settling changed and is not yet written. Not writing
+    /// loses nothing (see [`Worker::settle`]): a failure is only logged.
+    fn flush(&mut self, i: usize) {
+        if self.folders[i].dirty {
+            if let Err(outcome) = self.save(i) {
+                self.fail(Some(i), "state-failed", &outcome);
+            }
         }
     }
 
@@ -526,11 +542,10 @@ impl<S: Source> Worker<S> {
         self.source.finished(&mut state.cursor, &unsettled.key);
         self.folders[i].settling.reset();
         self.folders[i].later.remove(&unsettled.key);
-        // Not saving loses nothing: the message is settled, and a cursor a
-        // step behind only means it is searched again.
-        if let Err(outcome) = self.save(i) {
-            self.fail(Some(i), "state-failed", &outcome);
-        }
+        // Saved with the next message's answer, or at the end of the pass:
+        // until then a crash leaves it unsettled in the file, and settling
+        // it again (a flag set twice, a move of what is gone) posts nothing.
+        self.folders[i].dirty = true;
         Ok(())
     }
 
