@@ -59,12 +59,11 @@ pub struct Ready {
 
 impl Pipeline {
     pub fn new(config: &Config, mode: Mode) -> Result<Pipeline, Outcome> {
-        let config_error = |e: crate::config::ConfigError| Outcome::new(Cause::Config, e.to_string());
         // Routes may stand in for a top-level url, which is then only needed
         // for recipients no route covers.
         let default = match (config.target(), config.url.is_some() || config.routes.is_empty()) {
             (Ok(target), _) => Some(target),
-            (Err(e), true) if mode == Mode::Send => return Err(config_error(e)),
+            (Err(e), true) if mode == Mode::Send => return Err(e.into()),
             _ => None,
         };
         let routes = config.routes.clone();

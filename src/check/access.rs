@@ -11,7 +11,7 @@ use super::network;
 use super::report::{from, Report, Status, Steps};
 use crate::config::{Config, Overrides, Source, SYSTEM_CONFIG};
 use crate::http::{without_credentials, Proxies};
-use crate::outcome::Mta;
+use crate::outcome::{Mta, Outcome};
 use crate::sys::{io_reason, Account};
 
 /// Postfix's default command_time_limit: pipe(8) kills a command still
@@ -20,12 +20,12 @@ const POSTFIX_TIME_LIMIT: Duration = Duration::from_secs(1000);
 
 /// Each value and where it came from, and what is wrong with them.
 pub fn configuration(overrides: &Overrides, r: &mut Report) -> Option<Config> {
-    let config = match Config::load(overrides) {
+    let config = match Config::load(overrides).map_err(Outcome::from) {
         Ok(config) => config,
-        Err(e) => {
+        Err(outcome) => {
             r.fail(
                 "configuration",
-                e.to_string(),
+                outcome.reason(),
                 "correct what is named; --help lists every setting's sources",
             );
             return None;
