@@ -66,6 +66,14 @@ pub fn is_loopback(host: &str) -> bool {
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// `host:port` for messages, an IPv6 address in brackets as in a URL.
+pub fn host_port(host: &str, port: u16) -> String {
+    match host.parse::<std::net::Ipv6Addr>() {
+        Ok(_) => format!("[{host}]:{port}"),
+        Err(_) => format!("{host}:{port}"),
+    }
+}
+
 /// A user as the kernel sees it for file access.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Account {
@@ -331,6 +339,13 @@ mod tests {
         assert_eq!(signal_name(libc::SIGTERM), "SIGTERM");
         assert_eq!(signal_name(libc::SIGRTMIN() + 2), "SIGRTMIN+2");
         assert!(signals.iter().all(|&s| signal_name(s).starts_with("SIG")));
+    }
+
+    #[test]
+    fn host_and_port_read_as_in_a_url() {
+        assert_eq!(host_port("imap.example.com", 993), "imap.example.com:993");
+        assert_eq!(host_port("127.0.0.1", 143), "127.0.0.1:143");
+        assert_eq!(host_port("::1", 993), "[::1]:993");
     }
 
     #[test]
