@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use crate::cli::DeliverArgs;
 use crate::config::{Config, Overrides};
 use crate::headers::RoutingView;
+use crate::log;
 use crate::message::{Message, OriginalTo};
 use crate::outcome::{Cause, Outcome};
 use crate::pipeline::{Mode, Pipeline};
@@ -124,6 +125,7 @@ fn preview(message: &Message, destination: &str, recipient: Option<&str>) {
     ];
     let mut out = io::stdout().lock();
     for (name, value) in lines {
-        let _ = writeln!(out, "{name:>14}: {value}");
+        // The message's own text drives no terminal (a decoded Subject may hold anything).
+        let _ = writeln!(out, "{name:>14}: {}", log::escape(&value));
     }
 }
