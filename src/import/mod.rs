@@ -7,6 +7,7 @@
 //! goes through the same steps as deliver mode and ends in an [`Outcome`];
 //! the journal, the progress and what is skipped are import's.
 
+mod from_line;
 mod journal;
 mod maildir;
 pub mod mbox;
