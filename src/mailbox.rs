@@ -87,9 +87,12 @@ const PASSWORD_REFUSED: &str = "check user and the password (password_file) of t
 pub enum LoginError {
     /// Nothing to present: the password file could not be read, or no token came.
     Credentials(Outcome),
-    /// The server refused what was presented ([LIMIT] aside), or failed:
-    /// the outcome, with the fix for this kind of login, and the error.
-    Server(Outcome, ImapError),
+    /// The server refused what was presented ([LIMIT] aside); the fix is
+    /// for this kind of login.
+    Refused(Outcome),
+    /// The session failed otherwise; `usable` when the server answered NO
+    /// or BAD and the session goes on.
+    Failed { outcome: Outcome, usable: bool },
 }
 
 /// Log `session` in as `mailbox`: with its password, read now (a fixed
@@ -105,9 +108,12 @@ pub fn log_in(
 ) -> Result<(), LoginError> {
     let refused = |fix: &str, e: ImapError| match e {
         ImapError::LoginRefused { .. } if e.code() != Some("LIMIT") => {
-            LoginError::Server(imap_failure(&e).with_fix(fix), e)
+            LoginError::Refused(imap_failure(&e).with_fix(fix))
         }
-        e => LoginError::Server(imap_failure(&e), e),
+        ImapError::No { .. } | ImapError::Bad { .. } => {
+            LoginError::Failed { outcome: imap_failure(&e), usable: true }
+        }
+        e => LoginError::Failed { outcome: imap_failure(&e), usable: false },
     };
     let tokens = match (&mailbox.auth, tokens) {
         (Auth::Password(secret), _) => {

@@ -127,10 +127,10 @@ fn login(m: &Mailbox, session: &mut Session, s: &mut MailboxSteps) -> bool {
         }
         LoginError::Credentials(e) => s.fail("login", e.reason(), "correct password_file of the [[mailbox]]"),
         // The server's text, without the secret (the client removes it).
-        LoginError::Server(outcome, e @ ImapError::LoginRefused { .. }) if e.code() != Some("LIMIT") => {
-            s.fail("login", format!("{e} (as {})", m.user), outcome.fix().unwrap_or_default())
+        LoginError::Refused(e) => {
+            s.fail("login", format!("{} (as {})", e.reason(), m.user), e.fix().unwrap_or_default())
         }
-        LoginError::Server(outcome, e) => s.fail("login", e.to_string(), outcome.fix().unwrap_or_default()),
+        LoginError::Failed { outcome: e, .. } => s.fail("login", e.reason(), e.fix().unwrap_or_default()),
     }
     false
 }
