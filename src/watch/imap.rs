@@ -64,8 +64,10 @@ impl ImapSource {
             Ok(token)
         };
         mailbox::log_in(session, &self.mailbox, self.tokens.as_deref(), token).map_err(|e| match e {
-            LoginError::Credentials(outcome) => SourceError::broken(outcome),
-            LoginError::Server(outcome, e) => failure_as(&e, outcome),
+            LoginError::Failed { outcome, usable: true } => SourceError::refused(outcome),
+            LoginError::Credentials(outcome)
+            | LoginError::Refused(outcome)
+            | LoginError::Failed { outcome, usable: false } => SourceError::broken(outcome),
         })
     }
 
@@ -102,11 +104,7 @@ impl ImapSource {
 
 /// An IMAP failure as the engine sees it: a NO leaves the session usable.
 fn failure(e: &ImapError) -> SourceError {
-    failure_as(e, imap_failure(e))
-}
-
-/// `e`, which `outcome` tells of, as the engine sees it.
-fn failure_as(e: &ImapError, outcome: Outcome) -> SourceError {
+    let outcome = imap_failure(e);
     match e {
         ImapError::No { .. } | ImapError::Bad { .. } => SourceError::refused(outcome),
         _ => SourceError::broken(outcome),
