@@ -112,7 +112,7 @@ fn preview(message: &Message, destination: &str, recipient: Option<&str>) {
         None => "(no reply+uuid address: an inbox is chosen by To, Cc, X-Original-To, then Bcc)".into(),
     };
     let lines = [
-        ("size", format!("{} bytes", message.len())),
+        ("size", format!("{} bytes", message.size())),
         ("Message-ID", one(&view.message_id)),
         ("From", list(&view.from)),
         ("To", list(&view.to)),

@@ -168,12 +168,9 @@ impl Message {
         Message { bytes: Bytes::from(buf).slice(begin..), from_line_stripped, original_to }
     }
 
-    pub fn len(&self) -> u64 {
+    /// Its size in bytes, as sent.
+    pub fn size(&self) -> u64 {
         self.bytes.len() as u64
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
     }
 }
 

@@ -53,7 +53,6 @@ pub enum Prepared {
 
 pub struct Ready {
     pub message: Message,
-    pub recipient: Option<String>,
     route: Option<usize>,
 }
 
@@ -139,11 +138,6 @@ impl Pipeline {
         self.mode
     }
 
-    /// The top-level ingress, if there is one.
-    pub fn target(&self) -> Option<&Target> {
-        self.default.as_ref()
-    }
-
     /// Every ingress mail may go to: the top-level one, then each route's.
     pub fn targets(&self) -> Vec<(String, &Target)> {
         let routes = self.routes.iter().enumerate().map(|(i, r)| (self.route_name(Some(i)), &r.target));
@@ -225,9 +219,7 @@ impl Pipeline {
             Err(_) => None,
         };
         match Message::prepare(raw, recipient) {
-            Ok(message) => {
-                Prepared::Ready(Ready { message, recipient: recipient.map(str::to_string), route })
-            }
+            Ok(message) => Prepared::Ready(Ready { message, route }),
             Err((invalid, raw)) => Prepared::Stopped(Outcome::new(Cause::Invalid, invalid.to_string()), raw),
         }
     }

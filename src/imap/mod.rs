@@ -399,7 +399,8 @@ impl Session {
     }
 
     /// How long the server may say nothing during IDLE before the
-    /// connection counts as lost (31 minutes unless set).
+    /// connection counts as lost (31 minutes unless a test sets it).
+    #[cfg(test)]
     pub fn set_idle_silence(&mut self, silence: Duration) {
         self.silence = silence;
     }

@@ -493,7 +493,7 @@ impl Batch<'_> {
             return Done::AlreadyDelivered;
         }
         if self.dry_run() {
-            let (size, route) = (ready.message.len(), self.pipeline.route_of(&ready));
+            let (size, route) = (ready.message.size(), self.pipeline.route_of(&ready));
             self.say(&format!("would deliver: {}: {size} bytes, to {route}", place.origin));
             return Done::Delivered;
         }
