@@ -271,9 +271,9 @@ pub fn token_failure(mailbox: &Mailbox, e: &Error) -> Outcome {
         Error::NotSignedIn(NotSignedIn::NoSignIn(_)) => {
             (Cause::Timeout, Some("run chatwoot-ingress oauth2 authorize again".into()))
         }
-        Error::Browser(_) => (Cause::Bug, Some("please report it".into())),
+        Error::Browser(_) => (Cause::Bug, None),
         Error::Setup(SetupError::CaFile(_)) => (Cause::Config, None),
-        Error::Setup(_) => (Cause::Bug, Some("please report it".into())),
+        Error::Setup(_) => (Cause::Bug, None),
     };
     let outcome = Outcome::new(cause, e.to_string());
     match fix {
