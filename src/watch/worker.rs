@@ -22,7 +22,8 @@ use crate::message::{self, Input, Raw};
 use crate::metrics::{self, Heartbeat, MessageOutcome, Metrics};
 use crate::outcome::{Cause, Class, Outcome, Scope};
 use crate::pipeline::{Pipeline, Prepared};
-use crate::sys::{self, io_reason, NamedLock};
+use crate::run;
+use crate::sys::{io_reason, NamedLock};
 
 /// IDLE is re-issued well before the 29 minutes after which RFC 2177 lets
 /// a server end it, and before NAT gateways forget a quiet connection; a
@@ -199,14 +200,14 @@ impl<S: Source> Worker<S> {
             }
             self.doing("connecting", false);
             let mut progress = false;
-            let ran = sys::catch_panic(|| self.session(&mut progress));
+            let ran = run::catch(|| self.session(&mut progress));
             let outcome = match ran {
                 Ok(Ok(left)) => return left,
                 Ok(Err(e)) => e.outcome,
-                Err(panic) => {
+                Err(bug) => {
                     self.source.close();
                     self.up(false);
-                    Outcome::new(Cause::Bug, format!("internal error, please report it: {panic}"))
+                    bug
                 }
             };
             self.source.close();
