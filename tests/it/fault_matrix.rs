@@ -203,11 +203,12 @@ fn faults(dir: &std::path::Path) -> Vec<Fault> {
                 let proxy = Server::start(vec![Abort]);
                 // Time for every retry even on a loaded machine: the cell is
                 // about what the last attempt says, not about the deadline.
-                let run = ingress(&["--mta", mta, "--url", "https://chatwoot.example.com", "--timeout", "15"])
-                    .env("CHATWOOT_INGRESS_PASSWORD", PASSWORD)
-                    .env("HTTPS_PROXY", proxy.url())
-                    .stdin(message())
-                    .run();
+                let run =
+                    ingress(&["--mta", mta, "--url", "https://chatwoot.example.com", "--timeout", "15"])
+                        .env("CHATWOOT_INGRESS_PASSWORD", PASSWORD)
+                        .env("HTTPS_PROXY", proxy.url())
+                        .stdin(message())
+                        .run();
                 Cell { run, answered: proxy.answered(), bodies: proxy.bodies() }
             }),
             Bodies::None,
