@@ -15,7 +15,7 @@
 //! a running `watch` shows a monitoring system, and [`health`] the command
 //! that asks it.
 
-pub mod backoff;
+mod backoff;
 pub mod check;
 pub mod cli;
 pub mod commands;
@@ -25,21 +25,21 @@ pub mod graph;
 pub mod headers;
 pub mod health;
 #[cfg(feature = "test-hooks")]
-pub mod hooks;
+mod hooks;
 pub mod http;
 pub mod imap;
 pub mod import;
-pub mod log;
-pub mod mailbox;
+mod log;
+mod mailbox;
 pub mod message;
 pub mod metrics;
-pub mod oauth2;
+mod oauth2;
 pub mod outcome;
-pub mod pipeline;
-pub mod reject;
-pub mod relay;
-pub mod run;
+mod pipeline;
+mod reject;
+mod relay;
+mod run;
 pub mod secret;
 pub mod sys;
-pub mod tls;
+mod tls;
 pub mod watch;

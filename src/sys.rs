@@ -245,12 +245,23 @@ pub fn readable(fd: BorrowedFd<'_>, wake: Option<BorrowedFd<'_>>, wait: Duration
     // poll() ignores a negative descriptor.
     let mut fds = [pollfd(fd.as_raw_fd()), pollfd(wake.map_or(-1, |fd| fd.as_raw_fd()))];
     let ms = wait.as_millis().clamp(1, libc::c_int::MAX as u128) as libc::c_int;
-    // SAFETY: fds is an array of two initialised pollfd that outlives the
-    // call, and its length is what we pass.
-    if unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    poll(&mut fds, ms)?;
     Ok(fds[0].revents != 0)
+}
+
+/// poll(2) over `fds` for at most `timeout_ms` (-1: no limit); how many
+/// became ready. An error (EINTR) is an error.
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usize> {
+    // SAFETY: fds is a slice of initialised pollfd that outlives the call,
+    // and its length is what we pass.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    usize::try_from(ready).map_err(|_| io::Error::last_os_error())
+}
+
+/// Whether this process runs as root (its effective user).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// Run `f`; a panic comes back as its message and place, not as Rust's

@@ -965,27 +965,11 @@ fn sessions_can_move_to_their_threads() {
 #[test]
 #[cfg(target_os = "linux")]
 fn connections_probe_a_silent_peer() {
-    use std::os::fd::AsRawFd;
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let socket = conn::tcp(&listener.local_addr().unwrap(), Duration::from_secs(1)).unwrap();
-    let get = |level, name| {
-        let mut value: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: value and len are valid for getsockopt to write an int.
-        let rc = unsafe {
-            libc::getsockopt(
-                socket.as_raw_fd(),
-                level,
-                name,
-                (&mut value as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(rc, 0);
-        value
-    };
-    assert_eq!(get(libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
-    assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), 60);
-    assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL), 10);
-    assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPCNT), 6);
+    let socket = socket2::SockRef::from(&socket);
+    assert!(socket.keepalive().unwrap());
+    assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(60));
+    assert_eq!(socket.tcp_keepalive_interval().unwrap(), Duration::from_secs(10));
+    assert_eq!(socket.tcp_keepalive_retries().unwrap(), 6);
 }

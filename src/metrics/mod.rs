@@ -17,7 +17,7 @@
 //! talks to the network, so a slow scraper never stalls delivery.
 
 mod health;
-pub mod probe;
+pub(crate) mod probe;
 mod server;
 
 use std::collections::BTreeMap;

@@ -25,6 +25,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::{Health, Metrics};
+use crate::sys;
 
 /// The bounds every connection lives within.
 #[derive(Clone, Copy, Debug)]
@@ -163,12 +164,9 @@ fn run(listener: &TcpListener, woken: &UnixStream, shared: &Shared) {
             let ms = at.saturating_duration_since(now).as_millis() + 1;
             i32::try_from(ms).unwrap_or(i32::MAX)
         });
-        // SAFETY: fds is a vector of initialised pollfd that outlives the
-        // call, and its length is the count given.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-        if ready < 0 {
+        if let Err(e) = sys::poll(&mut fds, timeout) {
             // EINTR; or ENOMEM, which the next turn may not meet.
-            if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            if e.kind() != io::ErrorKind::Interrupted {
                 thread::sleep(Duration::from_millis(100));
             }
             continue;

@@ -38,7 +38,7 @@ pub use command::Command;
 pub(crate) use endpoint::read_request_body;
 use endpoint::Endpoint;
 pub use error::{BadAnswer, CommandFailure, Error, NotSignedIn, Printed, Refusal, Request, Secret};
-pub use sign_in::{Browser, DeviceCode, SignIn};
+pub use sign_in::SignIn;
 pub use store::write_secret;
 
 /// A token is renewed this long before it expires at the most (a quarter

@@ -5,6 +5,8 @@ use std::io;
 use std::os::unix::fs::{fchown, MetadataExt};
 use std::path::Path;
 
+use crate::sys;
+
 /// Replace `path` with `secret` and a newline: a new file in the same
 /// directory, mode 0600 and owned like the one it replaces, fsync'd, then
 /// renamed over it and the directory fsync'd. A crash leaves the old token
@@ -20,8 +22,7 @@ pub fn write_secret(path: &Path, secret: &str) -> io::Result<()> {
         _ => path.to_path_buf(),
     };
     let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = sys::is_root();
     let owner = match fs::metadata(&path) {
         Ok(meta) => Some((meta.uid(), meta.gid())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => fs::metadata(dir).ok().map(|m| (m.uid(), m.gid())),
@@ -63,8 +64,7 @@ mod tests {
 
     #[test]
     fn root_keeps_the_owner_of_the_file_replaced_and_gives_a_new_one_to_the_directorys() {
-        // SAFETY: geteuid cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
+        if !crate::sys::is_root() {
             return;
         }
         let dir = tempfile::tempdir().unwrap();

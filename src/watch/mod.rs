@@ -18,7 +18,7 @@
 
 mod imap;
 mod source;
-pub mod state;
+pub(crate) mod state;
 mod worker;
 
 use std::io::Write;
