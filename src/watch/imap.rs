@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::source::{Body, Item, Source, SourceError, Woken};
 use super::state::{Answered, ImapCursor};
 use super::Stop;
-use crate::config::{After, Auth, Mailbox};
+use crate::config::{After, Auth, Imap, Mailbox};
 use crate::imap::{ImapError, Login, Session};
 use crate::mailbox::Tokens;
 use crate::mailbox::{endpoint, imap_failure};
@@ -32,6 +32,8 @@ const PIECE: u64 = 1 << 20;
 
 pub struct ImapSource {
     mailbox: Mailbox,
+    /// The mailbox's server.
+    imap: Imap,
     tokens: Option<Arc<Tokens>>,
     session: Option<Session>,
     /// The UIDs above the cursor in the selected folder as last listed
@@ -43,8 +45,8 @@ pub struct ImapSource {
 }
 
 impl ImapSource {
-    pub fn new(mailbox: Mailbox, tokens: Option<Arc<Tokens>>) -> ImapSource {
-        ImapSource { mailbox, tokens, session: None, present: None, token_expiry: None }
+    pub fn new(mailbox: Mailbox, imap: Imap, tokens: Option<Arc<Tokens>>) -> ImapSource {
+        ImapSource { mailbox, imap, tokens, session: None, present: None, token_expiry: None }
     }
 
     fn session(&mut self) -> Result<&mut Session, SourceError> {
@@ -145,8 +147,8 @@ impl Source for ImapSource {
     type Cursor = ImapCursor;
 
     fn identity(&self) -> String {
-        let m = &self.mailbox;
-        format!("imap://{}@{}:{}", m.user, m.host.to_ascii_lowercase(), m.port)
+        let (m, imap) = (&self.mailbox, &self.imap);
+        format!("imap://{}@{}:{}", m.user, imap.host.to_ascii_lowercase(), imap.port)
     }
 
     fn longest_step(&self, bytes: u64) -> Duration {
@@ -155,8 +157,8 @@ impl Source for ImapSource {
 
     fn open(&mut self, note: &mut dyn FnMut(String)) -> Result<(), SourceError> {
         self.close();
-        let mut session =
-            Session::connect(&endpoint(&self.mailbox, command_timeout())).map_err(|e| failure(&e))?;
+        let endpoint = endpoint(&self.mailbox, &self.imap, command_timeout());
+        let mut session = Session::connect(&endpoint).map_err(|e| failure(&e))?;
         let logged_in = self.log_in(&mut session, note);
         self.session = Some(session);
         self.flags_alerts(note);
@@ -174,8 +176,8 @@ impl Source for ImapSource {
         let caps = session.capabilities().clone();
         note(format!(
             "connected to {}:{} as {} ({})",
-            self.mailbox.host,
-            self.mailbox.port,
+            self.imap.host,
+            self.imap.port,
             self.mailbox.user,
             if caps.idle { "IDLE" } else { "no IDLE: polling" }
         ));
@@ -231,7 +233,7 @@ impl Source for ImapSource {
         Ok(())
     }
 
-    fn list(&mut self, cursor: &ImapCursor) -> Result<Vec<Item<u32>>, SourceError> {
+    fn list(&mut self, cursor: &mut ImapCursor) -> Result<Vec<Item<u32>>, SourceError> {
         let session = self.session()?;
         let from = cursor.cursor.saturating_add(1);
         // `n:*` includes the highest UID even when it is below n.
