@@ -26,7 +26,7 @@ const PERMISSION: &str = "Mail.ReadWrite";
 /// Every step of `mailbox`, whatever became of the ingress or of the other
 /// mailboxes: each fails on its own.
 pub fn mailbox(mailbox: &Mailbox, graph: &Graph, config: &Config, r: &mut Report) {
-    let mut s = r.mailbox(&mailbox.name);
+    let mut s = r.mailbox("graph", &mailbox.name);
     let Some(token) = token(mailbox, &mut s) else { return };
     let can_write = permissions(&token, &mut s);
     let options = Options { timeout: config.timeout.value.min(LONGEST_WAIT), ..Options::default() };

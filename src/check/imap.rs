@@ -26,7 +26,7 @@ const LONGEST_WAIT: Duration = Duration::from_secs(10);
 pub fn mailbox(mailbox: &Mailbox, imap: &Imap, config: &Config, r: &mut Report) {
     let timeout = config.timeout.value.min(LONGEST_WAIT);
     let state_dir = watch::state_dir(config);
-    let mut s = r.mailbox(&mailbox.name);
+    let mut s = r.mailbox("imap", &mailbox.name);
     let Some(mut session) = connect(mailbox, imap, timeout, &mut s) else { return };
     if login(mailbox, &mut session, &mut s) {
         if let Err((step, e)) = inspect(mailbox, imap, &mut session, &state_dir, &mut s) {

@@ -450,6 +450,9 @@ impl Run {
         }
         let mut workers = Vec::new();
         let mut folders = 0;
+        // One Graph client per service: its limits (4 requests in flight,
+        // a Retry-After) hold for each mailbox, however many tables name it.
+        let mut clients: Vec<(&crate::config::Graph, &Option<PathBuf>, Arc<crate::graph::Client>)> = Vec::new();
         for mailbox in mailboxes {
             // One token cache for the connections of a mailbox.
             let tokens = crate::mailbox::tokens(mailbox)?.map(Arc::new);
@@ -469,10 +472,18 @@ impl Run {
             // Graph: as many workers as requests may be in flight.
             let (connections, client) = match &mailbox.server {
                 Server::Imap(imap) => (imap.max_connections.get(), None),
-                Server::Graph(graph) => (
-                    crate::graph::MAX_IN_FLIGHT,
-                    Some(Arc::new(graph::client(mailbox, graph, pipeline.max_size())?)),
-                ),
+                Server::Graph(graph) => {
+                    let known = clients.iter().find(|(g, ca, _)| g.endpoint == graph.endpoint && **ca == mailbox.ca_file);
+                    let client = match known {
+                        Some((_, _, client)) => client.clone(),
+                        None => {
+                            let client = Arc::new(graph::client(mailbox, graph, pipeline.max_size())?);
+                            clients.push((graph, &mailbox.ca_file, client.clone()));
+                            client
+                        }
+                    };
+                    (crate::graph::MAX_IN_FLIGHT, Some(client))
+                }
             };
             for share in shares(&mailbox.folders, connections) {
                 folders += share.len();

@@ -24,5 +24,6 @@ mod properties;
 mod routing;
 mod tls;
 mod watch;
+mod watch_graph;
 mod watch_hostile;
 mod watch_observe;

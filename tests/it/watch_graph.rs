@@ -1,0 +1,210 @@
+//! `watch` from Microsoft 365 mailboxes through Microsoft Graph (issue 20),
+//! against the Graph service of tests/interop/graph and the real Rails
+//! ingress: what it takes, what it does to the mailbox afterwards, and what
+//! it does when Graph or the ingress fail. What is expected comes from the
+//! service's side (what it holds, its request log) and from what Rails
+//! stored, not from the program's own words.
+
+use crate::common;
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use common::graph::{Service, APP_SECRET, TENANT};
+use common::process::{once, wait_for, Process};
+use common::rails::Rails;
+use common::{corpus, PASSWORD};
+
+use crate::watch::{config, message};
+
+const UPN: &str = "support@contoso.com";
+const OTHER: &str = "sales@contoso.com";
+
+/// A `[[mailbox]]` with source = "graph" for `user` of `service`, with the
+/// application's own access; `extra` adds keys to the table.
+fn mailbox(name: &str, user: &str, service: &Service, dir: &Path, extra: &str) -> String {
+    let secret = dir.join("app.secret");
+    if !secret.exists() {
+        fs::write(&secret, format!("{APP_SECRET}\n")).unwrap();
+    }
+    format!(
+        "\n[[mailbox]]\nname = \"{name}\"\nsource = \"graph\"\nuser = \"{user}\"\ngraph_url = \"{}\"\n{extra}\n[mailbox.oauth2]\nprovider = \"microsoft\"\ntenant = \"{TENANT}\"\nclient_id = \"app\"\nclient_secret_file = \"{}\"\ntoken_url = \"{}\"\n",
+        service.url,
+        secret.display(),
+        service.token_url()
+    )
+}
+
+/// The Rails ingress, a Graph service with the mailboxes UPN and OTHER for
+/// the application "app" (Mail.ReadWrite), and a directory.
+struct World {
+    rails: Rails,
+    service: Service,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    fn start(config: Value) -> World {
+        World {
+            rails: Rails::start(Some(PASSWORD), "relay"),
+            service: graph_service(config),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+}
+
+fn graph_service(config: Value) -> Service {
+    Service::start_with(&[("app", &["Mail.ReadWrite"])], &[(UPN, None), (OTHER, None)], config)
+}
+
+/// `bytes` with a header in front that makes it unique (the ingress would
+/// store two equal messages once).
+fn unique(tag: &str, bytes: &[u8]) -> Vec<u8> {
+    [format!("X-Copy: {tag}\r\n").as_bytes(), bytes].concat()
+}
+
+/// The sha256 of each message the service holds in `folder`.
+fn hashes(service: &Service, user: &str, folder: &str) -> Vec<String> {
+    let mut all: Vec<String> =
+        service.messages(user, folder).iter().map(|m| m["sha256"].as_str().unwrap().to_string()).collect();
+    all.sort();
+    all
+}
+
+/// The sha256 of each message Rails stored.
+fn stored(rails: &Rails) -> Vec<String> {
+    let mut all: Vec<String> = rails.records().iter().map(|r| r["sha256"].as_str().unwrap().to_string()).collect();
+    all.sort();
+    all
+}
+
+#[test]
+#[ignore = "needs Rails"]
+fn once_drains_a_backlog_byte_for_byte_and_settles_each_message_per_after() {
+    let World { rails, service, dir } = World::start(json!({}));
+    let shapes: Vec<Vec<u8>> =
+        ["crlf.eml", "8bit-headers.eml", "broken-mime.eml", "headers-only.eml", "no-message-id-no-date.eml"]
+            .iter()
+            .map(|name| corpus(name))
+            .collect();
+    let mut expected = Vec::new();
+    for folder in ["Seen", "Move", "Delete"] {
+        for (i, shape) in shapes.iter().enumerate() {
+            let copy = unique(&format!("{folder}-{i}"), shape);
+            expected.push(service.add(UPN, folder, &copy, false)["sha256"].as_str().unwrap().to_string());
+        }
+        service.add(UPN, folder, b"this is not an email at all\r\n", false);
+    }
+    // Three tables for three folders of one mailbox, one per `after`.
+    let boxes = [
+        mailbox("seen", UPN, &service, dir.path(), "folders = [\"Seen\"]\nafter = \"seen\"\nrefused_folder = \"Refused-seen\""),
+        mailbox("move", UPN, &service, dir.path(), "folders = [\"Move\"]\nafter = \"move\"\nmove_to = \"Delivered\"\nrefused_folder = \"Refused-move\""),
+        mailbox("delete", UPN, &service, dir.path(), "folders = [\"Delete\"]\nafter = \"delete\"\nrefused_folder = \"Refused-delete\""),
+    ]
+    .concat();
+    let config = config(dir.path(), &rails.url(), &boxes);
+    let (code, log) = once(&config, &[]);
+    assert_eq!(code, 0, "{log}");
+    // Stored exactly once each, byte for byte as Graph served them; the non-email not at all.
+    expected.sort();
+    assert_eq!(stored(&rails), expected, "{log}\n{}", rails.errors());
+    // seen: all still there, the delivered ones read.
+    let seen = service.messages(UPN, "Seen");
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert!(seen.iter().all(|m| m["is_read"] == true), "{seen:?}");
+    // move: moved; delete: in Deleted Items, where one can undo it.
+    assert_eq!((service.messages(UPN, "Move").len(), service.messages(UPN, "Delivered").len()), (0, 5));
+    assert_eq!((service.messages(UPN, "Delete").len(), service.messages(UPN, "deleteditems").len()), (0, 5));
+    // The non-email of each folder is in its refused folder, and in reject_dir.
+    for refused in ["Refused-seen", "Refused-move", "Refused-delete"] {
+        assert_eq!(service.messages(UPN, refused).len(), 1, "{refused}: {log}");
+    }
+    assert_eq!(fs::read_dir(dir.path().join("rejected")).unwrap().count(), 6, "three .eml, three .reason");
+    assert_eq!(log.lines().filter(|l| l.contains(" uid ") && l.contains(": 2.0.0 ")).count(), 15, "{log}");
+    assert_eq!(log.lines().filter(|l| l.contains(" uid ") && l.contains(": 5.6.0 ")).count(), 3, "{log}");
+    // Every request asked for immutable ids; never more than 4 at once.
+    let requests = service.log(UPN);
+    assert!(requests.iter().all(|r| r["immutable"] == true), "{requests:?}");
+    assert!(requests.iter().all(|r| r["concurrency"].as_u64().unwrap() <= 4));
+    // Again: nothing new, nothing twice.
+    let (code, log) = once(&config, &[]);
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(rails.records().len(), 15);
+}
+
+/// A message of `id` for the support inbox.
+fn mail(id: &str) -> Vec<u8> {
+    message(id, "support@inbox.test")
+}
+
+#[test]
+#[ignore = "needs Rails"]
+fn a_message_added_is_stored_within_the_poll_interval_read_by_someone_or_not() {
+    let World { rails, service, dir } = World::start(json!({}));
+    let config = config(dir.path(), &rails.url(), &mailbox("support", UPN, &service, dir.path(), "poll_interval = 5"));
+    let mut watcher = Process::watch(&config, &[], &[]);
+    wait_for(Duration::from_secs(30), "the first round", || !service.log(UPN).is_empty());
+    // Generous bounds: latency is measured in the benchmark, not here.
+    let within = Duration::from_secs(5 + 5);
+    for n in 0..3 {
+        // The second is read by someone in Outlook before watch sees it.
+        let added = Instant::now();
+        let m = mail(&format!("daemon-{n}"));
+        service.add(UPN, "Inbox", &m, n == 1);
+        wait_for(within * 2, &format!("stored: {}", watcher.output()), || rails.count(&m) == 1);
+        assert!(added.elapsed() < within, "stored after {:?}: {}", added.elapsed(), watcher.output());
+    }
+    // One read by someone between its arrival and the next round.
+    let m = mail("read-meanwhile");
+    let id = service.add(UPN, "Inbox", &m, false)["id"].clone();
+    service.post("update", json!({"mailbox": UPN, "id": id, "is_read": true}));
+    wait_for(within * 2, "stored", || rails.count(&m) == 1);
+    // Marked read after the 2xx; nothing twice: our own isRead comes back in
+    // the next rounds and is not taken for news.
+    wait_for(Duration::from_secs(10), "read", || service.messages(UPN, "Inbox").iter().all(|m| m["is_read"] == true));
+    std::thread::sleep(Duration::from_secs(11));
+    assert_eq!(rails.records().len(), 4, "{}", watcher.output());
+    let delivered = watcher.output().lines().filter(|l| l.contains(": 2.0.0 ")).count();
+    assert_eq!(delivered, 4, "{}", watcher.output());
+    // While nothing arrives: one delta query per poll_interval, nothing else.
+    let before = service.log(UPN).len();
+    std::thread::sleep(Duration::from_secs(20));
+    let idle: Vec<Value> = service.log(UPN).into_iter().skip(before).collect();
+    assert!(idle.iter().all(|r| r["endpoint"] == "delta"), "{idle:?}");
+    assert!((3..=5).contains(&idle.len()), "{} requests in 20 s: {idle:?}", idle.len());
+    let (code, took) = watcher.stop("TERM");
+    assert_eq!(code, 0, "{}", watcher.output());
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+#[test]
+#[ignore = "needs Rails"]
+fn while_the_ingress_is_down_nothing_is_marked_or_moved_and_it_is_delivered_once_when_back() {
+    let service = graph_service(json!({}));
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::imap::free_port();
+    let boxes = mailbox("support", UPN, &service, dir.path(), "poll_interval = 5\nafter = \"move\"\nmove_to = \"Chatwoot\"");
+    let config = config(dir.path(), &format!("http://127.0.0.1:{port}"), &boxes);
+    let kept = mail("down");
+    service.add(UPN, "Inbox", &kept, false);
+    let mut watcher = Process::watch(&config, &[], &[]);
+    wait_for(Duration::from_secs(30), "a failure logged", || watcher.output().contains("4.4.1"));
+    std::thread::sleep(Duration::from_secs(6));
+    let inbox = service.messages(UPN, "Inbox");
+    assert_eq!(inbox.len(), 1, "still there: {}", watcher.output());
+    assert_eq!(inbox[0]["is_read"], false, "untouched");
+    assert!(service.messages(UPN, "Chatwoot").is_empty());
+    let settles: Vec<Value> = service.log(UPN).into_iter().filter(|r| r["method"] != "GET").collect();
+    assert!(settles.iter().all(|r| r["endpoint"] == "create_folder"), "{settles:?}");
+    // Back, on the same port: delivered without a restart, once.
+    let rails = Rails::start_with(Some(PASSWORD), "relay", port, &[]);
+    wait_for(Duration::from_secs(90), "delivered", || rails.count(&kept) == 1);
+    wait_for(Duration::from_secs(10), "moved", || service.messages(UPN, "Chatwoot").len() == 1);
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(rails.count(&kept), 1);
+    assert!(service.messages(UPN, "Inbox").is_empty());
+    assert_eq!(watcher.stop("TERM").0, 0, "{}", watcher.output());
+}
