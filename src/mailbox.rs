@@ -370,6 +370,22 @@ pub fn imap_fix(e: &ImapError) -> &'static str {
     }
 }
 
+/// What to do about Graph's 403 ErrorAccessDenied on `mailbox`: the app is
+/// outside the mailbox's RBAC scope, or lacks Mail.ReadWrite (`granted`:
+/// whether its token shows it, when that is known).
+pub fn access_denied_fix(mailbox: &Mailbox, granted: Option<bool>) -> String {
+    let scope = format!(
+        "this app is not in the mailbox's RBAC scope: in Exchange Online PowerShell, New-ManagementRoleAssignment -App <its service principal> -Role \"Application Mail.ReadWrite\" -CustomResourceScope <a management scope whose filter includes {}> (changes take a while to apply)",
+        mailbox.user
+    );
+    let consent = "the application permission Mail.ReadWrite (Microsoft Graph) with admin consent (App registrations > API permissions > Grant admin consent)";
+    match granted {
+        Some(true) => format!("the token carries Mail.ReadWrite, so {scope}"),
+        Some(false) => format!("the application needs {consent}"),
+        None => format!("{scope}; or the application lacks {consent}"),
+    }
+}
+
 /// A Graph failure as the outcome it is for a mailbox: the client's words
 /// (Graph's status, error code and message, never its request ids) and the
 /// fix for that kind of failure.
@@ -386,13 +402,7 @@ pub fn graph_failure(mailbox: &Mailbox, e: &graph::Error) -> Outcome {
             Cause::MailboxLogin,
             "Graph refused a new access token too: it must be for Microsoft Graph (scope https://graph.microsoft.com/.default, not an IMAP scope), from the mailbox's tenant, and not revoked; chatwoot-ingress check shows the token's permissions".into(),
         ),
-        E::Forbidden { .. } if code("ErrorAccessDenied") => (
-            Cause::MailboxLogin,
-            format!(
-                "the application needs the application permission Mail.ReadWrite (Microsoft Graph) with admin consent (App registrations > API permissions > Grant admin consent); if it has it, this app is not in the mailbox's RBAC scope: in Exchange Online PowerShell, New-ManagementRoleAssignment -App <its service principal> -Role \"Application Mail.ReadWrite\" -CustomResourceScope <a management scope whose filter includes {}> (changes take a while to apply)",
-                mailbox.user
-            ),
-        ),
+        E::Forbidden { .. } if code("ErrorAccessDenied") => (Cause::MailboxLogin, access_denied_fix(mailbox, None)),
         E::Forbidden { .. } => (
             Cause::MailboxLogin,
             "the application may not do this in this mailbox: it needs the application permission Mail.ReadWrite (Microsoft Graph) with admin consent, and the mailbox in its RBAC scope".into(),

@@ -35,11 +35,12 @@ pub fn mailbox(mailbox: &Mailbox, graph: &Graph, config: &Config, r: &mut Report
         Err(e) => return s.fail("mailbox", e.to_string(), "correct ca_file of the [[mailbox]]"),
     };
     let user = mailbox.user.as_str();
+    let service = graph.endpoint.as_str().trim_end_matches('/');
     match client.children(&token, user, None) {
-        Ok(top) => s.ok(
-            "mailbox",
-            format!("{user} at {}: {} folder(s) at its top", graph.endpoint.as_str(), top.len()),
-        ),
+        Ok(top) => s.ok("mailbox", format!("{user} at {service}: {} folder(s) at its top", top.len())),
+        Err(e @ graph::Error::Forbidden { .. }) if e.has_code("ErrorAccessDenied") => {
+            return s.fail("mailbox", e.to_string(), mailbox::access_denied_fix(mailbox, can_write));
+        }
         Err(e) => return fail(&mut s, "mailbox", mailbox, &e),
     }
     let state_dir = watch::state_dir(config);

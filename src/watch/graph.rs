@@ -183,10 +183,15 @@ impl GraphCursor {
         waiting.into_iter().map(|(id, _)| Item { key: id.clone(), size: None }).collect()
     }
 
-    /// `id` is finished: never taken again while it is within the margin.
-    pub fn finish(&mut self, id: &str, now: i64) {
-        let received = self.waiting.remove(id).flatten();
-        self.known.insert(id.to_string(), received.or(self.newest).unwrap_or(now));
+    /// `id` is finished: not taken again while it is within the margin.
+    /// With `after = "seen"` an older one is left to the rule (read: an old
+    /// one changed; unread again: taken again, and dropped by the ingress);
+    /// with `move` or `delete` it is kept until the round that says it left.
+    pub fn finish(&mut self, id: &str, after: After, now: i64) {
+        let received = self.waiting.remove(id).flatten().or(self.newest).unwrap_or(now);
+        if after != After::Seen || self.horizon().is_none_or(|horizon| received >= horizon) {
+            self.known.insert(id.to_string(), received);
+        }
     }
 }
 
@@ -509,7 +514,7 @@ impl Source for GraphSource {
     }
 
     fn finished(&self, cursor: &mut GraphCursor, key: &String) {
-        cursor.finish(key, unix_now());
+        cursor.finish(key, self.mailbox.after, unix_now());
     }
 
     fn wait(
@@ -620,7 +625,7 @@ mod tests {
     fn an_arrival_read_by_a_person_is_taken_and_our_own_mark_is_not() {
         let mut c = GraphCursor::new("F", false);
         c.apply(&round(vec![message("a", false, T0)], &[], true, "L1"), After::Seen, T0);
-        c.finish("a", T0);
+        c.finish("a", After::Seen, T0);
         assert!(c.waiting.is_empty());
         // The next round: our own isRead on a; b arrived and was read by someone at once.
         let next = vec![message("a", true, T0), message("b", true, T0 + 5)];
@@ -635,6 +640,15 @@ mod tests {
         // One that left before it was taken is not waited for.
         c.apply(&round(Vec::new(), &["c"], false, "L5"), After::Seen, T0 + 40);
         assert_eq!(waiting(&c), ["b"]);
+        // An old one delivered is not remembered: its echo is read and old;
+        // unread again, it is taken again (and the ingress drops it).
+        c.apply(&round(vec![message("o", false, T0 - 30 * HOUR)], &[], false, "L6"), After::Seen, T0 + 50);
+        c.finish("o", After::Seen, T0 + 50);
+        assert!(!c.known.contains_key("o"));
+        c.apply(&round(vec![message("o", true, T0 - 30 * HOUR)], &[], false, "L7"), After::Seen, T0 + 60);
+        assert_eq!(waiting(&c), ["b"]);
+        c.apply(&round(vec![message("o", false, T0 - 30 * HOUR)], &[], false, "L8"), After::Seen, T0 + 70);
+        assert_eq!(waiting(&c), ["o", "b"]);
     }
 
     #[test]
@@ -644,7 +658,7 @@ mod tests {
             let first = vec![message("a", true, T0 - 100 * HOUR), message("b", false, T0)];
             c.apply(&round(first, &[], true, "L1"), after, T0);
             assert_eq!(waiting(&c), ["a", "b"]);
-            c.finish("a", T0);
+            c.finish("a", after, T0);
             // A replay of a's arrival before its move shows as removed.
             let next = vec![message("a", true, T0 - 100 * HOUR), message("c", true, T0 - 200 * HOUR)];
             c.apply(&round(next, &[], false, "L2"), after, T0);
@@ -662,7 +676,7 @@ mod tests {
             After::Seen,
             T0,
         );
-        c.finish("a", T0);
+        c.finish("a", After::Seen, T0);
         // Graph lost the link: a full round. b was deleted meanwhile, d read by someone.
         let full = vec![
             message("a", true, T0),
@@ -693,7 +707,7 @@ mod tests {
                 After::Seen,
                 received,
             );
-            c.finish(&format!("m{n}"), received);
+            c.finish(&format!("m{n}"), After::Seen, received);
         }
         let margin = MARGIN.as_secs() as i64 / HOUR;
         assert_eq!(c.known.len() as i64, margin + 1, "{:?}", c.known);

@@ -452,7 +452,8 @@ impl Run {
         let mut folders = 0;
         // One Graph client per service: its limits (4 requests in flight,
         // a Retry-After) hold for each mailbox, however many tables name it.
-        let mut clients: Vec<(&crate::config::Graph, &Option<PathBuf>, Arc<crate::graph::Client>)> = Vec::new();
+        let mut clients: Vec<(&crate::config::Graph, &Option<PathBuf>, Arc<crate::graph::Client>)> =
+            Vec::new();
         for mailbox in mailboxes {
             // One token cache for the connections of a mailbox.
             let tokens = crate::mailbox::tokens(mailbox)?.map(Arc::new);
@@ -473,7 +474,9 @@ impl Run {
             let (connections, client) = match &mailbox.server {
                 Server::Imap(imap) => (imap.max_connections.get(), None),
                 Server::Graph(graph) => {
-                    let known = clients.iter().find(|(g, ca, _)| g.endpoint == graph.endpoint && **ca == mailbox.ca_file);
+                    let known = clients
+                        .iter()
+                        .find(|(g, ca, _)| g.endpoint == graph.endpoint && **ca == mailbox.ca_file);
                     let client = match known {
                         Some((_, _, client)) => client.clone(),
                         None => {

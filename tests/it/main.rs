@@ -9,6 +9,7 @@ mod render;
 
 mod check;
 mod check_chatwoot_env;
+mod check_graph;
 mod check_imap;
 mod container;
 mod deliver;

@@ -14,27 +14,31 @@ use chatwoot_ingress::secret::Password;
 use serde_json::{json, Value};
 
 pub const TENANT: &str = "contoso-tenant";
-pub const APP: &str = "app";
 pub const APP_SECRET: &str = "s3cret-of-the-app";
 
 /// graph-service.py; stopped on drop.
 pub struct Service {
     child: Child,
     pub url: String,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl Service {
     /// With one tenant: `apps` (client id, roles) with the secret
     /// [`APP_SECRET`], and `mailboxes` (UPN, the apps in its scope or
     /// None for all); `config`'s keys besides.
-    pub fn start_with(apps: &[(&str, &[&str])], mailboxes: &[(&str, Option<&[&str]>)], config: Value) -> Service {
+    pub fn start_with(
+        apps: &[(&str, &[&str])],
+        mailboxes: &[(&str, Option<&[&str]>)],
+        config: Value,
+    ) -> Service {
         let dir = tempfile::tempdir().unwrap();
         let apps: Vec<Value> = apps
             .iter()
             .map(|(id, roles)| json!({"client_id": id, "client_secret": APP_SECRET, "roles": roles}))
             .collect();
-        let mailboxes: Vec<Value> = mailboxes.iter().map(|(upn, apps)| json!({"upn": upn, "apps": apps})).collect();
+        let mailboxes: Vec<Value> =
+            mailboxes.iter().map(|(upn, apps)| json!({"upn": upn, "apps": apps})).collect();
         let mut config = config;
         config["tenants"] = json!([{"id": TENANT, "apps": apps, "mailboxes": mailboxes}]);
         let path = dir.path().join("config.json");
@@ -50,7 +54,7 @@ impl Service {
             .spawn()
             .unwrap();
         // made before the wait, so that a failed start still ends the child
-        let mut service = Service { child, url: String::new(), dir };
+        let mut service = Service { child, url: String::new(), _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let text = std::fs::read_to_string(&out).unwrap_or_default();
@@ -66,11 +70,6 @@ impl Service {
     /// The token endpoint of the tenant (client credentials).
     pub fn token_url(&self) -> String {
         format!("{}/{TENANT}/oauth2/v2.0/token", self.url)
-    }
-
-    /// What it wrote on standard error.
-    pub fn errors(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("err")).unwrap_or_default()
     }
 
     /// One admin request: (status, body).
@@ -106,8 +105,23 @@ impl Service {
     /// Puts `mime` in a folder of the mailbox (a path, made if missing);
     /// the message as the service lists it.
     pub fn add(&self, mailbox: &str, folder: &str, mime: &[u8], is_read: bool) -> Value {
+        self.add_received(mailbox, folder, mime, is_read, None)
+    }
+
+    /// The same, received at `received` (Unix seconds) rather than now.
+    pub fn add_received(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        mime: &[u8],
+        is_read: bool,
+        received: Option<u64>,
+    ) -> Value {
         let folder = folder.replace(' ', "%20").replace('/', "%2F");
-        let path = format!("message?mailbox={mailbox}&folder={folder}&is_read={is_read}");
+        let mut path = format!("message?mailbox={mailbox}&folder={folder}&is_read={is_read}");
+        if let Some(received) = received {
+            path.push_str(&format!("&received={received}"));
+        }
         let (status, answer) = self.admin("POST", &path, "message/rfc822", mime);
         assert_eq!(status, 201, "{}", String::from_utf8_lossy(&answer));
         serde_json::from_slice(&answer).unwrap()
@@ -117,11 +131,6 @@ impl Service {
     pub fn messages(&self, mailbox: &str, folder: &str) -> Vec<Value> {
         let folder = folder.replace(' ', "%20").replace('/', "%2F");
         self.get(&format!("messages?mailbox={mailbox}&folder={folder}")).as_array().unwrap().clone()
-    }
-
-    /// Every message of the mailbox, wherever it is.
-    pub fn all(&self, mailbox: &str) -> Vec<Value> {
-        self.get(&format!("messages?mailbox={mailbox}")).as_array().unwrap().clone()
     }
 
     /// The request log of a mailbox (Graph requests only).
