@@ -371,18 +371,21 @@ pub fn imap_fix(e: &ImapError) -> &'static str {
 }
 
 /// What to do about Graph's 403 ErrorAccessDenied on `mailbox`: the app is
-/// outside the mailbox's RBAC scope, or lacks Mail.ReadWrite (`granted`:
-/// whether its token shows it, when that is known).
+/// outside the mailbox's RBAC scope, or has no Mail.ReadWrite at all
+/// (`granted`: whether its token carries it, when that is known).
 pub fn access_denied_fix(mailbox: &Mailbox, granted: Option<bool>) -> String {
     let scope = format!(
-        "this app is not in the mailbox's RBAC scope: in Exchange Online PowerShell, New-ManagementRoleAssignment -App <its service principal> -Role \"Application Mail.ReadWrite\" -CustomResourceScope <a management scope whose filter includes {}> (changes take a while to apply)",
+        "this app is not in the mailbox's RBAC scope: in Exchange Online PowerShell, New-ManagementRoleAssignment -App <its service principal> -Role \"Application Mail.ReadWrite\" -CustomResourceScope <a management scope that holds {}>; Test-ServicePrincipalAuthorization shows it (changes take a while to apply)",
         mailbox.user
     );
-    let consent = "the application permission Mail.ReadWrite (Microsoft Graph) with admin consent (App registrations > API permissions > Grant admin consent)";
     match granted {
-        Some(true) => format!("the token carries Mail.ReadWrite, so {scope}"),
-        Some(false) => format!("the application needs {consent}"),
-        None => format!("{scope}; or the application lacks {consent}"),
+        Some(true) => format!(
+            "the token carries Mail.ReadWrite, so {scope}; or a retired application access policy still leaves it out (Get-ApplicationAccessPolicy)"
+        ),
+        Some(false) => "the token has no Mail.ReadWrite: see the permissions step".into(),
+        None => format!(
+            "{scope}; or the application has no Mail.ReadWrite at all (an Exchange role assignment, or the application permission with admin consent)"
+        ),
     }
 }
 

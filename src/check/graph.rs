@@ -159,22 +159,39 @@ fn permissions(token: &Password, s: &mut MailboxSteps) -> Option<bool> {
     }
     let delegated: Vec<String> =
         claims.scp.as_deref().unwrap_or_default().split_whitespace().map(str::to_string).collect();
-    let (kind, granted) = match claims.roles.is_empty() && !delegated.is_empty() {
-        true => ("delegated permissions (scp)", delegated),
-        false => ("application permissions (roles)", claims.roles),
-    };
-    let shown = if granted.is_empty() { "none".to_string() } else { granted.join(", ") };
-    if granted.iter().any(|p| p.eq_ignore_ascii_case(PERMISSION)) {
-        s.ok("permissions", format!("the token carries {kind}: {shown}"));
-        Some(true)
-    } else {
+    let has = |granted: &[String]| granted.iter().any(|p| p.eq_ignore_ascii_case(PERMISSION));
+    let shown = |granted: &[String]| if granted.is_empty() { "none".to_string() } else { granted.join(", ") };
+    if claims.roles.is_empty() && !delegated.is_empty() {
+        // A user's token: what the user consented to is all it may do.
+        if has(&delegated) {
+            s.ok(
+                "permissions",
+                format!("the token carries delegated permissions (scp): {}", shown(&delegated)),
+            );
+            return Some(true);
+        }
         s.fail(
             "permissions",
-            format!("the token carries {kind}: {shown}; {PERMISSION} is missing"),
-            format!("add the application permission {PERMISSION} (Microsoft Graph) to the app registration and grant admin consent (API permissions > Grant admin consent); a token already issued keeps its permissions until it expires"),
+            format!("the token carries delegated permissions (scp): {}; {PERMISSION} is missing", shown(&delegated)),
+            format!("add the delegated permission {PERMISSION} (Microsoft Graph) to the app registration, and sign in again (chatwoot-ingress oauth2 authorize --mailbox NAME)"),
         );
-        Some(false)
+        return Some(false);
     }
+    let roles = shown(&claims.roles);
+    if has(&claims.roles) {
+        s.ok(
+            "permissions",
+            format!("the token carries application permissions (roles): {roles}, granted with admin consent in Microsoft Entra ID: for every mailbox of the tenant (Exchange's RBAC scopes do not narrow it)"),
+        );
+        return Some(true);
+    }
+    // Exchange's RBAC for Applications grants it without a role in the token.
+    s.warn(
+        "permissions",
+        format!("the token carries application permissions (roles): {roles}; not {PERMISSION}, which must then come from Exchange RBAC for Applications (the role \"Application {PERMISSION}\" in a scope that holds this mailbox): the next steps show whether Graph lets the application in"),
+        format!("if they fail: assign that role (README, Microsoft 365 through Graph), or grant admin consent to the application permission {PERMISSION} (Microsoft Graph), which reaches every mailbox of the tenant"),
+    );
+    None
 }
 
 /// A Graph failure: its words, and the one fix for its kind.
