@@ -36,6 +36,15 @@ pub(super) struct FileConfig {
     pub route: Vec<Spanned<RouteFile>>,
     #[serde(default)]
     pub mailbox: Vec<Spanned<MailboxFile>>,
+    pub log_format: Option<Spanned<crate::log::Format>>,
+    pub metrics: Option<Spanned<MetricsFile>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MetricsFile {
+    pub listen: Option<Spanned<std::net::SocketAddr>>,
+    pub allow_remote: Option<Spanned<bool>>,
 }
 
 /// `max_size`: bytes, or a string with a unit.
