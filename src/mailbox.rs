@@ -577,4 +577,47 @@ mod tests {
             assert_eq!(imap_failure(&e).cause, cause, "{e:?}");
         }
     }
+
+    #[test]
+    fn graph_failures_get_the_cause_and_fix_of_their_kind() {
+        use crate::graph::{Detail, Error as G};
+        let (m, _dir) = mailbox("token_command = [\"x\"]");
+        let detail = |status, code: &str| Detail { status, code: Some(code.into()), message: None };
+        let cases = [
+            (
+                G::Throttled { retry_after: None, detail: detail(429, "ApplicationThrottled") },
+                Cause::MailboxLimit,
+                "10,000 requests",
+            ),
+            (
+                G::Unauthorized { detail: detail(401, "InvalidAuthenticationToken") },
+                Cause::MailboxLogin,
+                "https://graph.microsoft.com/.default",
+            ),
+            (G::Forbidden { detail: detail(403, "ErrorAccessDenied") }, Cause::MailboxLogin, "RBAC scope"),
+            (G::NotFound { detail: detail(404, "ErrorInvalidUser") }, Cause::MailboxFailed, "check user"),
+            (
+                G::NotFound { detail: detail(404, "ErrorItemNotFound") },
+                Cause::MailboxFailed,
+                "folders, move_to, refused_folder",
+            ),
+            (
+                G::Server { retry_after: None, detail: detail(503, "serviceNotAvailable") },
+                Cause::MailboxFailed,
+                "backoff",
+            ),
+            (G::Transport { kind: Kind::Tls, detail: "x".into() }, Cause::Tls, "ca_file"),
+            (G::Transport { kind: Kind::Dns, detail: "x".into() }, Cause::Dns, "graph_url"),
+            (G::BadAnswer("x".into()), Cause::MailboxFailed, "graph_url must be Microsoft Graph"),
+        ];
+        for (e, cause, fix) in cases {
+            let outcome = graph_failure(&m, &e);
+            assert_eq!(outcome.cause, cause, "{e:?}");
+            assert!(outcome.fix().unwrap().contains(fix), "{e:?}: {outcome}");
+            assert_eq!(outcome.reason(), e.to_string());
+        }
+        assert!(access_denied_fix(&m, Some(true))
+            .starts_with("the token carries Mail.ReadWrite, so this app is not in the mailbox's RBAC scope"));
+        assert!(access_denied_fix(&m, None).contains("New-ManagementRoleAssignment"));
+    }
 }

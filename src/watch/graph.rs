@@ -90,9 +90,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const SLOWEST_BYTES_PER_SECOND: u64 = 256 << 10;
 /// Messages per delta page asked for.
 const PAGE_SIZE: u32 = 500;
-/// A step (a delta round of many pages, a message) may take this long;
-/// each request has its own timeout within it.
-const LONGEST_STEP: Duration = Duration::from_secs(15 * 60);
+/// A step without a message in it (a delta round of many pages, a token
+/// and the folders) may take this long; each request has its own timeout.
+const LONGEST_STEP: Duration = Duration::from_secs(5 * 60);
 /// How much of a message over max_size is read for reject_dir at the most
 /// (Exchange Online takes messages up to 150 MB, more once encoded).
 const REST_MAX: u64 = 256 << 20;
@@ -383,8 +383,8 @@ impl Source for GraphSource {
         format!("{host}/users/{}", self.mailbox.user.to_lowercase())
     }
 
-    fn longest_step(&self, _bytes: u64) -> Duration {
-        LONGEST_STEP
+    fn longest_step(&self, bytes: u64) -> Duration {
+        LONGEST_STEP + Duration::from_secs(bytes / SLOWEST_BYTES_PER_SECOND)
     }
 
     fn open(&mut self, note: &mut dyn FnMut(String)) -> Result<(), SourceError> {
