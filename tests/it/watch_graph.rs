@@ -386,8 +386,10 @@ fn kill_9_at_random_points_of_a_backlog_loses_nothing_and_settles_nothing_unansw
         let moved = settled_answered(&format!("after kill {kill}"));
         eprintln!("kill {kill}: {moved} moved, {} stored", rails.records().len());
     }
-    // Started again until the backlog is drained.
+    // Started again until the backlog is drained (it may be already: then
+    // it is stopped once it runs, its signals caught).
     let mut watcher = Process::watch(&config, &[], &[]);
+    wait_for(Duration::from_secs(30), "started", || watcher.output().contains("a delta query every"));
     wait_for(Duration::from_secs(300), "drained", || service.messages(UPN, "Inbox").is_empty());
     assert_eq!(watcher.stop("TERM").0, 0, "{}", watcher.output());
     assert_eq!(stored(&rails), sent, "every message stored, once");
