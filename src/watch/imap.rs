@@ -222,7 +222,8 @@ impl Source for ImapSource {
         // in silence.
         let mut items: Vec<Item<u32>> = pending
             .iter()
-            .filter(|&&uid| !meta.iter().any(|m| m.uid == uid))
+            // fetch_meta answers in UID order.
+            .filter(|&&uid| meta.binary_search_by_key(&uid, |m| m.uid).is_err())
             .map(|&uid| Item { key: uid, size: None })
             .collect();
         // What another client is deleting is not ours to take; it holds
