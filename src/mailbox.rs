@@ -3,12 +3,13 @@
 //! configuration), the login that carries a token, and the one place where
 //! the protocol clients' errors (which know nothing of outcomes) become an
 //! [`Outcome`]: a cause, the client's words, and the fix for that kind of
-//! failure, in the configuration's words.
+//! failure, in the configuration's words (IMAP, Graph, tokens).
 
 use std::fs;
 use std::time::Duration;
 
-use crate::config::{self, Auth, Grant, Mailbox, OAuth2, Provider, Sasl, Tls};
+use crate::config::{self, Auth, Grant, Imap, MailSource, Mailbox, OAuth2, Provider, Sasl, Tls};
+use crate::graph;
 use crate::http::{Kind, SetupError};
 use crate::imap::{Endpoint, ImapError, Login, Security, Session};
 use crate::oauth2::{self, Error, ReadSecret, Refusal, Request, Token, TokenSource};
@@ -23,7 +24,8 @@ pub const ENV_USER: &str = "CHATWOOT_INGRESS_USER";
 pub struct Tokens {
     source: TokenSource,
     mailbox: Mailbox,
-    sasl: Sasl,
+    /// None for Graph, which takes the token as a bearer.
+    sasl: Option<Sasl>,
     oauth2: OAuth2,
 }
 
@@ -53,12 +55,12 @@ impl Tokens {
         self.source.forget(token)
     }
 
-    /// The login that carries `token`.
+    /// The IMAP login that carries `token`.
     pub fn login(&self, token: &Token) -> Login {
         let (user, token) = (self.mailbox.user.clone(), token.access.clone());
         match self.sasl {
-            Sasl::XOAuth2 => Login::XOAuth2 { user, token },
-            Sasl::OAuthBearer => Login::OAuthBearer { user, token },
+            Some(Sasl::OAuthBearer) => Login::OAuthBearer { user, token },
+            Some(Sasl::XOAuth2) | None => Login::XOAuth2 { user, token },
         }
     }
 
@@ -191,9 +193,7 @@ pub fn token_failure(mailbox: &Mailbox, e: &Error) -> Outcome {
     let see_why = "run it by hand, as the user watch runs as, to see why";
     let endpoint = "check the URL in the [mailbox.oauth2] table: it must be the provider's endpoint itself";
     let (cause, fix): (Cause, Option<String>) = match e {
-        Error::Refused(refusal) => {
-            (Cause::TokenRefused, Some(advice(refusal, provider(mailbox), &mailbox.name)))
-        }
+        Error::Refused(refusal) => (Cause::TokenRefused, Some(advice(refusal, mailbox))),
         Error::Unreachable { failure, .. } => {
             let cause = match failure.kind {
                 Kind::Dns => Cause::Dns,
@@ -300,13 +300,22 @@ fn refresh_token_file(mailbox: &Mailbox) -> Option<&std::path::Path> {
 }
 
 /// What to do about a refusal: by Microsoft's AADSTS number when there is
-/// one, else by the OAuth2 error code.
-fn advice(refusal: &Refusal, provider: Option<Provider>, mailbox: &str) -> String {
+/// one, else by the OAuth2 error code; in the words of the mailbox's server.
+fn advice(refusal: &Refusal, mailbox: &Mailbox) -> String {
     let (error, description, kind) = (refusal.code.as_str(), refusal.description.as_str(), refusal.request);
+    let (provider, graph) = (provider(mailbox), mailbox.source() == MailSource::Graph);
     let sign_in_again = format!(
-        "run chatwoot-ingress oauth2 authorize --mailbox {mailbox} (as the user watch runs as) to sign in again and write a new refresh token"
+        "run chatwoot-ingress oauth2 authorize --mailbox {} (as the user watch runs as) to sign in again and write a new refresh token",
+        mailbox.name
     );
-    let scope = "check scope: Microsoft 365 app-only https://outlook.office365.com/.default, a Microsoft 365 user https://outlook.office.com/IMAP.AccessAsUser.All offline_access, Gmail https://mail.google.com/";
+    let scope = match graph {
+        true => "check scope: for Microsoft Graph https://graph.microsoft.com/.default for the application's own access (a national cloud's Graph host there), https://graph.microsoft.com/Mail.ReadWrite offline_access for a user's; an IMAP scope is not for Graph",
+        false => "check scope: Microsoft 365 app-only https://outlook.office365.com/.default, a Microsoft 365 user https://outlook.office.com/IMAP.AccessAsUser.All offline_access, Gmail https://mail.google.com/",
+    };
+    let app_permission = match graph {
+        true => "the application may not use client credentials: give it the application permission Mail.ReadWrite (Microsoft Graph) and grant admin consent (App registrations > API permissions > Grant admin consent)",
+        false => "the application may not use client credentials: give it the application permission IMAP.AccessAsApp (Office 365 Exchange Online) with admin consent",
+    };
     let aadsts: Option<u32> = description
         .strip_prefix("AADSTS")
         .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>())
@@ -321,7 +330,7 @@ fn advice(refusal: &Refusal, provider: Option<Provider>, mailbox: &str) -> Strin
         Some(65001) => "consent is missing: an administrator must grant admin consent to the application's API permissions (App registrations > API permissions > Grant admin consent)",
         Some(7000112) => "the application is disabled in the tenant: enable it (Enterprise applications > Properties)",
         Some(53003) => "a Conditional Access policy blocks this sign-in: the tenant's administrator must exempt the application or this machine",
-        Some(70011) => scope,
+        Some(70011 | 500011 | 1002012) => scope,
         Some(70008 | 50173 | 700082 | 9002313 | 50076 | 50079 | 50158 | 700005) if kind == Request::RefreshToken => {
             return format!("the refresh token is expired or revoked (a password or MFA change revokes it): {sign_in_again}")
         }
@@ -334,13 +343,11 @@ fn advice(refusal: &Refusal, provider: Option<Provider>, mailbox: &str) -> Strin
                 };
                 return format!("the refresh token is expired or revoked: {sign_in_again}{testing}");
             }
-            ("unauthorized_client", Request::ClientCredentials) => {
-                "the application may not use client credentials: give it the application permission IMAP.AccessAsApp (Office 365 Exchange Online) with admin consent"
-            }
+            ("unauthorized_client", Request::ClientCredentials) => app_permission,
             ("unauthorized_client", _) => {
                 "the application may not use this grant: for the device code, allow public client flows in its registration (Authentication)"
             }
-            ("invalid_scope", _) => scope,
+            ("invalid_scope" | "invalid_resource", _) => scope,
             ("unsupported_grant_type", _) => "check token_url: it must be the provider's token endpoint",
             ("access_denied" | "authorization_declined", _) => "the sign-in was declined: run it again and accept",
             ("expired_token", _) => "the code expired before the sign-in: run it again and sign in sooner",
@@ -351,20 +358,14 @@ fn advice(refusal: &Refusal, provider: Option<Provider>, mailbox: &str) -> Strin
     fix.to_string()
 }
 
-/// The server of a `[[mailbox]]`, as `watch` and `check` reach it.
-pub fn endpoint(mailbox: &Mailbox, timeout: Duration) -> Endpoint {
-    let security = match mailbox.tls {
+/// The IMAP server of a `[[mailbox]]`, as `watch` and `check` reach it.
+pub fn endpoint(mailbox: &Mailbox, imap: &Imap, timeout: Duration) -> Endpoint {
+    let security = match imap.tls {
         Tls::Implicit => Security::Implicit,
         Tls::StartTls => Security::StartTls,
         Tls::None => Security::None,
     };
-    Endpoint {
-        host: mailbox.host.clone(),
-        port: mailbox.port,
-        security,
-        ca_file: mailbox.ca_file.clone(),
-        timeout,
-    }
+    Endpoint { host: imap.host.clone(), port: imap.port, security, ca_file: mailbox.ca_file.clone(), timeout }
 }
 
 /// An IMAP failure as the outcome it is for a mailbox.
@@ -431,6 +432,92 @@ pub fn imap_fix(e: &ImapError) -> &'static str {
     }
 }
 
+/// What to do about Graph's 403 ErrorAccessDenied on `mailbox`: the app is
+/// outside the mailbox's RBAC scope, or has no Mail.ReadWrite at all
+/// (`granted`: whether its token carries it, when that is known).
+pub fn access_denied_fix(mailbox: &Mailbox, granted: Option<bool>) -> String {
+    let scope = format!(
+        "this app is not in the mailbox's RBAC scope: in Exchange Online PowerShell, New-ManagementRoleAssignment -App <its service principal> -Role \"Application Mail.ReadWrite\" -CustomResourceScope <a management scope that holds {}>; Test-ServicePrincipalAuthorization shows it (changes take a while to apply)",
+        mailbox.user
+    );
+    match granted {
+        Some(true) => format!(
+            "the token carries Mail.ReadWrite, so {scope}; or a retired application access policy still leaves it out (Get-ApplicationAccessPolicy)"
+        ),
+        Some(false) => "the token has no Mail.ReadWrite: see the permissions step".into(),
+        None => format!(
+            "{scope}; or the application has no Mail.ReadWrite at all (an Exchange role assignment, or the application permission with admin consent)"
+        ),
+    }
+}
+
+/// A Graph failure as the outcome it is for a mailbox: the client's words
+/// (Graph's status, error code and message, never its request ids) and the
+/// fix for that kind of failure.
+pub fn graph_failure(mailbox: &Mailbox, e: &graph::Error) -> Outcome {
+    use crate::http::Kind;
+    use graph::Error as E;
+    let code = |name: &str| e.has_code(name);
+    let (cause, fix): (Cause, String) = match e {
+        E::Throttled { .. } => (
+            Cause::MailboxLimit,
+            "Graph throttles this application on this mailbox (Outlook allows 10,000 requests in 10 minutes and 4 at once per application and mailbox): watch waits as long as Graph asks; if it lasts, look for other programs using the same application on this mailbox, or raise poll_interval".into(),
+        ),
+        E::Unauthorized { .. } => (
+            Cause::MailboxLogin,
+            "Graph refused a new access token too: it must be for Microsoft Graph (scope https://graph.microsoft.com/.default, not an IMAP scope), from the mailbox's tenant, and not revoked; chatwoot-ingress check shows the token's permissions".into(),
+        ),
+        E::Forbidden { .. } if code("ErrorAccessDenied") => (Cause::MailboxLogin, access_denied_fix(mailbox, None)),
+        E::Forbidden { .. } => (
+            Cause::MailboxLogin,
+            "the application may not do this in this mailbox: it needs the application permission Mail.ReadWrite (Microsoft Graph) with admin consent, and the mailbox in its RBAC scope".into(),
+        ),
+        E::NotFound { .. } if code("ErrorInvalidUser") || code("MailboxNotEnabledForRESTAPI") => (
+            Cause::MailboxFailed,
+            "check user in the [[mailbox]]: the mailbox's user principal name or object id, in the application's tenant, with an Exchange Online mailbox".into(),
+        ),
+        E::NotFound { .. } => (
+            Cause::MailboxFailed,
+            "a folder named in the [[mailbox]] (folders, move_to, refused_folder) or a message is not there any more; chatwoot-ingress check lists the folders".into(),
+        ),
+        E::Conflict { .. } => (Cause::MailboxFailed, "a folder of that name appeared meanwhile; it is tried again".into()),
+        E::SyncStateInvalid { .. } => (
+            Cause::MailboxFailed,
+            "Graph lost the delta state twice in one round; a full round is tried again".into(),
+        ),
+        E::Refused { .. } => (
+            Cause::MailboxFailed,
+            "Graph will not take the request as it is: check user and the folder names of the [[mailbox]], and that graph_url is Microsoft Graph".into(),
+        ),
+        E::Server { .. } => (
+            Cause::MailboxFailed,
+            "Graph or Exchange Online is failing; it is tried again with backoff (Microsoft 365 service health shows incidents)".into(),
+        ),
+        E::Transport { kind, .. } => {
+            let cause = match kind {
+                Kind::Dns => Cause::Dns,
+                Kind::Refused => Cause::Refused,
+                Kind::Tls | Kind::HandshakeEnded => Cause::Tls,
+                Kind::Timeout => Cause::Timeout,
+                Kind::Lost => Cause::ConnectionLost,
+            };
+            let fix = match cause {
+                Cause::Dns => "check graph_url and this machine's DNS",
+                Cause::Refused => "check that this machine reaches graph_url (a firewall, HTTPS_PROXY)",
+                Cause::Tls => "Graph's certificate must be issued by a CA this machine trusts (set ca_file in the [[mailbox]] for a TLS-inspecting proxy's CA)",
+                _ => "Graph stopped answering or closed the connection; it is tried again",
+            };
+            (cause, fix.into())
+        }
+        E::BadAnswer(_) => (
+            Cause::MailboxFailed,
+            "graph_url must be Microsoft Graph itself (or a national cloud's), not a proxy or portal that answers for it".into(),
+        ),
+        E::TooLarge { .. } => (Cause::TooLarge, "raise max_size if Chatwoot and its proxy accept larger messages".into()),
+    };
+    Outcome::new(cause, e.to_string()).with_fix(fix)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,7 +528,8 @@ mod tests {
 
     #[test]
     fn refusals_get_the_fix_their_code_calls_for() {
-        let fix = |error, description, kind| advice(&refusal(error, description, kind), None, "support");
+        let (imap, _dir) = mailbox("token_command = [\"x\"]");
+        let fix = |error, description, kind| advice(&refusal(error, description, kind), &imap);
         assert!(fix(
             "invalid_client",
             "AADSTS7000215: Invalid client secret provided.",
@@ -460,7 +548,9 @@ mod tests {
         .contains("admin consent"));
         assert!(fix("unauthorized_client", "", Request::ClientCredentials).contains("IMAP.AccessAsApp"));
         let google = refusal("invalid_grant", "Bad Request", Request::RefreshToken);
-        assert!(advice(&google, Some(Provider::Google), "g").contains("Testing"));
+        let (gmail, _dir) =
+            mailbox("provider = \"google\"\nclient_id = \"desktop\"\nrefresh_token_file = \"/var/lib/x/rt\"");
+        assert!(advice(&google, &gmail).contains("Testing"));
     }
 
     /// The mailbox of a configuration with one [[mailbox]] whose
@@ -548,5 +638,48 @@ mod tests {
         ] {
             assert_eq!(imap_failure(&e).cause, cause, "{e:?}");
         }
+    }
+
+    #[test]
+    fn graph_failures_get_the_cause_and_fix_of_their_kind() {
+        use crate::graph::{Detail, Error as G};
+        let (m, _dir) = mailbox("token_command = [\"x\"]");
+        let detail = |status, code: &str| Detail { status, code: Some(code.into()), message: None };
+        let cases = [
+            (
+                G::Throttled { retry_after: None, detail: detail(429, "ApplicationThrottled") },
+                Cause::MailboxLimit,
+                "10,000 requests",
+            ),
+            (
+                G::Unauthorized { detail: detail(401, "InvalidAuthenticationToken") },
+                Cause::MailboxLogin,
+                "https://graph.microsoft.com/.default",
+            ),
+            (G::Forbidden { detail: detail(403, "ErrorAccessDenied") }, Cause::MailboxLogin, "RBAC scope"),
+            (G::NotFound { detail: detail(404, "ErrorInvalidUser") }, Cause::MailboxFailed, "check user"),
+            (
+                G::NotFound { detail: detail(404, "ErrorItemNotFound") },
+                Cause::MailboxFailed,
+                "folders, move_to, refused_folder",
+            ),
+            (
+                G::Server { retry_after: None, detail: detail(503, "serviceNotAvailable") },
+                Cause::MailboxFailed,
+                "backoff",
+            ),
+            (G::Transport { kind: Kind::Tls, detail: "x".into() }, Cause::Tls, "ca_file"),
+            (G::Transport { kind: Kind::Dns, detail: "x".into() }, Cause::Dns, "graph_url"),
+            (G::BadAnswer("x".into()), Cause::MailboxFailed, "graph_url must be Microsoft Graph"),
+        ];
+        for (e, cause, fix) in cases {
+            let outcome = graph_failure(&m, &e);
+            assert_eq!(outcome.cause, cause, "{e:?}");
+            assert!(outcome.fix().unwrap().contains(fix), "{e:?}: {outcome}");
+            assert_eq!(outcome.reason(), e.to_string());
+        }
+        assert!(access_denied_fix(&m, Some(true))
+            .starts_with("the token carries Mail.ReadWrite, so this app is not in the mailbox's RBAC scope"));
+        assert!(access_denied_fix(&m, None).contains("New-ManagementRoleAssignment"));
     }
 }

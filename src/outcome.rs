@@ -251,13 +251,17 @@ impl Cause {
             Cause::StateFailed => "the journal or the state file could not be written",
             Cause::Interrupted => "stopped by a signal (SIGTERM, SIGINT, SIGHUP, SIGUSR1…)",
             Cause::Bug => "an internal error (a bug: please report it)",
-            Cause::MailboxLogin => "watch: the IMAP server refused the login (password, or OAuth2 token)",
-            Cause::MailboxFailed => "watch: the IMAP server refused a command (a folder missing…) or broke the protocol",
+            Cause::MailboxLogin => {
+                "watch: the IMAP server refused the login (password, or OAuth2 token), or Graph the token or the access"
+            }
+            Cause::MailboxFailed => {
+                "watch: the IMAP server or Graph refused a command (a folder missing…) or broke the protocol"
+            }
             Cause::TokenRefused => {
                 "watch: no OAuth2 access token: the provider refused (client secret, refresh token, consent) or failed, or token_command did"
             }
             Cause::MailboxLimit => {
-                "watch: the IMAP server refused another connection for the account ([LIMIT])"
+                "watch: the IMAP server refused another connection for the account ([LIMIT]), or Graph throttles the mailbox"
             }
             Cause::NoRoute => "no [[route]] is for the recipient's domain, and there is no top-level url",
             Cause::Invalid => "not an email: empty, no header section, binary, JSON…",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::network::{self, Fixes};
 use super::report::{FolderFigures, MailboxSteps, Report, Steps};
-use crate::config::{After, Auth, Config, Grant, Mailbox, Tls};
+use crate::config::{After, Auth, Config, Grant, Imap, Mailbox, Tls};
 use crate::imap::{Capabilities, ImapError, Session};
 use crate::mailbox::{self, endpoint, imap_fix, LoginError, Tokens};
 use crate::sys::io_reason;
@@ -23,13 +23,13 @@ const LONGEST_WAIT: Duration = Duration::from_secs(10);
 
 /// Every step of `mailbox`, whatever became of the ingress or of the other
 /// mailboxes: each fails on its own.
-pub fn mailbox(mailbox: &Mailbox, config: &Config, r: &mut Report) {
+pub fn mailbox(mailbox: &Mailbox, imap: &Imap, config: &Config, r: &mut Report) {
     let timeout = config.timeout.value.min(LONGEST_WAIT);
     let state_dir = watch::state_dir(config);
-    let mut s = r.mailbox(&mailbox.name);
-    let Some(mut session) = connect(mailbox, timeout, &mut s) else { return };
+    let mut s = r.mailbox("imap", &mailbox.name);
+    let Some(mut session) = connect(mailbox, imap, timeout, &mut s) else { return };
     if login(mailbox, &mut session, &mut s) {
-        if let Err((step, e)) = inspect(mailbox, &mut session, &state_dir, &mut s) {
+        if let Err((step, e)) = inspect(mailbox, imap, &mut session, &state_dir, &mut s) {
             let fix = match e {
                 // Its own fix says watch tries again, which check does not.
                 ImapError::Timeout(_) | ImapError::Lost(_) => {
@@ -44,24 +44,24 @@ pub fn mailbox(mailbox: &Mailbox, config: &Config, r: &mut Report) {
 }
 
 /// DNS, TCP, then the session (TLS, the greeting), each its own step.
-fn connect(m: &Mailbox, timeout: Duration, s: &mut MailboxSteps) -> Option<Session> {
-    let host = m.host.as_str();
+fn connect(m: &Mailbox, imap: &Imap, timeout: Duration, s: &mut MailboxSteps) -> Option<Session> {
+    let host = imap.host.as_str();
     // The fixes for those kinds of failure, in the [[mailbox]]'s words.
     let fixes = Fixes {
         dns: imap_fix(&ImapError::Dns(String::new())),
         tcp: imap_fix(&ImapError::Refused(String::new())),
     };
-    if !network::reach(s, (host, m.port), "", timeout, fixes) {
+    if !network::reach(s, (host, imap.port), "", timeout, fixes) {
         return None;
     }
 
-    match Session::connect(&endpoint(m, timeout)) {
+    match Session::connect(&endpoint(m, imap, timeout)) {
         Ok(session) => {
             let verified = match &m.ca_file {
                 Some(ca_file) => format!("issued by a CA in ca_file {}", ca_file.display()),
                 None => "issued by a CA this machine trusts".into(),
             };
-            let detail = match m.tls {
+            let detail = match imap.tls {
                 Tls::Implicit => format!("implicit TLS: the certificate is valid for {host} and {verified}"),
                 Tls::StartTls => format!("STARTTLS: the certificate is valid for {host} and {verified}"),
                 Tls::None => format!(
@@ -151,11 +151,12 @@ fn token_from(m: &Mailbox) -> String {
 /// ends the mailbox's check, with the step it was for.
 fn inspect(
     m: &Mailbox,
+    imap: &Imap,
     session: &mut Session,
     state_dir: &Path,
     s: &mut MailboxSteps,
 ) -> Result<(), (&'static str, ImapError)> {
-    let (detail, warnings) = capabilities(session.capabilities(), m);
+    let (detail, warnings) = capabilities(session.capabilities(), m, imap);
     s.ok("capabilities", detail);
     for (detail, fix) in warnings {
         s.warn("capabilities", detail, fix);
@@ -257,7 +258,7 @@ fn afresh(after: After) -> &'static str {
 
 /// The capabilities watch uses that the server has, and what each missing
 /// one means for this mailbox: (detail, [(warning, fix)]).
-fn capabilities(caps: &Capabilities, m: &Mailbox) -> (String, Vec<(String, String)>) {
+fn capabilities(caps: &Capabilities, m: &Mailbox, imap: &Imap) -> (String, Vec<(String, String)>) {
     let named = [("IDLE", caps.idle), ("MOVE", caps.move_), ("UIDPLUS", caps.uidplus)];
     let have: Vec<&str> = named.iter().filter(|(_, has)| *has).map(|(name, _)| *name).collect();
     let lacks: Vec<&str> = named.iter().filter(|(_, has)| !*has).map(|(name, _)| *name).collect();
@@ -267,7 +268,7 @@ fn capabilities(caps: &Capabilities, m: &Mailbox) -> (String, Vec<(String, Strin
         (false, false) => format!("{}; not {}", have.join(", "), lacks.join(", ")),
     };
     let mut warnings = Vec::new();
-    let (folders, connections) = (m.folders.len(), m.max_connections.get());
+    let (folders, connections) = (m.folders.len(), imap.max_connections.get());
     if folders > connections {
         warnings.push((
             format!(
@@ -320,14 +321,12 @@ fn capabilities(caps: &Capabilities, m: &Mailbox) -> (String, Vec<(String, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Password, Secret};
+    use crate::config::{Password, Secret, Server};
 
     fn mailbox(after: After) -> Mailbox {
         Mailbox {
             name: "support".into(),
-            host: "imap.example.com".into(),
-            port: 993,
-            tls: Tls::Implicit,
+            server: Server::Imap(imap()),
             user: "u".into(),
             auth: Auth::Password(Secret::Inline(Password::new("p"))),
             folders: vec!["INBOX".into()],
@@ -337,8 +336,16 @@ mod tests {
             recipient_header: None,
             ca_file: None,
             poll_interval: Duration::from_secs(60),
-            max_connections: crate::config::DEFAULT_MAX_CONNECTIONS,
             place: "mailbox support".into(),
+        }
+    }
+
+    fn imap() -> Imap {
+        Imap {
+            host: "imap.example.com".into(),
+            port: 993,
+            tls: Tls::Implicit,
+            max_connections: crate::config::DEFAULT_MAX_CONNECTIONS,
         }
     }
 
@@ -348,29 +355,29 @@ mod tests {
 
     #[test]
     fn a_missing_capability_is_a_warning_only_where_watch_needs_it() {
-        let (detail, warnings) = capabilities(&caps(true, true, true), &mailbox(After::Delete));
+        let (detail, warnings) = capabilities(&caps(true, true, true), &mailbox(After::Delete), &imap());
         assert_eq!((detail.as_str(), warnings.len()), ("IDLE, MOVE, UIDPLUS", 0));
 
-        let (detail, warnings) = capabilities(&caps(false, true, true), &mailbox(After::Seen));
+        let (detail, warnings) = capabilities(&caps(false, true, true), &mailbox(After::Seen), &imap());
         assert_eq!(detail, "MOVE, UIDPLUS; not IDLE");
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].0.contains("every 60s (poll_interval)"), "{warnings:?}");
 
         // Moves without MOVE are exact with UIDPLUS; deletes need only UIDPLUS.
-        let (detail, warnings) = capabilities(&caps(true, false, true), &mailbox(After::Move));
+        let (detail, warnings) = capabilities(&caps(true, false, true), &mailbox(After::Move), &imap());
         assert!(detail.ends_with("moves are COPY, then \\Deleted and UID EXPUNGE of exactly those messages"));
         assert!(warnings.is_empty());
-        let (_, warnings) = capabilities(&caps(true, true, false), &mailbox(After::Seen));
+        let (_, warnings) = capabilities(&caps(true, true, false), &mailbox(After::Seen), &imap());
         assert!(warnings.is_empty(), "MOVE moves; seen deletes nothing: {warnings:?}");
-        let (_, warnings) = capabilities(&caps(true, true, false), &mailbox(After::Delete));
+        let (_, warnings) = capabilities(&caps(true, true, false), &mailbox(After::Delete), &imap());
         assert!(warnings[0].0.starts_with("without UIDPLUS, deleted messages are only flagged \\Deleted"));
 
         // Neither: every move and delete leaves the original behind.
-        let (detail, warnings) = capabilities(&caps(false, false, false), &mailbox(After::Move));
+        let (detail, warnings) = capabilities(&caps(false, false, false), &mailbox(After::Move), &imap());
         assert_eq!(detail, "none of IDLE, MOVE, UIDPLUS");
         assert_eq!(warnings.len(), 2);
         assert!(warnings[1].0.starts_with("without UIDPLUS and MOVE, the originals of delivered messages moved to \"Done\" and refused ones moved to \"Refused\""), "{warnings:?}");
-        let (_, warnings) = capabilities(&caps(true, false, false), &mailbox(After::Seen));
+        let (_, warnings) = capabilities(&caps(true, false, false), &mailbox(After::Seen), &imap());
         assert!(
             warnings[0].0.contains("the originals of refused messages moved to \"Refused\""),
             "{warnings:?}"
@@ -379,7 +386,7 @@ mod tests {
         // More folders than connections: they share, and poll.
         let mut many = mailbox(After::Seen);
         many.folders = (0..12).map(|i| format!("f{i}")).collect();
-        let (_, warnings) = capabilities(&caps(true, true, true), &many);
+        let (_, warnings) = capabilities(&caps(true, true, true), &many, &imap());
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].0.starts_with("12 folders over at most 10 connections"), "{warnings:?}");
     }

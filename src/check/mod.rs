@@ -10,6 +10,7 @@
 
 mod access;
 mod chatwoot_env;
+mod graph;
 mod imap;
 mod network;
 mod report;
@@ -22,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use mail_parser::DateTime;
 
 use crate::cli::CheckArgs;
-use crate::config::{Config, Overrides};
+use crate::config::{Config, Overrides, Server};
 use crate::message::{Input, Raw};
 use crate::outcome::{Cause, Mta};
 use crate::pipeline::{Mode, Pipeline};
@@ -58,7 +59,10 @@ fn check(args: &CheckArgs, overrides: &Overrides, mta: Mta, r: &mut Report) {
     ingress(args, &config, r);
     // Whatever became of the ingress: each mailbox has its own faults.
     for mailbox in &config.mailboxes {
-        imap::mailbox(mailbox, &config, r);
+        match &mailbox.server {
+            Server::Imap(server) => imap::mailbox(mailbox, server, &config, r),
+            Server::Graph(server) => graph::mailbox(mailbox, server, &config, r),
+        }
     }
 }
 

@@ -45,6 +45,9 @@ pub struct Report {
 #[derive(Debug, Serialize)]
 pub struct MailboxFigures {
     pub name: String,
+    /// What the text shows before its name: "imap", "graph".
+    #[serde(skip)]
+    pub source: &'static str,
     pub folders: Vec<FolderFigures>,
 }
 
@@ -102,9 +105,9 @@ impl Steps for Report {
 }
 
 impl Report {
-    /// Where the steps of the mailbox `name` go.
-    pub fn mailbox(&mut self, name: &str) -> MailboxSteps<'_> {
-        self.mailboxes.push(MailboxFigures { name: name.to_string(), folders: Vec::new() });
+    /// Where the steps of the mailbox `name` (reached by `source`) go.
+    pub fn mailbox(&mut self, source: &'static str, name: &str) -> MailboxSteps<'_> {
+        self.mailboxes.push(MailboxFigures { name: name.to_string(), source, folders: Vec::new() });
         MailboxSteps { index: self.mailboxes.len() - 1, report: self }
     }
 
@@ -134,7 +137,10 @@ impl Report {
             let fix = step.fix.as_ref().map(|fix| format!(" — fix: {fix}")).unwrap_or_default();
             let _ = match &step.mailbox {
                 // "imap support: login", so that a mailbox's steps read together.
-                Some(mailbox) => writeln!(out, "{mark} imap {mailbox}: {}: {}{fix}", step.step, step.detail),
+                Some(mailbox) => {
+                    let source = self.mailboxes.iter().find(|m| &m.name == mailbox).map_or("", |m| m.source);
+                    writeln!(out, "{mark} {source} {mailbox}: {}: {}{fix}", step.step, step.detail)
+                }
                 None => writeln!(out, "{mark} {}: {}{fix}", step.step, step.detail),
             };
         }

@@ -11,7 +11,7 @@ use serde_path_to_error::Segment;
 use toml::{Spanned, Value};
 
 use super::keys::{self, Kind, Table};
-use super::mailbox::{After, Provider, Tls};
+use super::mailbox::{After, MailSource, Provider, Tls};
 use super::{error, ConfigError, Password, Source};
 use crate::secret::{self, FileError};
 
@@ -68,6 +68,7 @@ pub(super) struct RouteFile {
 #[serde(deny_unknown_fields)]
 pub(super) struct MailboxFile {
     pub name: Option<Spanned<String>>,
+    pub source: Option<Spanned<MailSource>>,
     pub host: Option<Spanned<String>>,
     pub port: Option<Spanned<NonZeroU16>>,
     pub tls: Option<Spanned<Tls>>,
@@ -82,6 +83,7 @@ pub(super) struct MailboxFile {
     pub ca_file: Option<Spanned<PathBuf>>,
     pub poll_interval: Option<Spanned<u64>>,
     pub max_connections: Option<Spanned<NonZeroUsize>>,
+    pub graph_url: Option<Spanned<String>>,
     pub auth: Option<Spanned<Login>>,
     pub oauth2: Option<Spanned<OAuth2File>>,
 }

@@ -9,8 +9,9 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 
 use super::file::Login;
 use super::mailbox::{
-    After, Provider, Tls, DEFAULT_FOLDER, DEFAULT_MAX_CONNECTIONS, DEFAULT_POLL_INTERVAL,
-    DEFAULT_REFUSED_FOLDER,
+    After, MailSource, Provider, Tls, DEFAULT_FOLDER, DEFAULT_GRAPH_FOLDER, DEFAULT_GRAPH_POLL_INTERVAL,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_POLL_INTERVAL, DEFAULT_REFUSED_FOLDER, GRAPH_APP_SCOPE,
+    GRAPH_USER_SCOPE,
 };
 use super::{DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, RELAY_PATH};
 
@@ -29,6 +30,7 @@ pub const ROUTE: &str = "route";
 pub const DOMAINS: &str = "domains";
 pub const MAILBOX: &str = "mailbox";
 pub const NAME: &str = "name";
+pub const SOURCE: &str = "source";
 pub const HOST: &str = "host";
 pub const PORT: &str = "port";
 pub const TLS: &str = "tls";
@@ -39,6 +41,7 @@ pub const MOVE_TO: &str = "move_to";
 pub const REFUSED_FOLDER: &str = "refused_folder";
 pub const POLL_INTERVAL: &str = "poll_interval";
 pub const MAX_CONNECTIONS: &str = "max_connections";
+pub const GRAPH_URL: &str = "graph_url";
 pub const AUTH: &str = "auth";
 pub const OAUTH2: &str = "oauth2";
 pub const PROVIDER: &str = "provider";
@@ -362,11 +365,12 @@ fn table() -> Vec<Key> {
             MAILBOX,
             Tables(Mailbox),
             "[[mailbox]]",
-            "An IMAP mailbox that watch fetches from (repeat the table for each). Each message is \
-             delivered through the same steps as any other; it is flagged, moved or deleted on the \
-             server only after the ingress answered 2xx for it. Mailboxes of one account (the same \
-             host, port and user) may not watch the same folder, nor move or refuse mail into a \
-             folder another of them watches.",
+            "A mailbox that watch fetches from, over IMAP or through Microsoft Graph (repeat the \
+             table for each). Each message is delivered through the same steps as any other; it is \
+             flagged, moved or deleted on the server only after the ingress answered 2xx for it. \
+             Mailboxes of one account (the same host, port and user; for Graph, the same mailbox) \
+             may not watch the same folder, nor move or refuse mail into a folder another of them \
+             watches.",
         ),
         key(
             Mailbox,
@@ -375,8 +379,20 @@ fn table() -> Vec<Key> {
             "\"support\"",
             "Its name, in logs, the state directory and --mailbox: letters, digits, '.', '_' and '-'.",
         ),
+        key(
+            Mailbox,
+            SOURCE,
+            Choice(names::<MailSource>),
+            "\"graph\"",
+            "imap, or graph: a Microsoft 365 mailbox through Microsoft Graph (a tenant with IMAP \
+             switched off, a shared mailbox, no password), followed with a delta query per folder \
+             every poll_interval. A graph mailbox has user, graph_url and a [mailbox.oauth2] table; \
+             host, port, tls, password, password_file, auth and max_connections are IMAP's and are \
+             refused there, as graph_url is for IMAP.",
+        )
+        .or("\"imap\""),
         key(Mailbox, HOST, Text, "\"imap.example.com\"", "The IMAP server."),
-        key(Mailbox, PORT, Integer { min: 1, max: Some(65535), unit: "" }, "993", "Its port.")
+        key(Mailbox, PORT, Integer { min: 1, max: Some(65535), unit: "" }, "993", "Its IMAP port.")
             .or("993 with tls = \"implicit\", else 143"),
         key(
             Mailbox,
@@ -387,8 +403,15 @@ fn table() -> Vec<Key> {
              for a server on this machine). Certificates are verified.",
         )
         .or("\"implicit\""),
-        key(Mailbox, USER, Text, "\"catchall@example.com\"", "The login name."),
-        key(Mailbox, PASSWORD, Secret, "\"...\"", "The login password; prefer password_file."),
+        key(
+            Mailbox,
+            USER,
+            Text,
+            "\"catchall@example.com\"",
+            "The IMAP login name; with source = \"graph\", the mailbox: its user principal name \
+             (support@contoso.com) or object id.",
+        ),
+        key(Mailbox, PASSWORD, Secret, "\"...\"", "The IMAP login password; prefer password_file."),
         key(
             Mailbox,
             PASSWORD_FILE,
@@ -401,17 +424,19 @@ fn table() -> Vec<Key> {
             FOLDERS,
             List,
             "[\"INBOX\"]",
-            "The folders to fetch from, each once (INBOX in any case is INBOX; other names are \
-             case-sensitive).",
+            "The folders to fetch from, each once. IMAP: INBOX in any case is INBOX, other names are \
+             case-sensitive. Graph: well-known names (Inbox, Archive, …) or display names, \
+             \"Parent/Child\" for a folder in another, in any case.",
         )
-        .or(format!("[\"{DEFAULT_FOLDER}\"]")),
+        .or(format!("[\"{DEFAULT_FOLDER}\"]; with source = \"graph\", [\"{DEFAULT_GRAPH_FOLDER}\"]")),
         key(
             Mailbox,
             AFTER,
             Choice(names::<After>),
             "\"seen\"",
-            "What to do with a message once the ingress answered 2xx: seen (flag it \\Seen), move \
-             (to move_to) or delete (UID EXPUNGE of that message only).",
+            "What to do with a message once the ingress answered 2xx: seen (flag it \\Seen; Graph: \
+             isRead), move (to move_to) or delete (IMAP: UID EXPUNGE of that message only; Graph: a \
+             move to Deleted Items, which can be undone).",
         )
         .or("\"seen\""),
         key(
@@ -443,16 +468,21 @@ fn table() -> Vec<Key> {
             CA_FILE,
             Path,
             "\"/etc/chatwoot-ingress/imap-ca.pem\"",
-            "As ca_file, for this IMAP server.",
+            "As ca_file, for this IMAP server, or for Graph (a TLS-inspecting proxy's CA).",
         ),
         key(
             Mailbox,
             POLL_INTERVAL,
             seconds(5, 3600),
             "60",
-            "Seconds between looks for new mail on a server without IDLE.",
+            "Seconds between looks for new mail: on an IMAP server without IDLE, or Graph's delta \
+             query of each folder (one request while nothing arrives).",
         )
-        .or(DEFAULT_POLL_INTERVAL.as_secs().to_string()),
+        .or(format!(
+            "{}; with source = \"graph\", {}",
+            DEFAULT_POLL_INTERVAL.as_secs(),
+            DEFAULT_GRAPH_POLL_INTERVAL.as_secs()
+        )),
         key(
             Mailbox,
             MAX_CONNECTIONS,
@@ -463,6 +493,16 @@ fn table() -> Vec<Key> {
              account (Gmail's is 15), counting other clients of the account.",
         )
         .or(DEFAULT_MAX_CONNECTIONS.to_string()),
+        key(
+            Mailbox,
+            GRAPH_URL,
+            Url,
+            "\"https://graph.microsoft.com\"",
+            "Microsoft Graph, for source = \"graph\": a national cloud's (https://graph.microsoft.us, \
+             https://microsoftgraph.chinacloudapi.cn; set token_url and scope for that cloud too). \
+             https://, or http:// to a service on this machine.",
+        )
+        .or(crate::graph::GLOBAL),
         key(
             Mailbox,
             AUTH,
@@ -478,7 +518,8 @@ fn table() -> Vec<Key> {
             OAUTH2,
             Kind::Table(OAuth2),
             "[mailbox.oauth2]",
-            "Where the access tokens of a mailbox with auth = xoauth2 or oauthbearer come from: \
+            "Where the access tokens of a mailbox with auth = xoauth2 or oauthbearer, or with \
+             source = \"graph\", come from: \
              token_command; else a user's refresh token in refresh_token_file (written by \
              chatwoot-ingress oauth2 authorize); else the application's own access (client \
              credentials, with client_secret_file: Microsoft 365 app-only, which shared mailboxes \
@@ -554,9 +595,12 @@ fn table() -> Vec<Key> {
             "\"https://outlook.office365.com/.default\"",
             "The scopes to ask for, separated by spaces.",
         )
-        .or("with provider = \"microsoft\", https://outlook.office365.com/.default for client \
-             credentials, else https://outlook.office.com/IMAP.AccessAsUser.All offline_access; with \
-             \"google\", https://mail.google.com/"),
+        .or(format!(
+            "with provider = \"microsoft\", https://outlook.office365.com/.default for client \
+             credentials, else https://outlook.office.com/IMAP.AccessAsUser.All offline_access \
+             (source = \"graph\": {GRAPH_APP_SCOPE}, else {GRAPH_USER_SCOPE}); with \"google\", \
+             https://mail.google.com/"
+        )),
         key(
             OAuth2,
             DEVICE_AUTHORIZATION_URL,

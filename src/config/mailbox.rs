@@ -1,4 +1,4 @@
-//! `[[mailbox]]` tables: the IMAP mailboxes `watch` fetches from.
+//! `[[mailbox]]` tables: the mailboxes `watch` fetches from, over IMAP or through Microsoft Graph.
 
 use std::num::NonZeroUsize;
 use std::ops::Range;
@@ -36,13 +36,24 @@ pub enum After {
     Delete,
 }
 
+/// Where a mailbox's mail is fetched from (`source`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailSource {
+    Imap,
+    /// Microsoft Graph: Microsoft 365 mailboxes with IMAP switched off,
+    /// shared mailboxes, no passwords.
+    Graph,
+}
+
 /// One mailbox to watch, resolved and checked.
 #[derive(Clone, Debug)]
 pub struct Mailbox {
     pub name: String,
-    pub host: String,
-    pub port: u16,
-    pub tls: Tls,
+    /// The server and what only it needs.
+    pub server: Server,
+    /// The IMAP login name; for Graph, the mailbox (its user principal
+    /// name or object id).
     pub user: String,
     pub auth: Auth,
     /// Each once; none of them is `move_to` or `refused_folder`, here or in
@@ -55,12 +66,56 @@ pub struct Mailbox {
     pub refused_folder: String,
     pub recipient_header: Option<String>,
     pub ca_file: Option<PathBuf>,
-    /// How often to look for new mail on a server without IDLE.
+    /// How often to look for new mail: on an IMAP server without IDLE, or
+    /// with a Graph delta query.
     pub poll_interval: Duration,
-    /// How many IMAP sessions `watch` may open to this mailbox at once.
-    pub max_connections: NonZeroUsize,
     /// "mailbox support (FILE line N)", for messages.
     pub place: String,
+}
+
+/// Where a mailbox is, as its `source` says.
+#[derive(Clone, Debug)]
+pub enum Server {
+    Imap(Imap),
+    Graph(Graph),
+}
+
+/// An IMAP server.
+#[derive(Clone, Debug)]
+pub struct Imap {
+    pub host: String,
+    pub port: u16,
+    pub tls: Tls,
+    /// How many IMAP sessions `watch` may open to this mailbox at once.
+    pub max_connections: NonZeroUsize,
+}
+
+/// Microsoft Graph.
+#[derive(Clone, Debug)]
+pub struct Graph {
+    /// The service (`graph_url`), checked: https, or http on loopback.
+    pub endpoint: crate::graph::Endpoint,
+}
+
+impl Mailbox {
+    pub fn source(&self) -> MailSource {
+        match self.server {
+            Server::Imap(_) => MailSource::Imap,
+            Server::Graph(_) => MailSource::Graph,
+        }
+    }
+
+    /// Whether two folder names of this mailbox name one folder: for IMAP,
+    /// INBOX in any case is INBOX and other names are case-sensitive (RFC
+    /// 3501 section 5.1); Exchange's folder names are case-insensitive, and
+    /// a well-known name is its folder in any spelling ("Deleted Items",
+    /// "deleteditems").
+    pub fn same_folder(&self, a: &str, b: &str) -> bool {
+        match self.server {
+            Server::Imap(_) => same_folder(a, b),
+            Server::Graph(_) => same_graph_folder(a, b),
+        }
+    }
 }
 
 /// How a mailbox logs in.
@@ -68,8 +123,9 @@ pub struct Mailbox {
 pub enum Auth {
     /// LOGIN (or AUTHENTICATE PLAIN), the password read again at each login.
     Password(Secret),
-    /// AUTHENTICATE with an OAuth2 access token.
-    OAuth2(Sasl, Box<OAuth2>),
+    /// An OAuth2 access token: with IMAP, in an AUTHENTICATE of this SASL
+    /// mechanism; with Graph (None), as the bearer of each request.
+    OAuth2(Option<Sasl>, Box<OAuth2>),
 }
 
 /// The SASL mechanism that carries an access token.
@@ -129,6 +185,11 @@ pub struct Client {
 /// user's mailbox (a refresh token; offline_access is what yields one).
 pub const MICROSOFT_APP_SCOPE: &str = "https://outlook.office365.com/.default";
 pub const MICROSOFT_USER_SCOPE: &str = "https://outlook.office.com/IMAP.AccessAsUser.All offline_access";
+/// The same for Microsoft Graph: the application permissions it was
+/// granted, or a user's delegated Mail.ReadWrite (an IMAP token's audience
+/// is not Graph).
+pub const GRAPH_APP_SCOPE: &str = "https://graph.microsoft.com/.default";
+pub const GRAPH_USER_SCOPE: &str = "https://graph.microsoft.com/Mail.ReadWrite offline_access";
 /// Gmail's only scope for IMAP.
 pub const GOOGLE_SCOPE: &str = "https://mail.google.com/";
 const MICROSOFT_LOGIN: &str = "https://login.microsoftonline.com";
@@ -136,15 +197,36 @@ const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
 const GOOGLE_AUTHORIZATION_URL: &str = "https://accounts.google.com/o/oauth2/v2/auth";
 
 pub const DEFAULT_FOLDER: &str = "INBOX";
+/// Graph's well-known name, in the case Outlook shows it.
+pub const DEFAULT_GRAPH_FOLDER: &str = "Inbox";
 pub const DEFAULT_REFUSED_FOLDER: &str = "Refused";
+/// Where Graph's `after = "delete"` puts messages (a move one can undo).
+const DELETED_ITEMS: &str = "deleteditems";
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
+/// One delta query per folder every 10 s: 60 requests in 10 minutes, under
+/// 1 % of Outlook's 10,000 per app and mailbox.
+pub const DEFAULT_GRAPH_POLL_INTERVAL: Duration = Duration::from_secs(10);
 /// Below Gmail's 15 IMAP connections per account, with room for a mail client.
 pub const DEFAULT_MAX_CONNECTIONS: NonZeroUsize = NonZeroUsize::new(10).unwrap();
 
-/// Whether two folder names name one folder: INBOX in any case is INBOX,
-/// other names are case-sensitive (RFC 3501 section 5.1).
+/// Whether two IMAP folder names name one folder: INBOX in any case is
+/// INBOX, other names are case-sensitive (RFC 3501 section 5.1).
 pub fn same_folder(a: &str, b: &str) -> bool {
     a == b || (a.eq_ignore_ascii_case(DEFAULT_FOLDER) && b.eq_ignore_ascii_case(DEFAULT_FOLDER))
+}
+
+/// Whether two Graph folder paths name one folder: in any case, and a
+/// well-known name as its English display name ("deleteditems", "Deleted
+/// Items").
+fn same_graph_folder(a: &str, b: &str) -> bool {
+    let canonical = |path: &str| {
+        let mut names: Vec<String> = path.split('/').map(str::to_lowercase).collect();
+        if let Some(known) = names.first().and_then(|first| crate::graph::well_known(first)) {
+            names[0] = known.to_string();
+        }
+        names
+    };
+    canonical(a) == canonical(b)
 }
 
 /// The `[[mailbox]]` tables, each complete and consistent, names unique,
@@ -191,30 +273,49 @@ impl<'a> Folders<'a> {
         }
         let refused_at = at(keys::REFUSED_FOLDER, span(&table.refused_folder), DEFAULT_REFUSED_FOLDER);
         puts_into.push((mailbox.refused_folder.as_str(), refused_at));
+        if let (Server::Graph(_), After::Delete) = (&mailbox.server, mailbox.after) {
+            let after_at = at(keys::AFTER, table.after.as_ref().map(Spanned::span), "");
+            puts_into.push((DELETED_ITEMS, after_at));
+        }
+        let default = match mailbox.server {
+            Server::Imap(_) => DEFAULT_FOLDER,
+            Server::Graph(_) => DEFAULT_GRAPH_FOLDER,
+        };
         Folders {
             mailbox,
-            watched_at: at(keys::FOLDERS, table.folders.as_ref().map(Spanned::span), DEFAULT_FOLDER),
+            watched_at: at(keys::FOLDERS, table.folders.as_ref().map(Spanned::span), default),
             puts_into,
         }
     }
 
     fn watches(&self, folder: &str) -> bool {
-        self.mailbox.folders.iter().any(|f| same_folder(f, folder))
+        self.mailbox.folders.iter().any(|f| self.mailbox.same_folder(f, folder))
     }
 
-    /// Two mailboxes of one account (host, port and user) neither watch
-    /// the same folder, which would deliver its mail twice, nor move or
-    /// refuse mail into a folder the other watches, which would deliver it
-    /// again. The error names this one's key; `other` came first.
+    /// Two mailboxes of one account (IMAP: host, port and user; Graph: the
+    /// service and the mailbox) neither watch the same folder, which would
+    /// deliver its mail twice, nor move or refuse mail into a folder the
+    /// other watches, which would deliver it again. The error names this
+    /// one's key; `other` came first.
     fn apart_from(&self, other: &Folders) -> Result<(), ConfigError> {
         let (this, that) = (self.mailbox, other.mailbox);
-        let same_account =
-            this.host.eq_ignore_ascii_case(&that.host) && this.port == that.port && this.user == that.user;
+        let same_account = match (&this.server, &that.server) {
+            (Server::Imap(a), Server::Imap(b)) => {
+                a.host.eq_ignore_ascii_case(&b.host) && a.port == b.port && this.user == that.user
+            }
+            (Server::Graph(a), Server::Graph(b)) => {
+                a.endpoint == b.endpoint && this.user.eq_ignore_ascii_case(&that.user)
+            }
+            _ => false,
+        };
         if !same_account {
             return Ok(());
         }
-        let (server, fix) =
-            ("on the same server and user", "name another folder, or watch it with one [[mailbox]] only");
+        let server = match this.server {
+            Server::Imap(_) => "on the same server and user",
+            Server::Graph(_) => "of the same Microsoft 365 mailbox",
+        };
+        let fix = "name another folder, or watch it with one [[mailbox]] only";
         if this.folders.iter().any(|folder| other.watches(folder)) {
             return Err(error(format!(
                 "{}: {} watches a folder of this one too, {server}: every message in it would be delivered twice; {fix}",
@@ -265,7 +366,172 @@ fn mailbox(
     };
     let place = format!("mailbox {name} ({here})");
     let missing = |key: &str| error(format!("{place} has no `{key}`"));
+    let source = table.source.as_ref().map_or(MailSource::Imap, |value| *value.get_ref());
+    not_for(file, source, table)?;
+    let user_value = table.user.as_ref().ok_or_else(|| missing(keys::USER))?;
+    let user = user_value.get_ref().clone();
+    let (server, auth) = match source {
+        MailSource::Imap => imap(file, &place, table, warnings)?,
+        MailSource::Graph => {
+            if user.trim().is_empty() || user.contains(|c: char| c.is_whitespace() || c == '/') {
+                return Err(error(format!(
+                    "{}: the mailbox's user principal name (support@contoso.com) or object id",
+                    file.at(keys::USER, user_value)
+                )));
+            }
+            graph(file, &place, table, warnings)?
+        }
+    };
+    // What a folder name is, and when two are one, depend on the server.
+    let probe = Mailbox {
+        name,
+        server,
+        user,
+        auth,
+        folders: Vec::new(),
+        after: After::Seen,
+        move_to: None,
+        refused_folder: String::new(),
+        recipient_header: None,
+        ca_file: None,
+        poll_interval: DEFAULT_POLL_INTERVAL,
+        place,
+    };
+    let graph = probe.source() == MailSource::Graph;
+    // Graph's folders are paths of display names.
+    let path = |at: String, folder: &str| -> Result<(), ConfigError> {
+        match graph && crate::graph::FolderPath::parse(folder).is_none() {
+            true => Err(error(format!(
+                "{at}: a folder is its name, or \"Parent/Child\" for a folder in another; no name empty"
+            ))),
+            false => Ok(()),
+        }
+    };
+    let folders = match &table.folders {
+        Some(value) => {
+            let at = file.at(keys::FOLDERS, value);
+            let folders = value.get_ref();
+            if folders.is_empty() || folders.iter().any(|f| f.trim().is_empty()) {
+                return Err(error(format!("{at}: name at least one folder, none empty")));
+            }
+            for folder in folders {
+                path(at.clone(), folder)?;
+            }
+            let alike = match graph {
+                true => "names are the same in any case",
+                false => "INBOX in any case is INBOX",
+            };
+            for (n, folder) in folders.iter().enumerate() {
+                if let Some(first) = folders[..n].iter().position(|f| probe.same_folder(f, folder)) {
+                    return Err(error(format!(
+                        "{at}: folders {} and {} are the same folder ({alike}): a folder watched twice delivers its mail twice; name it once",
+                        first + 1,
+                        n + 1
+                    )));
+                }
+            }
+            folders.clone()
+        }
+        None if graph => vec![DEFAULT_GRAPH_FOLDER.to_string()],
+        None => vec![DEFAULT_FOLDER.to_string()],
+    };
+    let watched = |folder: &str| folders.iter().any(|f| probe.same_folder(f, folder));
+    let after = table.after.as_ref().map_or(After::Seen, |value| *value.get_ref());
+    if let (true, After::Delete, Some(value)) = (graph, after, &table.folders) {
+        if watched(DELETED_ITEMS) {
+            return Err(error(format!(
+                "{}: after = \"delete\" moves delivered mail to Deleted Items, which this mailbox watches: it would be fetched and delivered again; name another folder",
+                file.at(keys::FOLDERS, value)
+            )));
+        }
+    }
+    let move_to = table.move_to.as_ref().map(|value| value.get_ref().clone());
+    match (after, &table.move_to) {
+        (After::Move, None) => {
+            return Err(error(format!("{}: after = \"move\" needs `{}`", probe.place, keys::MOVE_TO)))
+        }
+        (_, Some(value)) if watched(value.get_ref()) => {
+            return Err(error(format!(
+                "{}: this mailbox watches that folder (`{}`): every message moved there would be fetched and delivered again; name another folder",
+                file.at(keys::MOVE_TO, value),
+                keys::FOLDERS
+            )))
+        }
+        (_, Some(value)) => path(file.at(keys::MOVE_TO, value), value.get_ref())?,
+        _ => {}
+    }
+    let refused_folder = match &table.refused_folder {
+        Some(value) if watched(value.get_ref()) => {
+            return Err(error(format!(
+                "{}: this mailbox watches that folder (`{}`): refused mail would be fetched and refused again; name another folder",
+                file.at(keys::REFUSED_FOLDER, value),
+                keys::FOLDERS
+            )))
+        }
+        Some(value) => {
+            path(file.at(keys::REFUSED_FOLDER, value), value.get_ref())?;
+            value.get_ref().clone()
+        }
+        None if watched(DEFAULT_REFUSED_FOLDER) => {
+            return Err(error(format!(
+                "{}: it names {DEFAULT_REFUSED_FOLDER}, where refused mail goes when `{}` is not set: set that to another folder",
+                table.folders.as_ref().map_or(probe.place.clone(), |value| file.at(keys::FOLDERS, value)),
+                keys::REFUSED_FOLDER
+            )))
+        }
+        None => DEFAULT_REFUSED_FOLDER.to_string(),
+    };
+    let recipient_header = table.recipient_header.as_ref().map(|v| file_header_name(file, v)).transpose()?;
+    let ca_file = table.ca_file.as_ref().map(|value| file.path(value));
+    let poll_interval = match &table.poll_interval {
+        Some(value) => keys::integer(Table::Mailbox, keys::POLL_INTERVAL, *value.get_ref())
+            .map(Duration::from_secs)
+            .map_err(|_| file.invalid(Table::Mailbox, keys::POLL_INTERVAL, Some(value.span())))?,
+        None if graph => DEFAULT_GRAPH_POLL_INTERVAL,
+        None => DEFAULT_POLL_INTERVAL,
+    };
+    Ok(Mailbox { folders, after, move_to, refused_folder, recipient_header, ca_file, poll_interval, ..probe })
+}
 
+/// A key of the other source is a mistake to be told, not ignored: an
+/// IMAP host on a Graph mailbox would never be used.
+fn not_for(file: &File, source: MailSource, table: &MailboxFile) -> Result<(), ConfigError> {
+    let span = |value: &Option<Spanned<String>>| value.as_ref().map(Spanned::span);
+    let found = match source {
+        MailSource::Graph => [
+            (keys::HOST, span(&table.host)),
+            (keys::PORT, table.port.as_ref().map(Spanned::span)),
+            (keys::TLS, table.tls.as_ref().map(Spanned::span)),
+            (keys::PASSWORD, table.password.as_ref().map(Spanned::span)),
+            (keys::PASSWORD_FILE, table.password_file.as_ref().map(Spanned::span)),
+            (keys::AUTH, table.auth.as_ref().map(Spanned::span)),
+            (keys::MAX_CONNECTIONS, table.max_connections.as_ref().map(Spanned::span)),
+        ]
+        .into_iter()
+        .find_map(|(key, span)| span.map(|span| (key, span))),
+        MailSource::Imap => span(&table.graph_url).map(|span| (keys::GRAPH_URL, span)),
+    };
+    match (found, source) {
+        (Some((key, span)), MailSource::Graph) => Err(error(format!(
+            "`{key}` in {}: it is for IMAP; a mailbox with source = \"graph\" reaches Microsoft Graph (graph_url) with a token from [mailbox.oauth2]: remove it",
+            file.place(Some(span))
+        ))),
+        (Some((key, span)), MailSource::Imap) => Err(error(format!(
+            "`{key}` in {}: it is for source = \"graph\"; this mailbox is IMAP (source = \"imap\", the default): remove it, or set source = \"graph\"",
+            file.place(Some(span))
+        ))),
+        (None, _) => Ok(()),
+    }
+}
+
+/// The IMAP server of a table, and how to log in to it.
+fn imap(
+    file: &File,
+    place: &str,
+    table: &MailboxFile,
+    warnings: &mut Vec<String>,
+) -> Result<(Server, Auth), ConfigError> {
+    let missing = |key: &str| error(format!("{place} has no `{key}`"));
     let host_value = table.host.as_ref().ok_or_else(|| missing(keys::HOST))?;
     let host = host_value.get_ref().clone();
     if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
@@ -283,7 +549,6 @@ fn mailbox(
         (None, Tls::Implicit) => 993,
         (None, _) => 143,
     };
-    let user = table.user.as_ref().ok_or_else(|| missing(keys::USER))?.get_ref().clone();
     let login = table.auth.as_ref().map_or(Login::Password, |value| *value.get_ref());
     let sasl = match login {
         Login::Password => None,
@@ -327,104 +592,73 @@ fn mailbox(
                     file.place(Some(span))
                 )));
             }
-            Auth::OAuth2(sasl, Box::new(oauth2_table(file, &place, oauth2, warnings)?))
+            let oauth2 = oauth2_table(file, place, oauth2, MailSource::Imap, warnings)?;
+            Auth::OAuth2(Some(sasl), Box::new(oauth2))
         }
-    };
-
-    let folders = match &table.folders {
-        Some(value) => {
-            let at = file.at(keys::FOLDERS, value);
-            let folders = value.get_ref();
-            if folders.is_empty() || folders.iter().any(|f| f.trim().is_empty()) {
-                return Err(error(format!("{at}: name at least one folder, none empty")));
-            }
-            for (n, folder) in folders.iter().enumerate() {
-                if let Some(first) = folders[..n].iter().position(|f| same_folder(f, folder)) {
-                    return Err(error(format!(
-                        "{at}: folders {} and {} are the same folder (INBOX in any case is INBOX): a folder watched twice delivers its mail twice; name it once",
-                        first + 1,
-                        n + 1
-                    )));
-                }
-            }
-            folders.clone()
-        }
-        None => vec![DEFAULT_FOLDER.to_string()],
-    };
-    let watched = |folder: &str| folders.iter().any(|f| same_folder(f, folder));
-    let after = table.after.as_ref().map_or(After::Seen, |value| *value.get_ref());
-    let move_to = table.move_to.as_ref().map(|value| value.get_ref().clone());
-    match (after, &table.move_to) {
-        (After::Move, None) => {
-            return Err(error(format!("{place}: after = \"move\" needs `{}`", keys::MOVE_TO)))
-        }
-        (_, Some(value)) if watched(value.get_ref()) => {
-            return Err(error(format!(
-                "{}: this mailbox watches that folder (`{}`): every message moved there would be fetched and delivered again; name another folder",
-                file.at(keys::MOVE_TO, value),
-                keys::FOLDERS
-            )))
-        }
-        _ => {}
-    }
-    let refused_folder = match &table.refused_folder {
-        Some(value) if watched(value.get_ref()) => {
-            return Err(error(format!(
-                "{}: this mailbox watches that folder (`{}`): refused mail would be fetched and refused again; name another folder",
-                file.at(keys::REFUSED_FOLDER, value),
-                keys::FOLDERS
-            )))
-        }
-        Some(value) => value.get_ref().clone(),
-        None if watched(DEFAULT_REFUSED_FOLDER) => {
-            return Err(error(format!(
-                "{}: it names {DEFAULT_REFUSED_FOLDER}, where refused mail goes when `{}` is not set: set that to another folder",
-                table.folders.as_ref().map_or(place.clone(), |value| file.at(keys::FOLDERS, value)),
-                keys::REFUSED_FOLDER
-            )))
-        }
-        None => DEFAULT_REFUSED_FOLDER.to_string(),
-    };
-    let recipient_header = table.recipient_header.as_ref().map(|v| file_header_name(file, v)).transpose()?;
-    let ca_file = table.ca_file.as_ref().map(|value| file.path(value));
-    let poll_interval = match &table.poll_interval {
-        Some(value) => keys::integer(Table::Mailbox, keys::POLL_INTERVAL, *value.get_ref())
-            .map(Duration::from_secs)
-            .map_err(|_| file.invalid(Table::Mailbox, keys::POLL_INTERVAL, Some(value.span())))?,
-        None => DEFAULT_POLL_INTERVAL,
     };
     let max_connections =
         table.max_connections.as_ref().map_or(DEFAULT_MAX_CONNECTIONS, |value| *value.get_ref());
-    Ok(Mailbox {
-        name,
-        host,
-        port,
-        tls,
-        user,
-        auth,
-        folders,
-        after,
-        move_to,
-        refused_folder,
-        recipient_header,
-        ca_file,
-        poll_interval,
-        max_connections,
-        place,
-    })
+    Ok((Server::Imap(Imap { host, port, tls, max_connections }), auth))
+}
+
+/// Microsoft Graph as a table names it, and where its tokens come from.
+fn graph(
+    file: &File,
+    place: &str,
+    table: &MailboxFile,
+    warnings: &mut Vec<String>,
+) -> Result<(Server, Auth), ConfigError> {
+    use crate::graph::{Endpoint, EndpointError};
+    let endpoint = match &table.graph_url {
+        Some(value) => Endpoint::parse(value.get_ref()).map_err(|e| {
+            // The value is not quoted back: the error's own words would.
+            let why = match e {
+                EndpointError::NotUrl(_) => "not an https:// URL",
+                EndpointError::Cleartext(_) => {
+                    "it must start with https:// (http:// only to this machine): the token would cross the network in clear"
+                }
+                EndpointError::Extra(_) => {
+                    "a scheme, a host and at most a path: no user, password, query or fragment"
+                }
+            };
+            error(format!("{}: {why}", file.at(keys::GRAPH_URL, value)))
+        })?,
+        None => Endpoint::default(),
+    };
+    let Some(oauth2) = &table.oauth2 else {
+        return Err(error(format!(
+            "{place}: source = \"graph\" needs a [mailbox.oauth2] table: Graph takes an OAuth2 access token"
+        )));
+    };
+    let oauth2 = oauth2_table(file, place, oauth2, MailSource::Graph, warnings)?;
+    Ok((Server::Graph(Graph { endpoint }), Auth::OAuth2(None, Box::new(oauth2))))
 }
 
 /// `[mailbox.oauth2]`: one way to get tokens, each key it needs and none
 /// that another way would use.
+/// The default scopes are those of `source`'s server.
 fn oauth2_table(
     file: &File,
     mailbox: &str,
     table: &Spanned<OAuth2File>,
+    source: MailSource,
     warnings: &mut Vec<String>,
 ) -> Result<OAuth2, ConfigError> {
     let place = format!("{mailbox}: [mailbox.oauth2] (line {})", file.line(table.span()));
     let table = table.get_ref();
     let provider = table.provider.as_ref().map(|value| *value.get_ref());
+    if let (MailSource::Graph, Some(value)) = (source, &table.provider) {
+        if provider == Some(Provider::Google) {
+            return Err(error(format!(
+                "{}: Microsoft Graph takes Microsoft's tokens: provider = \"microsoft\"",
+                file.at(keys::PROVIDER, value)
+            )));
+        }
+    }
+    let (app_scope, user_scope) = match source {
+        MailSource::Imap => (MICROSOFT_APP_SCOPE, MICROSOFT_USER_SCOPE),
+        MailSource::Graph => (GRAPH_APP_SCOPE, GRAPH_USER_SCOPE),
+    };
     // The first of `keys` that is set: a key that this way of getting tokens does not use.
     let unused = |keys: &[(&str, Option<Range<usize>>)], why: &str| -> Result<(), ConfigError> {
         match keys.iter().find_map(|(key, span)| span.clone().map(|span| (key, span))) {
@@ -549,7 +783,7 @@ fn oauth2_table(
                     microsoft(tenant, "token"),
                     microsoft(tenant, "devicecode"),
                     microsoft(tenant, "authorize"),
-                    Some(MICROSOFT_USER_SCOPE),
+                    Some(user_scope),
                 ),
                 // Google's device flow does not allow the mail scope: the
                 // browser's flow, redirected to this machine, is the way.
@@ -609,8 +843,7 @@ fn oauth2_table(
                 }
                 _ => None,
             };
-            let default_scope =
-                (provider == Some(Provider::Microsoft)).then(|| MICROSOFT_APP_SCOPE.to_string());
+            let default_scope = (provider == Some(Provider::Microsoft)).then(|| app_scope.to_string());
             Ok(OAuth2 {
                 provider,
                 grant: Grant::ClientCredentials(Client {
@@ -843,12 +1076,173 @@ mod tests {
 
     #[test]
     fn max_connections_is_at_least_one_and_ten_by_default() {
-        assert_eq!(with_password("").unwrap().max_connections.get(), 10);
-        assert_eq!(with_password("max_connections = 15\n").unwrap().max_connections.get(), 15);
+        let connections = |m: Mailbox| match m.server {
+            Server::Imap(imap) => imap.max_connections.get(),
+            Server::Graph(_) => panic!("IMAP"),
+        };
+        assert_eq!(connections(with_password("").unwrap()), 10);
+        assert_eq!(connections(with_password("max_connections = 15\n").unwrap()), 15);
         for bad in ["0", "-1", "\"many42\"", "1.5"] {
             let e = with_password(&format!("max_connections = {bad}\n")).map(|_| ()).unwrap_err();
             assert!(e.contains("`max_connections` in") && e.contains("line 6"), "{bad}: {e}");
             assert!(!e.contains("many42"), "{bad}: {e}");
+        }
+    }
+
+    /// A Graph mailbox with client credentials and `extra` from line 4 on.
+    fn graph(extra: &str) -> Result<Mailbox, String> {
+        let text = format!(
+            "[[mailbox]]\nname = \"support\"\nsource = \"graph\"\n{extra}\nuser = \"support@contoso.com\"\n[mailbox.oauth2]\nprovider = \"microsoft\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"app\"\nclient_secret_file = \"secret\"\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("secret"), "s3cr3t-value\n").unwrap();
+        let path = dir.path().join("config.toml");
+        fs::write(&path, text).unwrap();
+        let flags = Overrides { config: Some(path), ..Default::default() };
+        Config::load_with(&flags, |_| None).map(|c| c.mailboxes[0].clone()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_graph_mailbox_has_its_own_defaults_and_graphs_scope() {
+        let m = graph("").unwrap();
+        let Server::Graph(server) = &m.server else { panic!("Graph") };
+        assert_eq!(server.endpoint.as_str(), "https://graph.microsoft.com/");
+        assert_eq!(m.folders, ["Inbox"]);
+        assert_eq!(m.poll_interval, DEFAULT_GRAPH_POLL_INTERVAL);
+        assert_eq!(m.source(), MailSource::Graph);
+        let Auth::OAuth2(None, oauth2) = &m.auth else { panic!("a bearer token") };
+        let Grant::ClientCredentials(client) = &oauth2.grant else { panic!("client credentials") };
+        assert_eq!(client.scope.as_deref(), Some(GRAPH_APP_SCOPE));
+        assert_eq!(
+            client.token_url.as_str(),
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+        );
+        let m = graph("graph_url = \"https://graph.microsoft.us\"\npoll_interval = 30").unwrap();
+        let Server::Graph(server) = &m.server else { panic!("Graph") };
+        assert_eq!(
+            (server.endpoint.as_str(), m.poll_interval.as_secs()),
+            ("https://graph.microsoft.us/", 30)
+        );
+        assert!(graph("graph_url = \"http://127.0.0.1:8080\"").is_ok(), "http on loopback");
+        // A user's own mailbox: delegated Mail.ReadWrite.
+        let text = "[[mailbox]]\nname = \"me\"\nsource = \"graph\"\nuser = \"me@contoso.com\"\n[mailbox.oauth2]\nprovider = \"microsoft\"\nclient_id = \"app\"\nrefresh_token_file = \"/var/lib/x/rt\"\n";
+        let m = load_all(text).unwrap().remove(0);
+        let Auth::OAuth2(None, oauth2) = &m.auth else { panic!() };
+        let Grant::RefreshToken { client, .. } = &oauth2.grant else { panic!() };
+        assert_eq!(client.scope.as_deref(), Some(GRAPH_USER_SCOPE));
+    }
+
+    #[test]
+    fn keys_of_the_other_source_are_refused_with_their_line() {
+        for (extra, key) in [
+            ("host = \"outlook.office365.com\"", "host"),
+            ("port = 993", "port"),
+            ("tls = \"implicit\"", "tls"),
+            ("password = \"s3cr3t42\"", "password"),
+            ("password_file = \"secret\"", "password_file"),
+            ("auth = \"xoauth2\"", "auth"),
+            ("max_connections = 3", "max_connections"),
+        ] {
+            let e = graph(extra).map(|_| ()).unwrap_err();
+            assert!(
+                e.contains(&format!("`{key}` in")) && e.contains("line 4") && e.contains("for IMAP"),
+                "{extra}: {e}"
+            );
+            assert!(!e.contains("s3cr3t42"), "{e}");
+        }
+        let e = with_password("graph_url = \"https://graph.microsoft.com\"\n").map(|_| ()).unwrap_err();
+        assert!(
+            e.contains("`graph_url` in") && e.contains("line 6") && e.contains("source = \"graph\""),
+            "{e}"
+        );
+        let e = with_password("source = \"exchange\"\n").map(|_| ()).unwrap_err();
+        assert!(e.contains("`source` in") && e.contains("\"imap\" or \"graph\""), "{e}");
+    }
+
+    #[test]
+    fn a_graph_mailbox_needs_a_token_from_microsoft_and_graph_over_https() {
+        let text = "[[mailbox]]\nname = \"s\"\nsource = \"graph\"\nuser = \"s@contoso.com\"\n";
+        let e = load_all(text).map(|_| ()).unwrap_err();
+        assert!(e.contains("needs a [mailbox.oauth2] table"), "{e}");
+        let google = "[[mailbox]]\nname = \"s\"\nsource = \"graph\"\nuser = \"s@contoso.com\"\n[mailbox.oauth2]\nprovider = \"google\"\nclient_id = \"a\"\nrefresh_token_file = \"/x/rt\"\n";
+        let e = load_all(google).map(|_| ()).unwrap_err();
+        assert!(e.contains("`provider` in") && e.contains("Microsoft's tokens"), "{e}");
+        for (url, why) in [
+            ("http://graph.s3cr3t42.example", "https://"),
+            ("ftp://graph.microsoft.com", "not an https:// URL"),
+            ("https://u:s3cr3t42@graph.microsoft.com", "no user, password"),
+        ] {
+            let e = graph(&format!("graph_url = \"{url}\"")).map(|_| ()).unwrap_err();
+            assert!(e.contains("`graph_url` in") && e.contains(why) && !e.contains("s3cr3t42"), "{url}: {e}");
+        }
+        let e = graph("").map(|_| ()).and_then(|()| {
+            let bad = "[[mailbox]]\nname = \"s\"\nsource = \"graph\"\nuser = \"two words\"\n[mailbox.oauth2]\ntoken_command = [\"x\"]\n";
+            load_all(bad).map(|_| ())
+        });
+        assert!(e.unwrap_err().contains("user principal name"));
+    }
+
+    #[test]
+    fn graph_folders_are_the_same_in_any_case_and_do_not_feed_themselves() {
+        let cases = [
+            ("folders = [\"Inbox\", \"INBOX\"]", "`folders` in", "twice"),
+            ("folders = [\"Support\", \"support\"]", "`folders` in", "twice"),
+            ("folders = [\"Support\"]\nafter = \"move\"\nmove_to = \"SUPPORT\"", "`move_to` in", "watches"),
+            ("folders = [\"Inbox\"]\nrefused_folder = \"inbox\"", "`refused_folder` in", "watches"),
+            ("folders = [\"refused\"]", "`folders` in", "where refused mail goes"),
+            ("folders = [\"Deleted Items\"]\nafter = \"delete\"", "`folders` in", "Deleted Items"),
+            ("folders = [\"Support//Done\"]", "`folders` in", "Parent/Child"),
+            ("after = \"move\"\nmove_to = \"/Done\"", "`move_to` in", "Parent/Child"),
+        ];
+        for (extra, key, why) in cases {
+            let e = graph(extra).map(|_| ()).unwrap_err();
+            assert!(e.contains(key) && e.contains("line ") && e.contains(why), "{extra}: {e}");
+        }
+        let m = graph(
+            "folders = [\"Inbox/Support\", \"Archive\"]\nafter = \"move\"\nmove_to = \"Inbox/Support/Done\"",
+        )
+        .unwrap();
+        assert_eq!(m.folders.len(), 2);
+        assert!(m.same_folder("deleteditems", "Deleted Items") && m.same_folder("Été", "été"));
+        assert!(!m.same_folder("Inbox/A", "Inbox/B"));
+    }
+
+    #[test]
+    fn graph_mailboxes_of_one_mailbox_do_not_feed_or_double_each_other() {
+        let mailbox = |name: &str, user: &str, url: &str, extra: &str| {
+            format!("[[mailbox]]\nname = \"{name}\"\nsource = \"graph\"\nuser = \"{user}\"\ngraph_url = \"{url}\"\n{extra}\n[mailbox.oauth2]\ntoken_command = [\"/bin/true\"]\n")
+        };
+        let global = "https://graph.microsoft.com";
+        let a = mailbox("a", "support@contoso.com", global, "folders = [\"Inbox\", \"Sales\"]");
+        for (b, key) in [
+            (mailbox("b", "Support@Contoso.com", global, "folders = [\"sales\"]"), "`folders`"),
+            (
+                mailbox(
+                    "b",
+                    "support@contoso.com",
+                    global,
+                    "folders = [\"Other\"]\nafter = \"move\"\nmove_to = \"SALES\"",
+                ),
+                "`move_to`",
+            ),
+            (mailbox("b", "support@contoso.com", global, "folders = [\"Deleted Items\"]"), "`after` in"),
+        ] {
+            let text = format!("{a}{b}").replace(
+                "folders = [\"Inbox\", \"Sales\"]",
+                "folders = [\"Inbox\", \"Sales\"]\nafter = \"delete\"",
+            );
+            let e = load_all(&text).map(|_| ()).unwrap_err();
+            assert!(
+                e.contains(key) && e.contains("line ") && e.contains("same Microsoft 365 mailbox"),
+                "{b}: {e}"
+            );
+        }
+        // Another mailbox, or another cloud, is another account; IMAP is another server.
+        for b in [
+            mailbox("b", "sales@contoso.com", global, ""),
+            mailbox("b", "support@contoso.com", "https://graph.microsoft.us", ""),
+        ] {
+            assert_eq!(load_all(&format!("{a}{b}")).unwrap().len(), 2, "{b}");
         }
     }
 }

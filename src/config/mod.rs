@@ -25,8 +25,9 @@ mod mailbox;
 use file::{read_password_file, File, FileConfig, RouteFile, Size};
 use keys::Table;
 pub use mailbox::{
-    After, Auth, Client, Grant, Mailbox, OAuth2, Provider, Sasl, Tls, DEFAULT_FOLDER,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_POLL_INTERVAL, DEFAULT_REFUSED_FOLDER,
+    After, Auth, Client, Grant, Graph, Imap, MailSource, Mailbox, OAuth2, Provider, Sasl, Server, Tls,
+    DEFAULT_FOLDER, DEFAULT_GRAPH_FOLDER, DEFAULT_GRAPH_POLL_INTERVAL, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_POLL_INTERVAL, DEFAULT_REFUSED_FOLDER,
 };
 
 pub const SYSTEM_CONFIG: &str = "/etc/chatwoot-ingress/config.toml";
@@ -151,7 +152,7 @@ pub struct Config {
     pub recipient_header: Option<Sourced<String>>,
     /// `[[route]]` tables: other Chatwoot instances for some recipient domains.
     pub routes: Vec<Route>,
-    /// `[[mailbox]]` tables: the IMAP mailboxes `watch` fetches from.
+    /// `[[mailbox]]` tables: the mailboxes `watch` fetches from (IMAP, Graph).
     pub mailboxes: Vec<Mailbox>,
     /// Where `watch` keeps its place in each folder.
     pub state_dir: Option<Sourced<PathBuf>>,

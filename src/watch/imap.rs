@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::source::{Body, Item, Source, SourceError, Woken};
 use super::state::{Answered, ImapCursor};
 use super::Stop;
-use crate::config::{After, Mailbox};
+use crate::config::{After, Imap, Mailbox};
 use crate::imap::{ImapError, Session};
 use crate::mailbox::{self, endpoint, imap_failure, LoginError, Tokens};
 use crate::outcome::{Cause, Outcome};
@@ -31,6 +31,8 @@ const PIECE: u64 = 1 << 20;
 
 pub struct ImapSource {
     mailbox: Mailbox,
+    /// The mailbox's server.
+    imap: Imap,
     tokens: Option<Arc<Tokens>>,
     session: Option<Session>,
     /// The UIDs above the cursor in the selected folder as last listed
@@ -42,8 +44,8 @@ pub struct ImapSource {
 }
 
 impl ImapSource {
-    pub fn new(mailbox: Mailbox, tokens: Option<Arc<Tokens>>) -> ImapSource {
-        ImapSource { mailbox, tokens, session: None, present: None, token_expiry: None }
+    pub fn new(mailbox: Mailbox, imap: Imap, tokens: Option<Arc<Tokens>>) -> ImapSource {
+        ImapSource { mailbox, imap, tokens, session: None, present: None, token_expiry: None }
     }
 
     fn session(&mut self) -> Result<&mut Session, SourceError> {
@@ -116,8 +118,8 @@ impl Source for ImapSource {
     type Cursor = ImapCursor;
 
     fn identity(&self) -> String {
-        let m = &self.mailbox;
-        format!("imap://{}@{}:{}", m.user, m.host.to_ascii_lowercase(), m.port)
+        let (m, imap) = (&self.mailbox, &self.imap);
+        format!("imap://{}@{}:{}", m.user, imap.host.to_ascii_lowercase(), imap.port)
     }
 
     fn longest_step(&self, bytes: u64) -> Duration {
@@ -126,8 +128,8 @@ impl Source for ImapSource {
 
     fn open(&mut self, note: &mut dyn FnMut(String)) -> Result<(), SourceError> {
         self.close();
-        let mut session =
-            Session::connect(&endpoint(&self.mailbox, command_timeout())).map_err(|e| failure(&e))?;
+        let endpoint = endpoint(&self.mailbox, &self.imap, command_timeout());
+        let mut session = Session::connect(&endpoint).map_err(|e| failure(&e))?;
         let logged_in = self.log_in(&mut session, note);
         self.session = Some(session);
         self.flags_alerts(note);
@@ -145,7 +147,7 @@ impl Source for ImapSource {
         let caps = session.capabilities().clone();
         note(format!(
             "connected to {} as {} ({})",
-            sys::host_port(&self.mailbox.host, self.mailbox.port),
+            sys::host_port(&self.imap.host, self.imap.port),
             self.mailbox.user,
             if caps.idle { "IDLE" } else { "no IDLE: polling" }
         ));
@@ -201,7 +203,7 @@ impl Source for ImapSource {
         Ok(())
     }
 
-    fn list(&mut self, cursor: &ImapCursor) -> Result<Vec<Item<u32>>, SourceError> {
+    fn list(&mut self, cursor: &mut ImapCursor) -> Result<Vec<Item<u32>>, SourceError> {
         let session = self.session()?;
         let from = cursor.cursor.saturating_add(1);
         // `n:*` includes the highest UID even when it is below n.

@@ -5,7 +5,7 @@
 //! step failed.
 //!
 //! The engine ([`worker`]) is written against a small [`source::Source`]
-//! trait, which IMAP ([`imap`]) implements. Its concurrency model is OS
+//! trait, which IMAP ([`imap`]) and Microsoft Graph ([`graph`]) implement. Its concurrency model is OS
 //! threads and blocking I/O with deadlines, like the rest of the program
 //! (the relay is blocking to its callers; a blocking call inside an async
 //! runtime is what must never happen): one worker thread per connection,
@@ -16,10 +16,13 @@
 //! a second one: exit at once; SIGHUP: reload the configuration) and tells
 //! systemd how things stand.
 
+mod graph;
 mod imap;
 mod source;
 pub(crate) mod state;
 mod worker;
+
+pub use graph::{GraphCursor, GraphState};
 
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -35,7 +38,7 @@ use std::time::{Duration, Instant};
 use sd_notify::NotifyState;
 
 use crate::cli::WatchArgs;
-use crate::config::{Config, Mailbox, Overrides};
+use crate::config::{Config, Mailbox, Overrides, Server};
 use crate::log;
 use crate::metrics::{self, Metrics};
 use crate::outcome::{Cause, Class, Mta, Outcome};
@@ -382,6 +385,23 @@ fn shares(folders: &[String], max: usize) -> Vec<Vec<String>> {
     shares
 }
 
+/// A worker on a thread of its own, which says when it ends.
+fn spawn<S: source::Source + 'static>(
+    worker: Worker<S>,
+    name: String,
+    events: &Sender<Event>,
+) -> Result<thread::JoinHandle<Left>, Outcome> {
+    let done = events.clone();
+    thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            let left = worker.run();
+            let _ = done.send(Event::Ended);
+            left
+        })
+        .map_err(|e| Outcome::new(Cause::Bug, format!("cannot start a thread: {}", sys::io_reason(&e))))
+}
+
 /// The workers of one configuration.
 struct Run {
     shared: Arc<Shared>,
@@ -410,6 +430,10 @@ impl Run {
         }
         let mut workers = Vec::new();
         let mut folders = 0;
+        // One Graph client per service: its limits (4 requests in flight,
+        // a Retry-After) hold for each mailbox, however many tables name it.
+        let mut clients: Vec<(&crate::config::Graph, &Option<PathBuf>, Arc<crate::graph::Client>)> =
+            Vec::new();
         for mailbox in mailboxes {
             // One token cache for the connections of a mailbox.
             let tokens = crate::mailbox::tokens(mailbox)?.map(Arc::new);
@@ -426,23 +450,41 @@ impl Run {
                     .or_else(|| config.recipient_header.as_ref().map(|h| h.value.clone())),
                 poll_interval: mailbox.poll_interval,
             });
-            for share in shares(&mailbox.folders, mailbox.max_connections.get()) {
+            // Graph: as many workers as requests may be in flight.
+            let (connections, client) = match &mailbox.server {
+                Server::Imap(imap) => (imap.max_connections.get(), None),
+                Server::Graph(graph) => {
+                    let known = clients
+                        .iter()
+                        .find(|(g, ca, _)| g.endpoint == graph.endpoint && **ca == mailbox.ca_file);
+                    let client = match known {
+                        Some((_, _, client)) => client.clone(),
+                        None => {
+                            let client = Arc::new(graph::client(mailbox, graph, pipeline.max_size())?);
+                            clients.push((graph, &mailbox.ca_file, client.clone()));
+                            client
+                        }
+                    };
+                    (crate::graph::MAX_IN_FLIGHT, Some(client))
+                }
+            };
+            for share in shares(&mailbox.folders, connections) {
                 folders += share.len();
                 let name = format!("{}/{}", mailbox.name, share.join(","));
                 let id = shared.join(name.clone());
-                let source = imap::ImapSource::new(mailbox.clone(), tokens.clone());
-                let worker = Worker::new(source, &mailbox.name, &share, ctx.clone(), id);
-                let done = events.clone();
-                let thread = thread::Builder::new()
-                    .name(name)
-                    .spawn(move || {
-                        let left = worker.run();
-                        let _ = done.send(Event::Ended);
-                        left
-                    })
-                    .map_err(|e| {
-                        Outcome::new(Cause::Bug, format!("cannot start a thread: {}", sys::io_reason(&e)))
-                    })?;
+                let thread = match (&mailbox.server, &client, &tokens) {
+                    (Server::Graph(_), Some(client), Some(tokens)) => {
+                        let source = graph::GraphSource::new(mailbox.clone(), client.clone(), tokens.clone());
+                        spawn(Worker::new(source, &mailbox.name, &share, ctx.clone(), id), name, events)?
+                    }
+                    (Server::Imap(imap), _, _) => {
+                        let source = imap::ImapSource::new(mailbox.clone(), imap.clone(), tokens.clone());
+                        spawn(Worker::new(source, &mailbox.name, &share, ctx.clone(), id), name, events)?
+                    }
+                    _ => {
+                        return Err(Outcome::new(Cause::Bug, "a Graph mailbox without its client or tokens"))
+                    }
+                };
                 workers.push(thread);
             }
         }

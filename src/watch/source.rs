@@ -28,16 +28,25 @@ pub struct SourceError {
     /// The connection is gone or unusable (lost, timed out, a protocol
     /// error mid-response): the engine connects again.
     pub broken: bool,
+    /// The server asked for no request before then (a `Retry-After`): the
+    /// engine waits at least so long, and does not count it against the
+    /// message at hand.
+    pub not_before: Option<Instant>,
 }
 
 impl SourceError {
     /// A command failed, the connection is fine (a NO).
     pub fn refused(outcome: Outcome) -> SourceError {
-        SourceError { outcome, broken: false }
+        SourceError { outcome, broken: false, not_before: None }
     }
 
     pub fn broken(outcome: Outcome) -> SourceError {
-        SourceError { outcome, broken: true }
+        SourceError { outcome, broken: true, not_before: None }
+    }
+
+    /// The same, with nothing to be asked of the server before `at`.
+    pub fn not_before(self, at: Instant) -> SourceError {
+        SourceError { not_before: Some(at), ..self }
     }
 }
 
@@ -107,8 +116,11 @@ pub trait Source: Send {
     ) -> Result<(), SourceError>;
 
     /// What waits in the current folder, oldest first: what the cursor does
-    /// not count as finished, without what others are removing.
-    fn list(&mut self, cursor: &Self::Cursor) -> Result<Vec<Item<Self::Key>>, SourceError>;
+    /// not count as finished, without what others are removing. A source
+    /// whose listing moves its place (a delta round that hands out a new
+    /// link) records that in `cursor`, with what it found: the engine saves
+    /// it before it takes anything.
+    fn list(&mut self, cursor: &mut Self::Cursor) -> Result<Vec<Item<Self::Key>>, SourceError>;
 
     /// One message whole if it is at most `max` bytes; None if it is gone
     /// or the source sends nothing for it.

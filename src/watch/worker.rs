@@ -201,9 +201,13 @@ impl<S: Source> Worker<S> {
             self.doing("connecting", false);
             let mut progress = false;
             let ran = run::catch(|| self.session(&mut progress));
+            let mut not_before = None;
             let outcome = match ran {
                 Ok(Ok(left)) => return left,
-                Ok(Err(e)) => e.outcome,
+                Ok(Err(e)) => {
+                    not_before = e.not_before;
+                    e.outcome
+                }
                 Err(bug) => {
                     self.source.close();
                     self.up(false);
@@ -219,7 +223,9 @@ impl<S: Source> Worker<S> {
             } else if self.ctx.once {
                 return Left::Something(outcome);
             }
-            let pause = reconnect.next_pause();
+            // Never sooner than the server asked (a Retry-After).
+            let asked = not_before.map(|at| at.saturating_duration_since(Instant::now()));
+            let pause = reconnect.next_pause().max(asked.unwrap_or_default());
             self.note(None, "reconnecting", &format!("connecting again in {}s", pause.as_secs().max(1)));
             self.beat(pause);
             if self.ctx.shared.stop.sleep(pause) {
@@ -441,8 +447,8 @@ impl<S: Source> Worker<S> {
             )));
         }
         self.beat(self.source.longest_step(0));
-        let cursor = self.state(i).cursor.clone();
-        let items = self.source.list(&cursor)?;
+        let mut cursor = self.state(i).cursor.clone();
+        let items = self.source.list(&mut cursor)?;
         let mut left = None;
         let folder = &mut self.folders[i];
         folder.later.retain(|key, _| items.iter().any(|item| &item.key == key));
@@ -451,7 +457,9 @@ impl<S: Source> Worker<S> {
         let before = (state.unfetchable.len(), state.unroutable.len());
         state.unfetchable.retain(|key, _| listed(key));
         state.unroutable.retain(|key, _| listed(key));
-        if before != (state.unfetchable.len(), state.unroutable.len()) {
+        let moved = state.cursor != cursor;
+        state.cursor = cursor;
+        if moved || before != (state.unfetchable.len(), state.unroutable.len()) {
             self.save(i).map_err(SourceError::refused)?;
         }
         let waiting = items.len();
@@ -563,7 +571,10 @@ impl<S: Source> Worker<S> {
                 return Ok(Turn::Next);
             }
             Err(e) => {
-                self.unfetchable(i, &item.key, e.outcome.reason(), progress)?;
+                // A server that asks to wait says nothing about the message.
+                if e.not_before.is_none() {
+                    self.unfetchable(i, &item.key, e.outcome.reason(), progress)?;
+                }
                 return if e.broken { Err(e) } else { Ok(Turn::Next) };
             }
         };

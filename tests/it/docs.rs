@@ -227,7 +227,7 @@ fn the_example_configuration_shows_every_key_and_parses() {
     // table's stands in for its password.
     let (oauth2, settings): (Vec<_>, Vec<_>) =
         settings.iter().partition(|(key, _)| key.starts_with("mailbox.oauth2"));
-    let uncommented: String = settings
+    let mut uncommented: String = settings
         .iter()
         .filter(|(key, _)| key != "password_file" && !(key.contains('.') && key.ends_with(".password")))
         .map(|(key, line)| match key.ends_with(".password_file") {
@@ -235,9 +235,13 @@ fn the_example_configuration_shows_every_key_and_parses() {
             false => format!("{line}\n"),
         })
         .collect();
+    // The Graph mailbox comes last; its [mailbox.oauth2] is the one checked below.
+    assert!(uncommented.trim_end().ends_with("graph_url = \"https://graph.microsoft.com\""), "{uncommented}");
+    uncommented.push_str("[mailbox.oauth2]\ntoken_command = [\"/bin/true\"]\n");
     let config = load(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
     assert!(config.url.is_some() && config.password.is_some() && config.reject_dir.is_some());
     assert!(!config.routes.is_empty());
+    assert_eq!(config.mailboxes.len(), 2, "an IMAP mailbox and a Graph one");
     // [mailbox.oauth2] in the two ways its keys go together: a user's
     // refresh token (a client_secret_file would have to exist), and
     // token_command alone.

@@ -4,10 +4,8 @@
 //! the id, throttling and faults. What is expected comes from the
 //! service's side (its admin API and request log), not from the client.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -17,110 +15,18 @@ use chatwoot_ingress::http::Kind as Transport;
 use chatwoot_ingress::secret::Password;
 use serde_json::{json, Value};
 
+use crate::common::graph::{Service, APP_SECRET};
+
 const UPN: &str = "support@contoso.com";
 const OTHER: &str = "sales@contoso.com";
 
-/// graph-service.py on a free port; stopped on drop.
-struct Service {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
+fn start() -> Service {
+    let apps: [(&str, &[&str]); 2] = [("app", &["Mail.ReadWrite"]), ("reader", &["Mail.Read"])];
+    Service::start_with(&apps, &[(UPN, None), (OTHER, Some(&["reader"]))], json!({}))
 }
 
-impl Service {
-    fn start() -> Service {
-        let dir = tempfile::tempdir().unwrap();
-        let config = json!({"tenants": [{
-            "id": "contoso-tenant",
-            "apps": [{"client_id": "app", "client_secret": "s3cret", "roles": ["Mail.ReadWrite"]},
-                     {"client_id": "reader", "client_secret": "s3cret", "roles": ["Mail.Read"]}],
-            "mailboxes": [{"upn": UPN}, {"upn": OTHER, "apps": ["reader"]}]}]});
-        let path = dir.path().join("config.json");
-        std::fs::write(&path, config.to_string()).unwrap();
-        let out = dir.path().join("out");
-        let child = Command::new("python3")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/graph/graph-service.py"))
-            .args(["--port", "0", "--config"])
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(dir.path().join("err")).unwrap())
-            .spawn()
-            .unwrap();
-        // made before the wait, so that a failed start still ends the child
-        let mut service = Service { child, url: String::new(), _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let text = std::fs::read_to_string(&out).unwrap_or_default();
-            if let Some(url) = text.strip_prefix("graph-service ready ").filter(|url| url.ends_with('\n')) {
-                service.url = url.trim().to_string();
-                return service;
-            }
-            assert!(Instant::now() < deadline, "graph-service did not start: {text}");
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn client(&self, options: Options) -> Client {
-        Client::new(Endpoint::parse(&self.url).unwrap(), options, None).unwrap()
-    }
-
-    /// One admin request: (status, body).
-    fn admin(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
-        let address = self.url.trim_start_matches("http://");
-        let mut stream = TcpStream::connect(address).unwrap();
-        write!(
-            stream,
-            "{method} /admin/{path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )
-        .unwrap();
-        stream.write_all(body).unwrap();
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).unwrap();
-        let at = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-        let status = String::from_utf8_lossy(&answer[9..12]).parse().unwrap();
-        (status, answer[at + 4..].to_vec())
-    }
-
-    fn post(&self, path: &str, body: Value) -> Value {
-        let (status, answer) = self.admin("POST", path, "application/json", body.to_string().as_bytes());
-        assert!(status < 300, "{path}: {status} {}", String::from_utf8_lossy(&answer));
-        serde_json::from_slice(&answer).unwrap()
-    }
-
-    fn get(&self, path: &str) -> Value {
-        let (status, answer) = self.admin("GET", path, "application/json", b"");
-        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&answer));
-        serde_json::from_slice(&answer).unwrap()
-    }
-
-    /// Puts `mime` in a folder of the mailbox; the message as the service lists it.
-    fn add(&self, mailbox: &str, folder: &str, mime: &[u8], is_read: bool) -> Value {
-        let path = format!("message?mailbox={mailbox}&folder={folder}&is_read={is_read}");
-        let (status, answer) = self.admin("POST", &path, "message/rfc822", mime);
-        assert_eq!(status, 201);
-        serde_json::from_slice(&answer).unwrap()
-    }
-
-    fn messages(&self, mailbox: &str, folder: &str) -> Vec<Value> {
-        self.get(&format!("messages?mailbox={mailbox}&folder={folder}")).as_array().unwrap().clone()
-    }
-
-    fn log(&self, mailbox: &str) -> Vec<Value> {
-        self.get(&format!("log?mailbox={mailbox}")).as_array().unwrap().clone()
-    }
-
-    fn token(&self, client_id: &str) -> Password {
-        Password::new(self.post("issue", json!({"client_id": client_id}))["access_token"].as_str().unwrap())
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn client(service: &Service, options: Options) -> Client {
+    Client::new(Endpoint::parse(&service.url).unwrap(), options, None).unwrap()
 }
 
 fn ids(values: &[Value], key: &str) -> Vec<String> {
@@ -135,8 +41,8 @@ fn path(p: &str) -> FolderPath {
 
 #[test]
 fn folders_are_found_by_path_and_created_once() {
-    let service = Service::start();
-    let client = service.client(Options::default());
+    let service = start();
+    let client = client(&service, Options::default());
     let token = service.token("app");
     for i in 0..12 {
         service.post("folder", json!({"mailbox": UPN, "path": format!("Extra {i:02}")}));
@@ -164,8 +70,8 @@ fn folders_are_found_by_path_and_created_once() {
 
 #[test]
 fn delta_rounds_bring_arrivals_changes_and_departures() {
-    let service = Service::start();
-    let client = service.client(Options { page_size: 2, ..Options::default() });
+    let service = start();
+    let client = client(&service, Options { page_size: 2, ..Options::default() });
     let token = service.token("app");
     let added: Vec<Value> = (0..5)
         .map(|i| service.add(UPN, "inbox", format!("Subject: {i}\r\n\r\n{i}\r\n").as_bytes(), i == 1))
@@ -243,8 +149,8 @@ fn delta_rounds_bring_arrivals_changes_and_departures() {
 
 #[test]
 fn a_failed_page_keeps_the_rounds_place() {
-    let service = Service::start();
-    let client = service.client(Options { page_size: 1, ..Options::default() });
+    let service = start();
+    let client = client(&service, Options { page_size: 1, ..Options::default() });
     let token = service.token("app");
     for i in 0..3 {
         service.add(UPN, "inbox", format!("Subject: {i}\r\n\r\n").as_bytes(), false);
@@ -271,8 +177,8 @@ fn a_failed_page_keeps_the_rounds_place() {
 
 #[test]
 fn the_mime_bytes_come_whole_and_exact_or_not_at_all() {
-    let service = Service::start();
-    let client = service.client(Options::default());
+    let service = start();
+    let client = client(&service, Options::default());
     let token = service.token("app");
     let mut big = b"From: a@example.org\r\nSubject: big\r\n\r\n".to_vec();
     big.extend((0..3_000_000u32).map(|i| b"abcdefghij\r\n\x00\xff"[(i % 14) as usize]));
@@ -300,8 +206,8 @@ fn the_mime_bytes_come_whole_and_exact_or_not_at_all() {
 
 #[test]
 fn settling_marks_read_and_moves_keeping_the_id() {
-    let service = Service::start();
-    let client = service.client(Options::default());
+    let service = start();
+    let client = client(&service, Options::default());
     let token = service.token("app");
     let m = service.add(UPN, "inbox", b"Subject: s\r\n\r\n", false);
     let id = m["immutable_id"].as_str().unwrap();
@@ -321,9 +227,9 @@ fn settling_marks_read_and_moves_keeping_the_id() {
 
 #[test]
 fn never_more_than_four_requests_to_a_mailbox_at_once() {
-    let service = Service::start();
+    let service = start();
     service.post("config", json!({"latency": 0.2}));
-    let client = Arc::new(service.client(Options::default()));
+    let client = Arc::new(client(&service, Options::default()));
     let token = service.token("app");
     let m = service.add(UPN, "inbox", b"Subject: s\r\n\r\n", false);
     let id = m["immutable_id"].as_str().unwrap().to_string();
@@ -345,8 +251,8 @@ fn never_more_than_four_requests_to_a_mailbox_at_once() {
 
 #[test]
 fn a_retry_after_keeps_every_request_away_from_the_mailbox() {
-    let service = Service::start();
-    let client = service.client(Options::default());
+    let service = start();
+    let client = client(&service, Options::default());
     let token = service.token("app");
     let m = service.add(UPN, "inbox", b"Subject: s\r\n\r\n", false);
     let id = m["immutable_id"].as_str().unwrap();
@@ -375,8 +281,8 @@ fn a_retry_after_keeps_every_request_away_from_the_mailbox() {
 
 #[test]
 fn refusals_are_told_by_status_and_code() {
-    let service = Service::start();
-    let client = service.client(Options::default());
+    let service = start();
+    let client = client(&service, Options::default());
     let token = service.token("app");
     let e = client.children(&token, OTHER, None).unwrap_err();
     assert!(matches!(e, Error::Forbidden { .. }) && e.has_code("ErrorAccessDenied"), "{e:?}");
@@ -398,7 +304,7 @@ fn refusals_are_told_by_status_and_code() {
     assert!(matches!(e, Error::Server { retry_after: Some(d), .. } if d == Duration::from_secs(5)), "{e:?}");
     // no token or secret in what an error says
     let text = format!("{e} {e:?}");
-    assert!(!text.contains(fresh.expose()) && !text.contains("s3cret"));
+    assert!(!text.contains(fresh.expose()) && !text.contains(APP_SECRET));
 }
 
 #[test]
@@ -406,14 +312,14 @@ fn no_answer_is_a_transport_failure() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let client =
+    let nowhere =
         Client::new(Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap(), Options::default(), None)
             .unwrap();
-    let e = client.children(&Password::new("t"), UPN, None).unwrap_err();
+    let e = nowhere.children(&Password::new("t"), UPN, None).unwrap_err();
     assert!(matches!(e, Error::Transport { kind: Transport::Refused, .. }), "{e:?}");
-    let service = Service::start();
+    let service = start();
     let options = Options { timeout: Duration::from_millis(500), ..Options::default() };
-    let client = service.client(options);
+    let client = client(&service, options);
     service.post("fault", json!({"kind": "delay", "seconds": 2}));
     let e = client.children(&service.token("app"), UPN, None).unwrap_err();
     assert!(matches!(e, Error::Transport { kind: Transport::Timeout, .. }), "{e:?}");

@@ -9,6 +9,7 @@ mod render;
 
 mod check;
 mod check_chatwoot_env;
+mod check_graph;
 mod check_imap;
 mod container;
 mod deliver;
@@ -24,5 +25,6 @@ mod properties;
 mod routing;
 mod tls;
 mod watch;
+mod watch_graph;
 mod watch_hostile;
 mod watch_observe;

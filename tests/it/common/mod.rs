@@ -2,6 +2,7 @@
 //! starts the built binary the way a mail system does.
 
 pub mod fake_imap;
+pub mod graph;
 pub mod imap;
 pub mod process;
 pub mod rails;
