@@ -36,6 +36,19 @@ pub(super) struct FileConfig {
     pub route: Vec<Spanned<RouteFile>>,
     #[serde(default)]
     pub mailbox: Vec<Spanned<MailboxFile>>,
+    pub cluster: Option<Spanned<ClusterFile>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ClusterFile {
+    pub redis_url: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<PathBuf>>,
+    pub sentinels: Option<Spanned<Vec<String>>>,
+    pub sentinel_master: Option<Spanned<String>>,
+    pub lease: Option<Spanned<u64>>,
+    pub node: Option<Spanned<String>>,
+    pub key_prefix: Option<Spanned<String>>,
 }
 
 /// `max_size`: bytes, or a string with a unit.

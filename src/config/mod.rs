@@ -18,9 +18,11 @@ use toml::Spanned;
 
 use crate::sys::{io_reason, whoami};
 
+mod cluster;
 mod file;
 pub mod keys;
 mod mailbox;
+pub use cluster::{Cluster, ENV_REDIS_URL};
 use file::{read_password_file, File, FileConfig, RouteFile, Size};
 use keys::Table;
 pub use mailbox::{
@@ -142,6 +144,8 @@ pub struct Config {
     pub mailboxes: Vec<Mailbox>,
     /// Where `watch` keeps its place in each folder.
     pub state_dir: Option<Sourced<PathBuf>>,
+    /// `[cluster]`: replicas of `watch` sharing the mailboxes through Redis.
+    pub cluster: Option<Cluster>,
     /// Not fatal, but an administrator should hear of them.
     pub warnings: Vec<String>,
 }
@@ -343,6 +347,8 @@ impl Config {
             }),
         };
 
+        let cluster = cluster::cluster(file.as_ref(), content.cluster.as_ref(), &env, &mut warnings)?;
+
         Ok(Config {
             file: path,
             url,
@@ -356,6 +362,7 @@ impl Config {
             routes,
             mailboxes,
             state_dir,
+            cluster,
             warnings,
         })
     }
@@ -637,6 +644,7 @@ mod tests {
                     &[("name", "\"m\""), ("host", "\"h\""), ("user", "\"u\""), ("password", "\"p\"")]
                 }
                 Table::OAuth2 => &[("client_id", "\"c\""), ("token_url", "\"https://t/x\"")],
+                Table::Cluster => &[],
             }
         };
         for key in keys::keys() {
@@ -649,7 +657,9 @@ mod tests {
                 table.push(format!("{} = {value}", key.name));
                 let text = match key.table {
                     Table::Top => table.join("\n"),
-                    Table::Route | Table::Mailbox => format!("{}\n{}", key.table.header(), table.join("\n")),
+                    Table::Route | Table::Mailbox | Table::Cluster => {
+                        format!("{}\n{}", key.table.header(), table.join("\n"))
+                    }
                     Table::OAuth2 => format!(
                         "[[mailbox]]\nname = \"m\"\nhost = \"h\"\nuser = \"u\"\nauth = \"xoauth2\"\n[mailbox.oauth2]\n{}",
                         table.join("\n")
