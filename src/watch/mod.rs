@@ -15,6 +15,7 @@
 //! flight, log out, exit 0; a second one: exit at once; SIGHUP: reload the
 //! configuration) and tells systemd how things stand.
 
+mod cluster;
 mod imap;
 mod source;
 pub mod state;
@@ -41,6 +42,9 @@ use crate::outcome::{Cause, Class, Mta, Outcome};
 use crate::pipeline::{Mode, Pipeline};
 use crate::sys;
 use worker::{Context, Left, Worker};
+
+/// What a connection of a mailbox another replica holds is doing.
+const NOT_HELD: &str = "not held by this replica";
 
 /// How often the main thread looks at its workers (status, watchdog).
 const TICK: Duration = Duration::from_secs(1);
@@ -113,13 +117,13 @@ pub struct Health {
 
 /// What the main thread and the workers share.
 pub struct Shared {
-    pub stop: Stop,
+    pub stop: Arc<Stop>,
     health: Mutex<Vec<Health>>,
 }
 
 impl Shared {
     fn new() -> Shared {
-        Shared { stop: Stop::default(), health: Mutex::new(Vec::new()) }
+        Shared { stop: Arc::new(Stop::default()), health: Mutex::new(Vec::new()) }
     }
 
     fn join(&self, name: String) -> usize {
@@ -149,6 +153,9 @@ enum Event {
 }
 
 pub fn main(args: &WatchArgs, overrides: &Overrides) -> ExitCode {
+    if args.status {
+        return status(args, overrides);
+    }
     log::set_format(args.log_format.unwrap_or_default());
     let ran = sys::catch_panic(|| watch(args, overrides));
     let outcome = ran.unwrap_or_else(|panic| {
@@ -156,6 +163,33 @@ pub fn main(args: &WatchArgs, overrides: &Overrides) -> ExitCode {
     });
     // A clean stop after SIGTERM is a success; --once reports what is left.
     outcome.report(Mta::Sysexits, false, &[])
+}
+
+/// `watch --status`: the replicas and the mailboxes each holds, from
+/// Redis. 0: every mailbox is held; 1: some is not; 75: Redis cannot be
+/// asked (or the configuration is wrong).
+fn status(args: &WatchArgs, overrides: &Overrides) -> ExitCode {
+    let (config, mailboxes) = match load(args, overrides) {
+        Ok(loaded) => loaded,
+        Err(outcome) => return outcome.report(Mta::Sysexits, false, &[]),
+    };
+    let Some(cluster) = &config.cluster else {
+        let file = config.file.as_ref().map_or("the configuration file".into(), |f| f.display().to_string());
+        return Outcome::new(
+            Cause::Config,
+            format!("no [cluster] in {file}: watch runs alone, without replicas"),
+        )
+        .report(Mta::Sysexits, false, &[]);
+    };
+    let names: Vec<String> = mailboxes.iter().map(|m| m.name.clone()).collect();
+    let ca_file = config.ca_file.as_ref().map(|c| c.value.as_path());
+    match cluster::status(cluster, ca_file, &names) {
+        Ok(report) => {
+            let _ = std::io::stdout().write_all(report.text.as_bytes());
+            ExitCode::from(u8::from(!report.unheld.is_empty()))
+        }
+        Err(outcome) => outcome.report(Mta::Sysexits, false, &[]),
+    }
 }
 
 fn watch(args: &WatchArgs, overrides: &Overrides) -> Outcome {
@@ -205,6 +239,15 @@ fn supervise(
         Ok(loaded) => loaded,
         Err(outcome) => return outcome,
     };
+    if args.once && config.0.cluster.is_some() {
+        return Outcome::new(
+            Cause::Usage,
+            "watch --once does not take part in a cluster: the replicas deliver what waits",
+        )
+        .with_fix(
+            "leave --once out, or run it with a configuration without [cluster] where no replica runs",
+        );
+    }
     let state = state_dir(&config.0);
     // Kept across reloads: the counters go on, the server keeps its port.
     let shown = match Shown::start(args.metrics_listen) {
@@ -402,11 +445,73 @@ fn shares(folders: &[String], max: usize) -> Vec<Vec<String>> {
     shares
 }
 
-/// The workers of one configuration.
+/// The workers of one configuration; in cluster mode, the keeper that
+/// starts a mailbox's workers when it takes its lease.
 struct Run {
     shared: Arc<Shared>,
     workers: Vec<thread::JoinHandle<Left>>,
+    keeper: Option<cluster::Keeper>,
     folders: usize,
+}
+
+/// One mailbox, ready to be watched: its token cache (shared by its
+/// connections and kept across leases) and its folders dealt to
+/// connections, each with its line in the status.
+struct Watched {
+    mailbox: Mailbox,
+    tokens: Option<Arc<crate::mailbox::Tokens>>,
+    shares: Vec<(Vec<String>, usize)>,
+}
+
+/// What starting a mailbox's workers takes.
+struct Starter {
+    pipeline: Arc<Pipeline>,
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    health: Arc<metrics::Health>,
+    once: bool,
+    recipient_header: Option<String>,
+    watched: Vec<Watched>,
+}
+
+impl Starter {
+    /// A thread per connection of `watched`, each running `then` on what
+    /// its worker left.
+    fn start<T: Send + 'static>(
+        &self,
+        watched: &Watched,
+        stop: Arc<Stop>,
+        lease: Option<cluster::Lease>,
+        places: Arc<dyn state::Places>,
+        then: impl Fn(Left, usize) -> T + Clone + Send + 'static,
+    ) -> Result<Vec<thread::JoinHandle<T>>, Outcome> {
+        let mailbox = &watched.mailbox;
+        let ctx = Arc::new(Context {
+            pipeline: self.pipeline.clone(),
+            shared: self.shared.clone(),
+            metrics: self.metrics.clone(),
+            health: self.health.clone(),
+            places,
+            stop,
+            lease,
+            once: self.once,
+            recipient_header: mailbox.recipient_header.clone().or_else(|| self.recipient_header.clone()),
+            poll_interval: mailbox.poll_interval,
+        });
+        let mut threads = Vec::new();
+        for (share, id) in &watched.shares {
+            let name = format!("{}/{}", mailbox.name, share.join(","));
+            let source = imap::ImapSource::new(mailbox.clone(), watched.tokens.clone());
+            let worker = Worker::new(source, &mailbox.name, share, ctx.clone(), *id);
+            let (then, id) = (then.clone(), *id);
+            let thread =
+                thread::Builder::new().name(name).spawn(move || then(worker.run(), id)).map_err(|e| {
+                    Outcome::new(Cause::Bug, format!("cannot start a thread: {}", sys::io_reason(&e)))
+                })?;
+            threads.push(thread);
+        }
+        Ok(threads)
+    }
 }
 
 impl Run {
@@ -428,55 +533,84 @@ impl Run {
             let (pipeline, health, shared) = (pipeline.clone(), health.clone(), shared.clone());
             thread::spawn(move || probe(&pipeline, &health, &shared.stop));
         }
-        let mut workers = Vec::new();
+        let mut watched = Vec::new();
         let mut folders = 0;
         for mailbox in mailboxes {
-            // One token cache for the connections of a mailbox.
             let tokens = crate::mailbox::tokens(mailbox)?.map(Arc::new);
-            let ctx = Arc::new(Context {
-                pipeline: pipeline.clone(),
-                shared: shared.clone(),
-                metrics: metrics.clone(),
-                health: health.clone(),
-                state_dir: state_dir.to_path_buf(),
-                once,
-                recipient_header: mailbox
-                    .recipient_header
-                    .clone()
-                    .or_else(|| config.recipient_header.as_ref().map(|h| h.value.clone())),
-                poll_interval: mailbox.poll_interval,
-            });
-            for share in shares(&mailbox.folders, mailbox.max_connections.get()) {
-                folders += share.len();
-                let name = format!("{}/{}", mailbox.name, share.join(","));
-                let id = shared.join(name.clone());
-                let source = imap::ImapSource::new(mailbox.clone(), tokens.clone());
-                let worker = Worker::new(source, &mailbox.name, &share, ctx.clone(), id);
+            let shares = shares(&mailbox.folders, mailbox.max_connections.get())
+                .into_iter()
+                .map(|share| {
+                    folders += share.len();
+                    let id = shared.join(format!("{}/{}", mailbox.name, share.join(",")));
+                    (share, id)
+                })
+                .collect();
+            watched.push(Watched { mailbox: mailbox.clone(), tokens, shares });
+        }
+        let connections: usize = watched.iter().map(|w| w.shares.len()).sum();
+        let starter = Starter {
+            pipeline,
+            shared: shared.clone(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+            once,
+            recipient_header: config.recipient_header.as_ref().map(|h| h.value.clone()),
+            watched,
+        };
+        let Some(cluster) = &config.cluster else {
+            let places: Arc<dyn state::Places> = Arc::new(state::Dir(state_dir.to_path_buf()));
+            let mut workers = Vec::new();
+            for watched in &starter.watched {
                 let done = events.clone();
-                let thread = thread::Builder::new()
-                    .name(name)
-                    .spawn(move || {
-                        let left = worker.run();
-                        let _ = done.send(Event::Ended);
-                        left
-                    })
-                    .map_err(|e| {
-                        Outcome::new(Cause::Bug, format!("cannot start a thread: {}", sys::io_reason(&e)))
-                    })?;
-                workers.push(thread);
+                let then = move |left, _| {
+                    let _ = done.send(Event::Ended);
+                    left
+                };
+                workers.extend(starter.start(watched, shared.stop.clone(), None, places.clone(), then)?);
+            }
+            log::info(
+                "started",
+                format!(
+                    "watching {folders} folder(s) of {} mailbox(es) over {connections} connection(s); state in {}",
+                    mailboxes.len(),
+                    state_dir.display()
+                ),
+            )
+            .emit();
+            return Ok(Run { shared, workers, keeper: None, folders });
+        };
+        for w in &starter.watched {
+            for (_, id) in &w.shares {
+                shared.update(*id, |h| h.doing = NOT_HELD.into());
             }
         }
+        let names: Vec<String> = mailboxes.iter().map(|m| m.name.clone()).collect();
+        let start: cluster::Start = Box::new(move |name, lease, places| {
+            let watched = starter.watched.iter().find(|w| w.mailbox.name == name).expect("a mailbox of ours");
+            let (ending, shared) = (lease.clone(), starter.shared.clone());
+            let then = move |_, id| {
+                shared.update(id, |h| {
+                    h.doing = NOT_HELD.into();
+                    h.failing = false;
+                });
+                ending.ended();
+            };
+            starter.start(watched, lease.stop(), Some(lease.clone()), places, then)
+        });
+        let ca_file = config.ca_file.as_ref().map(|c| c.value.as_path());
+        let keeper = cluster::Keeper::start(cluster, ca_file, names, start, metrics.clone(), health)?;
         log::info(
             "started",
             format!(
-                "watching {folders} folder(s) of {} mailbox(es) over {} connection(s); state in {}",
+                "cluster mode as {}: sharing {} mailbox(es) ({folders} folder(s)) with the other replicas through Redis at {}, lease {} s; their state is kept there",
+                cluster.node,
                 mailboxes.len(),
-                workers.len(),
-                state_dir.display()
+                cluster.describe(),
+                cluster.lease.as_secs()
             ),
         )
         .emit();
-        Ok(Run { shared, workers, folders })
+        Ok(Run { shared, workers: Vec::new(), keeper: Some(keeper), folders })
     }
 
     /// Wait for every worker, after asking them to stop (each finishes its
@@ -485,6 +619,9 @@ impl Run {
     fn finish(self, stop: bool) -> Outcome {
         if stop {
             self.shared.stop.request();
+        }
+        if let Some(keeper) = self.keeper {
+            keeper.finish();
         }
         let mut left = Vec::new();
         for worker in self.workers {
@@ -512,6 +649,16 @@ impl Run {
             self.folders,
             health.len()
         );
+        if let Some(keeper) = &self.keeper {
+            let standing = keeper.standing();
+            line.push_str(&format!(
+                "; holding {} mailbox(es) of {} replica(s)' share of {}",
+                standing.held, standing.replicas, standing.share
+            ));
+            if standing.redis_failing {
+                line.push_str("; Redis is failing");
+            }
+        }
         if !failing.is_empty() {
             line.push_str(&format!("; failing: {}", failing.join("; ")));
         }
