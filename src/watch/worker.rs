@@ -84,6 +84,9 @@ struct Folder<S: Source> {
     /// Settling fails here: nothing is done in the folder before this.
     blocked: Option<Instant>,
     settling: Backoff,
+    /// The last write of the state failed: nothing more is fetched before
+    /// one succeeds, or what is sent meanwhile could not be remembered.
+    unsaved: std::cell::Cell<bool>,
 }
 
 pub struct Worker<S: Source> {
@@ -119,6 +122,7 @@ impl<S: Source> Worker<S> {
                 later: HashMap::new(),
                 blocked: None,
                 settling: Backoff::new(Duration::from_secs(30), Duration::from_secs(1800)),
+                unsaved: std::cell::Cell::new(false),
             })
             .collect::<Vec<Folder<S>>>();
         let names: Vec<&str> = folders.iter().map(|f| f.name.as_str()).collect();
@@ -428,12 +432,10 @@ impl<S: Source> Worker<S> {
 
     fn save(&self, i: usize) -> Result<(), Outcome> {
         let folder = &self.folders[i];
-        match &folder.state {
-            Some(state) => {
-                folder.store.save(state).map_err(|e| state_failure("write", &folder.store, &e).outcome)
-            }
-            None => Ok(()),
-        }
+        let Some(state) = &folder.state else { return Ok(()) };
+        let saved = folder.store.save(state).map_err(|e| state_failure("write", &folder.store, &e).outcome);
+        folder.unsaved.set(saved.is_err());
+        saved
     }
 
     fn state(&mut self, i: usize) -> &mut FolderState<S::Cursor, S::Key> {
@@ -459,6 +461,13 @@ impl<S: Source> Worker<S> {
                 Cause::Busy,
                 "the ingress is failing; waiting before trying again",
             )));
+        }
+        if self.folders[i].unsaved.get() {
+            if let Err(outcome) = self.save(i) {
+                let pause = self.ingress.next_pause();
+                self.ingress_until = Some(Instant::now() + pause);
+                return Ok(Some(outcome));
+            }
         }
         self.beat(self.source.longest_step(0));
         let cursor = self.state(i).cursor.clone();

@@ -10,6 +10,7 @@ mod render;
 mod check;
 mod check_chatwoot_env;
 mod check_imap;
+mod cluster;
 mod container;
 mod deliver;
 mod docs;

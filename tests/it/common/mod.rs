@@ -5,6 +5,7 @@ pub mod fake_imap;
 pub mod imap;
 pub mod process;
 pub mod rails;
+pub mod redis;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
