@@ -35,15 +35,15 @@ pub struct Server {
 impl Server {
     /// A master.
     pub fn start() -> Server {
-        Server::server("")
+        Server::redis_server("")
     }
 
     /// A replica of `master`.
     pub fn replica_of(master: &Server) -> Server {
-        Server::server(&format!("replicaof 127.0.0.1 {}\n", master.port))
+        Server::redis_server(&format!("replicaof 127.0.0.1 {}\n", master.port))
     }
 
-    fn server(extra: &str) -> Server {
+    fn redis_server(extra: &str) -> Server {
         let text = format!(
             "appendonly yes\nappendfsync everysec\nsave \"\"\nmasterauth \"{REDIS_PASSWORD}\"\n{extra}"
         );
