@@ -572,7 +572,7 @@ _chatwoot__ingress() {
             return 0
             ;;
         chatwoot__subcmd__ingress__subcmd__watch)
-            opts="-h --once --mailbox --metrics-listen --config --url --password-file --timeout --max-size --ca-file --reject-dir --recipient-header --mta --help"
+            opts="-h --once --mailbox --status --log-format --metrics-listen --config --url --password-file --timeout --max-size --ca-file --reject-dir --recipient-header --mta --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -580,6 +580,10 @@ _chatwoot__ingress() {
             case "${prev}" in
                 --mailbox)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 --metrics-listen)

@@ -95,6 +95,8 @@ complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -l dry-run -d 'Read, split and check everything and say on stderr what would be sent, and what refused; send nothing, write no journal, save no refusal and mark nothing seen. The journal is read: what it holds is skipped, as a real run would'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand import" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l mailbox -d 'Watch only this mailbox (its `name`); may be given more than once' -r
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l log-format -d 'How each line of the log is written: text, or one JSON object per line (time, level, event, mailbox, folder, uid, message_id, bytes, status, ms, error, fix, message) for container log pipelines' -r -f -a "text\t''
+json\t''"
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l metrics-listen -d 'Serve Prometheus metrics (GET /metrics) and health (GET /healthz/live, /healthz/ready) over plain HTTP on this address, e.g. 127.0.0.1:9898. An address that is not loopback is refused unless [metrics] says allow_remote = true' -r
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l config -d 'Configuration file (TOML) [default: $CHATWOOT_INGRESS_CONFIG, then the user config dir, then /etc/chatwoot-ingress/config.toml]' -r -F
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l url -d 'Chatwoot\'s base URL, or the full relay ingress URL [env: CHATWOOT_INGRESS_URL above the file; URL, the rake task\'s name, below it]' -r
@@ -112,6 +114,7 @@ opensmtpd\t''
 getmail\t''
 fetchmail\t''"
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l once -d 'Deliver what is waiting now, then exit: 0 when nothing is left for later, 75 when something is (for cron)'
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l status -d 'Cluster mode ([cluster]): print the replicas and the mailboxes each holds, from Redis, and exit: 0 when every mailbox is held, 1 when some is not, 75 when Redis cannot be asked'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand oauth2; and not __fish_seen_subcommand_from authorize help" -l config -d 'Configuration file (TOML) [default: $CHATWOOT_INGRESS_CONFIG, then the user config dir, then /etc/chatwoot-ingress/config.toml]' -r -F
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand oauth2; and not __fish_seen_subcommand_from authorize help" -l url -d 'Chatwoot\'s base URL, or the full relay ingress URL [env: CHATWOOT_INGRESS_URL above the file; URL, the rake task\'s name, below it]' -r

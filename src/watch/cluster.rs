@@ -651,10 +651,12 @@ impl Keeper {
     pub fn standing(&self) -> Standing {
         *self.standing.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
-    /// Stop every worker (each finishes its message in flight), let go of
-    /// every lease and leave the members.
-    pub fn finish(mut self) {
+/// Dropped, it stops every worker (each finishes its message in flight),
+/// lets go of every lease and leaves the members.
+impl Drop for Keeper {
+    fn drop(&mut self) {
         let _ = self.tell.send(Msg::Quit);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

@@ -620,9 +620,8 @@ impl Run {
         if stop {
             self.shared.stop.request();
         }
-        if let Some(keeper) = self.keeper {
-            keeper.finish();
-        }
+        // In cluster mode: its workers stop, its leases are let go.
+        drop(self.keeper);
         let mut left = Vec::new();
         for worker in self.workers {
             match worker.join() {

@@ -496,6 +496,9 @@ fn redis_stopped_for_20_s_under_load_loses_nothing_and_work_resumes_without_rest
     }
     wait_for(Duration::from_secs(20), "every mailbox held again", || world.shares().is_some());
     no_two_holders(&all);
+    for replica in &replicas {
+        assert!(!replica.process.output().contains(REDIS_PASSWORD), "{}", replica.process.output());
+    }
     eprintln!("CPU while waiting, 10 s: {cpu:?}; {posts} POSTs for {} messages", ids.len());
 }
 
@@ -545,6 +548,8 @@ fn the_watchers_follow_a_sentinel_failover_and_go_on() {
     });
     assert!(replica_server.cli(&["KEYS", "chatwoot-ingress:lease:*"]).lines().count() == 4);
     no_two_holders(&all);
+    let lost: usize = replicas.iter().map(|r| r.mailboxes("lease-lost").len()).sum();
+    eprintln!("failover followed; {lost} lease(s) lost on the way");
 }
 
 #[test]
@@ -579,4 +584,69 @@ fn leases_of_a_crashed_run_do_not_block_its_restart_for_longer_than_one_lease_pe
     assert_eq!(world.rails.posts(), ids.len(), "{}", logs(&all));
     no_two_holders(&all);
     eprintln!("held again after {took:?}");
+}
+
+/// Without any Redis listening: `watch --status` exits 75 with one line
+/// that says where it looked and what to do; the watcher says it once and
+/// waits. The password, written inside the URL, shows nowhere.
+#[test]
+fn without_redis_status_exits_75_and_the_watcher_waits_and_the_password_never_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::imap::free_port();
+    let secret = "s3cr3t-pw+/";
+    let encoded = "s3cr3t-pw%2B%2F";
+    let base = format!(
+        "url = \"http://127.0.0.1:9\"\npassword = \"{PASSWORD}\"\nstate_dir = \"{}\"\n\n[[mailbox]]\nname = \"support\"\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"\nuser = \"u\"\npassword = \"p\"\n",
+        dir.path().join("state").display()
+    );
+    let config = dir.path().join("config.toml");
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let output = Command::new(BIN)
+            .args(["watch", "--config", config.to_str().unwrap()])
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let text =
+            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+        (output.status.code().unwrap_or(-1), text)
+    };
+    let url = format!("redis://:{encoded}@127.0.0.1:{port}/0");
+    let plain = format!("redis://127.0.0.1:{port}/0");
+    for (cluster, env) in [
+        (format!("[cluster]\nredis_url = \"{url}\"\n"), vec![]),
+        ("[cluster]\n".to_string(), vec![("REDIS_URL", url.as_str())]),
+        (
+            "[cluster]\n".to_string(),
+            vec![("CHATWOOT_INGRESS_REDIS_URL", plain.as_str()), ("REDIS_PASSWORD", secret)],
+        ),
+    ] {
+        fs::write(&config, format!("{base}{cluster}")).unwrap();
+        let (code, text) = run(&["--status"], &env);
+        assert_eq!(code, 75, "{text}");
+        assert!(text.starts_with("4.4.1 Redis at redis://127.0.0.1:"), "{text}");
+        assert!(text.contains("start Redis"), "{text}");
+        assert!(!text.contains(secret) && !text.contains(encoded), "{text}");
+    }
+    // The watcher: one line, with the fix, then quiet backoff.
+    fs::write(&config, format!("{base}[cluster]\nredis_url = \"{url}\"\nlease = 3\n")).unwrap();
+    let mut watcher = Process::watch(&config, &["--log-format", "json"], &[]);
+    wait_for(Duration::from_secs(10), "Redis failing, said", || watcher.output().contains("redis-failing"));
+    std::thread::sleep(Duration::from_secs(4));
+    let cpu = watcher.cpu();
+    let (code, _) = watcher.stop("TERM");
+    let output = watcher.output();
+    assert_eq!(code, 0, "{output}");
+    assert_eq!(output.matches("\"redis-failing\"").count(), 1, "{output}");
+    assert!(!output.contains(secret) && !output.contains(encoded), "{output}");
+    assert!(cpu < Duration::from_millis(500), "{cpu:?}");
+    // --once does not take part in a cluster; without [cluster] there is no status.
+    let (code, text) = run(&["--once"], &[]);
+    assert_eq!(code, 75, "{text}");
+    assert!(text.contains("--once does not take part in a cluster"), "{text}");
+    fs::write(&config, &base).unwrap();
+    let (code, text) = run(&["--status"], &[]);
+    assert!(code == 75 && text.contains("no [cluster]"), "{text}");
 }

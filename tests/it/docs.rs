@@ -225,6 +225,8 @@ fn the_example_configuration_shows_every_key_and_parses() {
     let uncommented: String = settings
         .iter()
         .filter(|(key, _)| key != "password_file" && !(key.contains('.') && key.ends_with(".password")))
+        // Redis's password file would have to exist; it has no other key.
+        .filter(|(key, _)| key != "cluster.password_file")
         .map(|(key, line)| match key.ends_with(".password_file") {
             true => "password = \"example\"\n".to_string(),
             false => format!("{line}\n"),
