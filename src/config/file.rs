@@ -36,6 +36,8 @@ pub(super) struct FileConfig {
     pub route: Vec<Spanned<RouteFile>>,
     #[serde(default)]
     pub mailbox: Vec<Spanned<MailboxFile>>,
+    pub log_format: Option<Spanned<crate::log::Format>>,
+    pub metrics: Option<Spanned<MetricsFile>>,
     pub cluster: Option<Spanned<ClusterFile>>,
 }
 
@@ -49,6 +51,13 @@ pub(super) struct ClusterFile {
     pub lease: Option<Spanned<u64>>,
     pub node: Option<Spanned<String>>,
     pub key_prefix: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MetricsFile {
+    pub listen: Option<Spanned<std::net::SocketAddr>>,
+    pub allow_remote: Option<Spanned<bool>>,
 }
 
 /// `max_size`: bytes, or a string with a unit.

@@ -62,6 +62,10 @@ pub const SENTINEL_MASTER: &str = "sentinel_master";
 pub const LEASE: &str = "lease";
 pub const NODE: &str = "node";
 pub const KEY_PREFIX: &str = "key_prefix";
+pub const LOG_FORMAT: &str = "log_format";
+pub const METRICS: &str = "metrics";
+pub const LISTEN: &str = "listen";
+pub const ALLOW_REMOTE: &str = "allow_remote";
 
 /// The tables a key can stand in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,11 +74,13 @@ pub enum Table {
     Route,
     Mailbox,
     OAuth2,
+    Metrics,
     Cluster,
 }
 
 impl Table {
-    pub const ALL: [Table; 5] = [Table::Top, Table::Route, Table::Mailbox, Table::OAuth2, Table::Cluster];
+    pub const ALL: [Table; 6] =
+        [Table::Top, Table::Route, Table::Mailbox, Table::OAuth2, Table::Metrics, Table::Cluster];
 
     /// The keys that lead to it: `mailbox`, `oauth2` for `[mailbox.oauth2]`.
     pub fn names(self) -> &'static [&'static str] {
@@ -84,6 +90,7 @@ impl Table {
             Table::Mailbox => &[MAILBOX],
             Table::OAuth2 => &[MAILBOX, OAUTH2],
             Table::Cluster => &[CLUSTER],
+            Table::Metrics => &[METRICS],
         }
     }
 
@@ -92,7 +99,7 @@ impl Table {
         match self {
             Table::Top => "the top level".into(),
             Table::Route | Table::Mailbox => format!("[[{}]]", self.names().join(".")),
-            Table::OAuth2 | Table::Cluster => format!("[{}]", self.names().join(".")),
+            Table::OAuth2 | Table::Metrics | Table::Cluster => format!("[{}]", self.names().join(".")),
         }
     }
 }
@@ -117,6 +124,10 @@ pub enum Kind {
     Choice(fn() -> &'static [&'static str]),
     /// A list of quoted strings.
     List,
+    /// true or false.
+    Bool,
+    /// An address and a port: `"127.0.0.1:9898"`, `"[::1]:9898"`.
+    Address,
     /// `[[name]]`, once for each.
     Tables(Table),
     /// `[table.name]` under the table it is in.
@@ -140,6 +151,8 @@ impl Kind {
             Kind::Size => "a number of bytes, or a quoted number with K, M or G (binary)".into(),
             Kind::Choice(names) => choices(names()),
             Kind::List => "a list of quoted strings".into(),
+            Kind::Bool => "true or false".into(),
+            Kind::Address => "an IP address and a port in quotes".into(),
             Kind::Tables(table) => format!("a {} table, one for each", table.header()),
             Kind::Table(table) => format!("a {} table", table.header()),
         }
@@ -224,8 +237,8 @@ impl Key {
 }
 
 fn table() -> Vec<Key> {
-    use Kind::{Choice, Integer, List, Path, Secret, Size, Tables, Text, Url};
-    use Table::{Cluster, Mailbox, OAuth2, Route, Top};
+    use Kind::{Address, Bool, Choice, Integer, List, Path, Secret, Size, Tables, Text, Url};
+    use Table::{Cluster, Mailbox, Metrics, OAuth2, Route, Top};
     let seconds = |min, max| Integer { min, max: Some(max), unit: "seconds" };
     vec![
         key(
@@ -295,6 +308,41 @@ fn table() -> Vec<Key> {
             "Where watch keeps its place in each folder (in watch/ below it).",
         )
         .or("systemd's $STATE_DIRECTORY, else the user's state directory, else /var/lib/chatwoot-ingress"),
+        key(
+            Top,
+            LOG_FORMAT,
+            Choice(names::<crate::log::Format>),
+            "\"json\"",
+            "How watch writes each line of its log: text, or one JSON object per line (time, level, \
+             event, mailbox, folder, uid, message_id, bytes, status, ms, error, fix, message) for \
+             container log pipelines. --log-format wins.",
+        )
+        .or("\"text\""),
+        key(
+            Top,
+            METRICS,
+            Kind::Table(Metrics),
+            "[metrics]",
+            "Where watch serves its Prometheus metrics (GET /metrics) and health (GET /healthz/live, \
+             /healthz/ready) over plain HTTP. They hold no message content and no secret.",
+        ),
+        key(
+            Metrics,
+            LISTEN,
+            Address,
+            "\"127.0.0.1:9898\"",
+            "The address and port to serve them on. --metrics-listen wins. An address that is not \
+             loopback is refused unless allow_remote = true.",
+        ),
+        key(
+            Metrics,
+            ALLOW_REMOTE,
+            Bool,
+            "true",
+            "Allow a listen address that is not loopback, for a container's probes (in a container, \
+             loopback is the container's own). Anyone who reaches the port sees the metrics.",
+        )
+        .or("false"),
         key(
             Top,
             ROUTE,
@@ -685,7 +733,9 @@ impl<'de> Deserializer<'de> for Names<'_> {
 mod tests {
     use std::path::Path;
 
-    use super::super::file::{ClusterFile, File, FileConfig, MailboxFile, OAuth2File, RouteFile};
+    use super::super::file::{
+        ClusterFile, File, FileConfig, MailboxFile, MetricsFile, OAuth2File, RouteFile,
+    };
     use super::*;
 
     #[test]
@@ -697,6 +747,7 @@ mod tests {
                 Table::Mailbox => names::<MailboxFile>(),
                 Table::OAuth2 => names::<OAuth2File>(),
                 Table::Cluster => names::<ClusterFile>(),
+                Table::Metrics => names::<MetricsFile>(),
             };
             let mut parsed = parsed.to_vec();
             let mut documented: Vec<&str> =
@@ -724,7 +775,9 @@ mod tests {
         for key in keys() {
             let header = match key.table {
                 Table::Top => String::new(),
-                Table::Route | Table::Mailbox | Table::Cluster => format!("{}\n", key.table.header()),
+                Table::Route | Table::Mailbox | Table::Metrics | Table::Cluster => {
+                    format!("{}\n", key.table.header())
+                }
                 Table::OAuth2 => format!("{}\n{}\n", Table::Mailbox.header(), key.table.header()),
             };
             let text = format!("{header}{}\n", key.example());

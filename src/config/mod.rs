@@ -44,6 +44,10 @@ pub const ENV_URL: &str = "CHATWOOT_INGRESS_URL";
 pub const ENV_PASSWORD: &str = "CHATWOOT_INGRESS_PASSWORD";
 pub const RAKE_URL: &str = "URL";
 pub const RAKE_PASSWORD: &str = "INGRESS_PASSWORD";
+/// Chatwoot's own variable for the ingress password, which its `.env` and
+/// its Helm chart's Secret hold: a container beside Chatwoot that reads
+/// them needs no second copy. Below the file, like the rake task's.
+pub const CHATWOOT_PASSWORD: &str = "RAILS_INBOUND_EMAIL_PASSWORD";
 
 /// What the command line says about the configuration (its flags).
 #[derive(Clone, Debug, Default)]
@@ -146,8 +150,20 @@ pub struct Config {
     pub state_dir: Option<Sourced<PathBuf>>,
     /// `[cluster]`: replicas of `watch` sharing the mailboxes through Redis.
     pub cluster: Option<Cluster>,
+    /// How watch writes its log (the file's; --log-format wins).
+    pub log_format: Option<Sourced<crate::log::Format>>,
+    /// Where watch serves its metrics and health (the file's; --metrics-listen wins).
+    pub metrics: Metrics,
     /// Not fatal, but an administrator should hear of them.
     pub warnings: Vec<String>,
+}
+
+/// The `[metrics]` table.
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    pub listen: Option<Sourced<std::net::SocketAddr>>,
+    /// A listen address that is not loopback is allowed.
+    pub allow_remote: bool,
 }
 
 /// A `[[route]]`: mail for these domains goes to another ingress.
@@ -265,7 +281,10 @@ impl Config {
             password_file = path;
             Some(Sourced { value, source: file.as_ref().map_or(Source::Default, File::source) })
         } else {
-            from_env(RAKE_PASSWORD).map(|(value, source)| Sourced { value: Password::new(value), source })
+            [RAKE_PASSWORD, CHATWOOT_PASSWORD]
+                .into_iter()
+                .find_map(from_env)
+                .map(|(value, source)| Sourced { value: Password::new(value), source })
         };
         if let Some(p) = &password {
             if p.value.expose().is_empty() {
@@ -347,10 +366,35 @@ impl Config {
             }),
         };
 
+        let log_format = match (&file, &content.log_format) {
+            (Some(file), Some(value)) => Some(Sourced { value: *value.get_ref(), source: file.source() }),
+            _ => None,
+        };
+        let metrics = match (&file, &content.metrics) {
+            (Some(file), Some(table)) => {
+                let table = table.get_ref();
+                let allow_remote = table.allow_remote.as_ref().is_some_and(|a| *a.get_ref());
+                let listen = match &table.listen {
+                    Some(value) => {
+                        let addr = *value.get_ref();
+                        crate::metrics::check_listen(addr, allow_remote).map_err(|why| {
+                            error(format!("`{}` in {}: {why}", keys::LISTEN, file.place(Some(value.span()))))
+                        })?;
+                        Some(Sourced { value: addr, source: file.source() })
+                    }
+                    None => None,
+                };
+                Metrics { listen, allow_remote }
+            }
+            _ => Metrics::default(),
+        };
+
         let cluster = cluster::cluster(file.as_ref(), content.cluster.as_ref(), &env, &mut warnings)?;
 
         Ok(Config {
             file: path,
+            log_format,
+            metrics,
             url,
             password,
             password_file,
@@ -577,6 +621,44 @@ mod tests {
     }
 
     #[test]
+    fn chatwoots_own_password_variable_ranks_below_the_file_and_the_rake_tasks() {
+        let chatwoot = [("RAILS_INBOUND_EMAIL_PASSWORD", "p-chatwoot")];
+        let empty = file("url = \"https://x\"\n");
+        let c = load(&with_file(&empty), &chatwoot).unwrap();
+        let password = c.password.unwrap();
+        assert_eq!(
+            (password.value.expose(), password.source),
+            ("p-chatwoot", Source::Env(CHATWOOT_PASSWORD))
+        );
+        let both = [chatwoot[0], ("INGRESS_PASSWORD", "p-rake")];
+        assert_eq!(load(&with_file(&empty), &both).unwrap().password.unwrap().value.expose(), "p-rake");
+        let f = file("url = \"https://x\"\npassword = \"p-file\"\n");
+        assert_eq!(load(&with_file(&f), &chatwoot).unwrap().password.unwrap().value.expose(), "p-file");
+    }
+
+    #[test]
+    fn metrics_listen_only_on_loopback_unless_allowed_and_log_format() {
+        let f = file("log_format = \"json\"\n[metrics]\nlisten = \"127.0.0.1:9898\"\n");
+        let c = load(&with_file(&f), &[]).unwrap();
+        assert_eq!(c.log_format.map(|f| f.value), Some(crate::log::Format::Json));
+        assert_eq!(c.metrics.listen.unwrap().value.to_string(), "127.0.0.1:9898");
+        assert!(!c.metrics.allow_remote);
+
+        let f = file("[metrics]\nlisten = \"0.0.0.0:9898\"\n");
+        let e = load(&with_file(&f), &[]).unwrap_err().to_string();
+        assert!(e.contains("`listen` in") && e.contains("line 2") && e.contains("allow_remote"), "{e}");
+        let f = file("[metrics]\nlisten = \"0.0.0.0:9898\"\nallow_remote = true\n");
+        assert!(load(&with_file(&f), &[]).unwrap().metrics.allow_remote);
+
+        let f = file("[metrics]\nlisten = \"nowhere\"\n");
+        let e = load(&with_file(&f), &[]).unwrap_err().to_string();
+        assert!(e.contains("must be an IP address and a port"), "{e}");
+        let f = file("log_format = \"xml\"\n");
+        let e = load(&with_file(&f), &[]).unwrap_err().to_string();
+        assert!(e.contains("`log_format`") && e.contains("\"text\" or \"json\""), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_name_the_key_and_the_file() {
         let f = file("url = \"https://x\"\npasword = \"typo\"\n");
         let e = load(&with_file(&f), &[]).unwrap_err().to_string();
@@ -645,6 +727,7 @@ mod tests {
                 }
                 Table::OAuth2 => &[("client_id", "\"c\""), ("token_url", "\"https://t/x\"")],
                 Table::Cluster => &[],
+                Table::Metrics => &[],
             }
         };
         for key in keys::keys() {
@@ -657,7 +740,7 @@ mod tests {
                 table.push(format!("{} = {value}", key.name));
                 let text = match key.table {
                     Table::Top => table.join("\n"),
-                    Table::Route | Table::Mailbox | Table::Cluster => {
+                    Table::Route | Table::Mailbox | Table::Metrics | Table::Cluster => {
                         format!("{}\n{}", key.table.header(), table.join("\n"))
                     }
                     Table::OAuth2 => format!(

@@ -143,11 +143,12 @@ mod tests {
     use std::net::TcpListener;
 
     /// A server that answers each request with the next of `answers`
-    /// (status line and headers, body), after reading it whole.
-    fn server(answers: Vec<(&'static str, &'static str)>) -> Url {
+    /// (status line and headers, body), after reading it whole; it stops
+    /// listening when the thread returned ends.
+    fn server(answers: Vec<(&'static str, &'static str)>) -> (Url, std::thread::JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = Url::parse(&format!("http://{}/token", listener.local_addr().unwrap())).unwrap();
-        std::thread::spawn(move || {
+        let served = std::thread::spawn(move || {
             for ((head, body), stream) in answers.into_iter().zip(listener.incoming()) {
                 let mut stream = stream.unwrap();
                 read_request_body(&mut BufReader::new(stream.try_clone().unwrap()));
@@ -156,12 +157,12 @@ mod tests {
                 stream.write_all(answer.as_bytes()).unwrap();
             }
         });
-        url
+        (url, served)
     }
 
     #[test]
     fn redirects_are_not_followed_and_other_answers_are_named() {
-        let url = server(vec![
+        let (url, served) = server(vec![
             ("HTTP/1.1 302 Found\r\nLocation: https://elsewhere.example/token?code=x", ""),
             ("HTTP/1.1 200 OK", "<html>a portal</html>"),
             ("HTTP/1.1 503 Service Unavailable", "busy"),
@@ -188,7 +189,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(post().unwrap()["access_token"], "at");
-        // Nobody listens any more.
+        // Nobody listens any more (not even a listener about to be dropped).
+        served.join().unwrap();
         match post() {
             Err(Error::Unreachable { failure, .. }) => assert_eq!(failure.kind, http::Kind::Refused),
             other => panic!("{other:?}"),

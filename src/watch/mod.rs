@@ -156,7 +156,10 @@ pub fn main(args: &WatchArgs, overrides: &Overrides) -> ExitCode {
     if args.status {
         return status(args, overrides);
     }
-    log::set_format(args.log_format.unwrap_or_default());
+    // The flag's format at once; the file's once it is read.
+    if let Some(format) = args.log_format {
+        log::set_format(format);
+    }
     let ran = sys::catch_panic(|| watch(args, overrides));
     let outcome = ran.unwrap_or_else(|panic| {
         Outcome::new(Cause::Bug, format!("internal error, please report it: {panic}"))
@@ -250,7 +253,9 @@ fn supervise(
     }
     let state = state_dir(&config.0);
     // Kept across reloads: the counters go on, the server keeps its port.
-    let shown = match Shown::start(args.metrics_listen) {
+    log::set_format(config.0.log_format.as_ref().map(|f| f.value).unwrap_or_default());
+    let listen = args.metrics_listen.or(config.0.metrics.listen.as_ref().map(|l| l.value));
+    let shown = match Shown::start(listen, config.0.metrics.allow_remote) {
         Ok(shown) => shown,
         Err(outcome) => return outcome,
     };
@@ -377,11 +382,11 @@ struct Shown {
 }
 
 impl Shown {
-    fn start(listen: Option<std::net::SocketAddr>) -> Result<Shown, Outcome> {
+    fn start(listen: Option<std::net::SocketAddr>, allow_remote: bool) -> Result<Shown, Outcome> {
         let metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
         let health = metrics::Health::new();
         let Some(addr) = listen else { return Ok(Shown { metrics, health, server: None }) };
-        metrics::check_listen(addr, false).map_err(|e| Outcome::new(Cause::Config, e))?;
+        metrics::check_listen(addr, allow_remote).map_err(|e| Outcome::new(Cause::Config, e))?;
         let listener = std::net::TcpListener::bind(addr).map_err(|e| {
             Outcome::new(
                 Cause::Config,

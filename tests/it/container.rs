@@ -279,8 +279,9 @@ fn the_image_has_the_containerfiles_metadata_and_its_root_filesystem_delivers_as
 
     // deliver, the entrypoint with no command: exit 0, Rails stored the bytes.
     let rails = Rails::start(Some(PASSWORD), "relay");
+    // The password as Compose and Kubernetes hand it over: Chatwoot's own variable.
     let ingress =
-        [("CHATWOOT_INGRESS_URL", rails.url()), ("CHATWOOT_INGRESS_PASSWORD", PASSWORD.to_string())];
+        [("CHATWOOT_INGRESS_URL", rails.url()), ("RAILS_INBOUND_EMAIL_PASSWORD", PASSWORD.to_string())];
     let ingress: Vec<(&str, &str)> = ingress.iter().map(|(n, v)| (*n, v.as_str())).collect();
     let message = corpus("8bit-headers.eml");
     let delivered = image.run(&[], &ingress, &message);
@@ -331,6 +332,27 @@ fn the_image_has_the_containerfiles_metadata_and_its_root_filesystem_delivers_as
     let said = text(&unhealthy.stderr);
     assert_eq!(unhealthy.status.code(), Some(1), "{said}");
     assert!(said.starts_with("unhealthy: ") && said.contains("connection refused"), "{said}");
+
+    // With watch serving its health (as the image's CMD runs it, with
+    // [metrics] in the configuration), it is healthy.
+    let config = fs::read_to_string(image.path(CONFIG)).unwrap();
+    fs::write(image.path(CONFIG), format!("[metrics]\nlisten = \"{listen}\"\n{config}")).unwrap();
+    let mut watching =
+        image.command(&["watch"], &ingress).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let started = std::time::Instant::now();
+    let healthy = loop {
+        let asked = image.run(&["health", "--metrics-listen", &listen], &[], b"");
+        if asked.status.success() || started.elapsed() > Duration::from_secs(30) {
+            break asked;
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
+    // SAFETY: the child has not been waited for, so its pid is still its own.
+    unsafe { libc::kill(watching.id() as libc::pid_t, libc::SIGTERM) };
+    let stopped = watching.wait().unwrap();
+    assert_eq!(healthy.status.code(), Some(0), "{}{}", text(&healthy.stdout), text(&healthy.stderr));
+    assert!(text(&healthy.stdout).starts_with("healthy"), "{}", text(&healthy.stdout));
+    assert_eq!(stopped.code(), Some(0), "a clean stop on SIGTERM");
 }
 
 // --- Compose ----------------------------------------------------------------
@@ -592,4 +614,36 @@ fn the_readmes_container_walk_throughs_name_the_shipped_files() {
     }
     assert!(compose.contains(&format!("./chatwoot-ingress.toml:{CONFIG}:ro")));
     assert!(compose.contains("file: ./imap-support.password") && section.contains("imap-support.password"));
+}
+
+/// The configurations the Compose service and the Deployment mount load as
+/// shipped ([metrics] on every address, allowed; the password from
+/// Chatwoot's variable), once the secrets they name exist.
+#[test]
+fn the_shipped_container_configurations_load() {
+    for shipped in ["packaging/compose/config.toml", "packaging/kubernetes/config.toml"] {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("imap.password");
+        fs::write(&secret, "imap pass\n").unwrap();
+        let text = read(shipped);
+        let named = text.lines().find_map(|l| l.strip_prefix("password_file = ")).expect(shipped);
+        let config = dir.path().join("config.toml");
+        fs::write(&config, text.replace(named, &format!("{:?}", secret.display().to_string()))).unwrap();
+        let run = common::ingress(&["--config", config.to_str().unwrap(), "check", "--json"])
+            .env("RAILS_INBOUND_EMAIL_PASSWORD", PASSWORD)
+            .env("CHATWOOT_INGRESS_URL", "http://127.0.0.1:9")
+            .run();
+        let report: Value =
+            serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{shipped}: {e}: {run:?}"));
+        let steps = report["steps"].as_array().unwrap();
+        let step = |name: &str| {
+            steps.iter().find(|s| s["step"] == name).unwrap_or_else(|| panic!("{name}: {report:#}"))
+        };
+        assert_eq!(step("configuration")["status"], "ok", "{shipped}: {report:#}");
+        let password = step("password");
+        assert!(
+            password["detail"].as_str().unwrap().contains("RAILS_INBOUND_EMAIL_PASSWORD"),
+            "{password:#}"
+        );
+    }
 }

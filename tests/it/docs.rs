@@ -179,7 +179,9 @@ fn load(text: &str) -> Result<Config, String> {
 fn in_table(table: Table, line: &str) -> String {
     match table {
         Table::Top => format!("{line}\n"),
-        Table::Route | Table::Mailbox | Table::Cluster => format!("{}\n{line}\n", table.header()),
+        Table::Route | Table::Mailbox | Table::Metrics | Table::Cluster => {
+            format!("{}\n{line}\n", table.header())
+        }
         Table::OAuth2 => format!("{}\n{}\n{line}\n", Table::Mailbox.header(), table.header()),
     }
 }
