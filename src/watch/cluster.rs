@@ -308,7 +308,17 @@ impl Redis {
         let reason = secret::scrub(&format!("Redis at {at}: {e}"), &secrets);
         let login = matches!(e.kind(), ErrorKind::AuthenticationFailed)
             || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"));
-        if login {
+        // rustls's refusal reaches us only as an I/O error of its own kind
+        // (the crate keeps the io::Error to itself): over rediss://, an I/O
+        // error that is no refusal, timeout or dropped connection is TLS.
+        let tls = self.tls
+            && e.is_io_error()
+            && !(e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped());
+        if tls {
+            Outcome::new(Cause::Tls, reason).with_fix(
+                "rediss:// verifies Redis's certificate: it must be valid for the host and issued by an authority this machine trusts (set ca_file for a private one)",
+            )
+        } else if login {
             Outcome::new(Cause::PasswordRejected, reason).with_fix(
                 "give the password Redis wants in [cluster] password_file, REDIS_PASSWORD or the URL (and the user in the URL, with ACLs)",
             )

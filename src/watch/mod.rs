@@ -22,8 +22,7 @@ pub mod state;
 mod worker;
 
 use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::net::UnixStream;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -55,9 +54,10 @@ pub struct Stop {
     flag: AtomicBool,
     lock: Mutex<()>,
     woken: Condvar,
-    /// A socket pair: one byte written to the second end makes the first
-    /// readable. Without one (no descriptors left), IDLE asks every 250 ms.
-    wake: Option<(UnixStream, UnixStream)>,
+    /// An eventfd, readable once written to (and never read): one
+    /// descriptor per stop, and cluster mode has one per mailbox. Without
+    /// one (no descriptors left), IDLE asks every 250 ms.
+    wake: Option<OwnedFd>,
 }
 
 impl Default for Stop {
@@ -66,7 +66,11 @@ impl Default for Stop {
             flag: AtomicBool::new(false),
             lock: Mutex::new(()),
             woken: Condvar::new(),
-            wake: UnixStream::pair().ok(),
+            // SAFETY: eventfd has no preconditions; a descriptor it returns is ours.
+            wake: match unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) } {
+                -1 => None,
+                fd => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+            },
         }
     }
 }
@@ -78,8 +82,10 @@ impl Stop {
 
     pub fn request(&self) {
         self.flag.store(true, SeqCst);
-        if let Some((_, sender)) = &self.wake {
-            let _ = (&*sender).write_all(b"!");
+        if let Some(fd) = &self.wake {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: eight bytes from a live buffer to a descriptor we own.
+            let _ = unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
         }
         let _guard = self.lock.lock();
         self.woken.notify_all();
@@ -87,7 +93,7 @@ impl Stop {
 
     /// Readable once a stop is requested.
     pub fn wake(&self) -> Option<BorrowedFd<'_>> {
-        self.wake.as_ref().map(|(receiver, _)| receiver.as_fd())
+        self.wake.as_ref().map(|fd| fd.as_fd())
     }
 
     /// Sleep for `pause`, or less if a stop is requested; true if it was.

@@ -650,3 +650,51 @@ fn without_redis_status_exits_75_and_the_watcher_waits_and_the_password_never_sh
     let (code, text) = run(&["--status"], &[]);
     assert!(code == 75 && text.contains("no [cluster]"), "{text}");
 }
+
+/// rediss://: Redis's certificate is verified, against the system's
+/// authorities and ca_file; a replica holds its mailbox over TLS.
+#[test]
+#[ignore = "needs Redis"]
+fn rediss_verifies_the_certificate_with_ca_file_and_a_replica_holds_its_mailbox_over_tls() {
+    let redis = Server::start_tls();
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("redis.password"), format!("{REDIS_PASSWORD}\n")).unwrap();
+    let config = dir.path().join("config.toml");
+    let write = |ca_file: &str| {
+        let text = format!(
+            "url = \"http://127.0.0.1:9\"\npassword = \"{PASSWORD}\"\nstate_dir = \"{}\"\n{ca_file}\n[[mailbox]]\nname = \"support\"\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"\nuser = \"u\"\npassword = \"p\"\n\n[cluster]\nredis_url = \"rediss://127.0.0.1:{}/0\"\npassword_file = \"{}\"\nlease = 3\nnode = \"tls-node\"\n",
+            dir.path().join("state").display(),
+            redis.port,
+            dir.path().join("redis.password").display()
+        );
+        fs::write(&config, text).unwrap();
+    };
+    let status = || {
+        let output = Command::new(BIN)
+            .args(["watch", "--config", config.to_str().unwrap(), "--status"])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .unwrap();
+        let text =
+            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+        (output.status.code().unwrap_or(-1), text)
+    };
+    // A private authority no one told us of: refused, with what to do.
+    write("");
+    let (code, text) = status();
+    assert_eq!(code, 75, "{text}");
+    assert!(text.starts_with("4.7.5 Redis at rediss://127.0.0.1:") && text.contains("ca_file"), "{text}");
+    // With it: asked over TLS; no replica yet.
+    write(&format!("ca_file = \"{}\"\n", redis.ca.as_ref().unwrap().display()));
+    let (code, text) = status();
+    assert!(
+        code == 1 && text.contains("0 replica(s)") && text.contains("held by no replica: support"),
+        "{text}"
+    );
+    let mut watcher = Process::watch(&config, &[], &[]);
+    wait_for(Duration::from_secs(15), "the mailbox held", || status().0 == 0);
+    assert!(status().1.contains("  tls-node: 1 mailbox(es): support"), "{}", status().1);
+    assert_eq!(watcher.stop("TERM").0, 0, "{}", watcher.output());
+    assert!(watcher.output().contains("support: lease released (stopping)"), "{}", watcher.output());
+}

@@ -5,7 +5,7 @@
 //! Stopped on drop.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -30,24 +30,32 @@ pub struct Server {
     dir: tempfile::TempDir,
     program: &'static str,
     child: Option<Child>,
+    /// TLS only (rediss://), with a certificate for 127.0.0.1 from this private authority.
+    pub ca: Option<PathBuf>,
 }
 
 impl Server {
     /// A master.
     pub fn start() -> Server {
-        Server::redis_server("")
+        Server::redis_server("", false)
     }
 
     /// A replica of `master`.
     pub fn replica_of(master: &Server) -> Server {
-        Server::redis_server(&format!("replicaof 127.0.0.1 {}\n", master.port))
+        Server::redis_server(&format!("replicaof 127.0.0.1 {}\n", master.port), false)
     }
 
-    fn redis_server(extra: &str) -> Server {
+    /// A master that speaks TLS only, its certificate (for 127.0.0.1)
+    /// issued by a private authority of its own, `ca`.
+    pub fn start_tls() -> Server {
+        Server::redis_server("", true)
+    }
+
+    fn redis_server(extra: &str, tls: bool) -> Server {
         let text = format!(
             "appendonly yes\nappendfsync everysec\nsave \"\"\nmasterauth \"{REDIS_PASSWORD}\"\n{extra}"
         );
-        Server::spawn("redis-server", "redis.conf", &text)
+        Server::spawn("redis-server", "redis.conf", &text, tls)
     }
 
     /// A sentinel watching `master` as `name`, deciding alone (quorum 1)
@@ -61,20 +69,27 @@ impl Server {
              sentinel failover-timeout {name} 10000\n",
             port = master.port
         );
-        Server::spawn("redis-sentinel", "sentinel.conf", &text)
+        Server::spawn("redis-sentinel", "sentinel.conf", &text, false)
     }
 
-    fn spawn(program: &'static str, file: &str, text: &str) -> Server {
+    fn spawn(program: &'static str, file: &str, text: &str, tls: bool) -> Server {
         require_redis();
         let dir = tempfile::tempdir().unwrap();
-        let mut server = Server { port: 0, dir, program, child: None };
+        let ca = tls.then(|| certificates(dir.path()));
+        let mut server = Server { port: 0, dir, program, child: None, ca };
         // A port found free can be taken before the server binds it: try others.
         for attempt in 1..=5 {
             server.port = free_port();
+            let d = server.dir.path().display();
+            let port = match tls {
+                true => format!(
+                    "port 0\ntls-port {}\ntls-cert-file {d}/server.pem\ntls-key-file {d}/server.key\ntls-ca-cert-file {d}/ca.pem\ntls-auth-clients no",
+                    server.port
+                ),
+                false => format!("port {}", server.port),
+            };
             let config = format!(
-                "port {}\nbind 127.0.0.1\nrequirepass \"{REDIS_PASSWORD}\"\ndir {}\nlogfile {}\n{text}",
-                server.port,
-                server.dir.path().display(),
+                "{port}\nbind 127.0.0.1\nrequirepass \"{REDIS_PASSWORD}\"\ndir {d}\nlogfile {}\n{text}",
                 server.log_path().display()
             );
             // A sentinel rewrites its configuration file: it must be writable.
@@ -129,20 +144,13 @@ impl Server {
 
     /// `redis-cli ARGS` against this server, its answer.
     pub fn cli(&self, args: &[&str]) -> String {
-        let output = Command::new("redis-cli")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "--no-auth-warning",
-                "-a",
-                REDIS_PASSWORD,
-            ])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let mut command = Command::new("redis-cli");
+        let port = self.port.to_string();
+        command.args(["-h", "127.0.0.1", "-p", &port, "--no-auth-warning", "-a", REDIS_PASSWORD]);
+        if let Some(ca) = &self.ca {
+            command.arg("--tls").arg("--cacert").arg(ca);
+        }
+        let output = command.args(args).stdin(Stdio::null()).output().unwrap();
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
@@ -186,4 +194,27 @@ impl Drop for Server {
 /// Wait until `server` answers as a master, e.g. after a failover.
 pub fn wait_for_master(server: &Server, within: Duration) {
     wait_for(within, "a master", || server.role() == "master");
+}
+
+/// A private authority (`DIR/ca.pem`) and a certificate for 127.0.0.1 it
+/// issued (`DIR/server.pem`, `DIR/server.key`), made by openssl.
+fn certificates(dir: &Path) -> PathBuf {
+    fs::write(
+        dir.join("ca.cnf"),
+        "[req]\ndistinguished_name = dn\nprompt = no\nx509_extensions = v3_ca\n[dn]\nCN = chatwoot-ingress test Redis CA\n\
+         [v3_ca]\nbasicConstraints = critical, CA:true, pathlen:0\nkeyUsage = critical, keyCertSign, cRLSign\n\
+         [v3_server]\nbasicConstraints = critical, CA:false\nkeyUsage = critical, digitalSignature, keyEncipherment\n\
+         extendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1\n",
+    )
+    .unwrap();
+    let openssl = |args: &str| {
+        let args: Vec<&str> = args.split(' ').collect();
+        let status =
+            Command::new("openssl").args(&args).current_dir(dir).stderr(Stdio::null()).status().unwrap();
+        assert!(status.success(), "openssl {args:?}");
+    };
+    openssl("req -x509 -new -newkey rsa:2048 -nodes -days 2 -config ca.cnf -keyout ca.key -out ca.pem");
+    openssl("req -new -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr");
+    openssl("x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ca.cnf -extensions v3_server -out server.pem");
+    dir.join("ca.pem")
 }
