@@ -662,8 +662,8 @@ impl Run {
         if let Some(keeper) = &self.keeper {
             let standing = keeper.standing();
             line.push_str(&format!(
-                "; holding {} mailbox(es) of {} replica(s)' share of {}",
-                standing.held, standing.replicas, standing.share
+                "; cluster: holding {} mailbox(es) (at most {} each, {} replica(s))",
+                standing.held, standing.share, standing.replicas
             ));
             if standing.redis_failing {
                 line.push_str("; Redis is failing");

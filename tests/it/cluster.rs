@@ -692,9 +692,20 @@ fn rediss_verifies_the_certificate_with_ca_file_and_a_replica_holds_its_mailbox_
         code == 1 && text.contains("0 replica(s)") && text.contains("held by no replica: support"),
         "{text}"
     );
-    let mut watcher = Process::watch(&config, &[], &[]);
+    let port = common::imap::free_port();
+    let mut watcher = Process::watch(&config, &["--metrics-listen", &format!("127.0.0.1:{port}")], &[]);
     wait_for(Duration::from_secs(15), "the mailbox held", || status().0 == 0);
     assert!(status().1.contains("  tls-node: 1 mailbox(es): support"), "{}", status().1);
+    // The lease shows in the metrics.
+    let metrics = || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    assert!(metrics().contains("\nchatwoot_ingress_lease_held{mailbox=\"support\"} 1\n"), "{}", metrics());
     assert_eq!(watcher.stop("TERM").0, 0, "{}", watcher.output());
     assert!(watcher.output().contains("support: lease released (stopping)"), "{}", watcher.output());
 }
