@@ -8,44 +8,29 @@ use std::process::ExitCode;
 use crate::cli::DeliverArgs;
 use crate::config::{Config, Overrides};
 use crate::headers::RoutingView;
+use crate::log;
 use crate::message::{Message, OriginalTo};
-use crate::outcome::{Cause, Mta, Outcome};
+use crate::outcome::{Cause, Outcome};
 use crate::pipeline::{Mode, Pipeline};
+use crate::run::{self, Ended, Signals};
 use crate::sys;
 
 const HOW_TO_USE: &str =
     "reads one email on standard input, e.g. `chatwoot-ingress --dry-run < message.eml`; see --help";
 
 pub fn main(args: &DeliverArgs, overrides: &Overrides) -> ExitCode {
-    exit_on_signal(args.mta);
-    let ran = sys::catch_panic(|| {
+    let signals = Signals::Exit { left: "the message was not delivered" };
+    run::command(args.mta, args.verbose, signals, |_| {
         #[cfg(feature = "test-hooks")]
         crate::hooks::point("deliver");
-        let config = Config::load(overrides).map_err(|e| Outcome::new(Cause::Config, e.to_string()));
+        let config = Config::load(overrides).map_err(Outcome::from);
         let warnings = config.as_ref().map(|c| c.warnings.clone()).unwrap_or_default();
-        let sources = config.as_ref().map(sources).unwrap_or_default();
-        (run(args, config, &mut io::stdin().lock()), warnings, sources)
-    });
-    let (outcome, warnings, sources) = ran.unwrap_or_else(|panic| {
-        (
-            Outcome::new(Cause::Bug, format!("internal error, please report it: {panic}")),
-            Vec::new(),
-            Vec::new(),
-        )
-    });
-    let code = outcome.report(args.mta, args.verbose, &warnings);
-    if args.verbose {
-        // On stdout, after the status line: callers such as getmail count
-        // anything on stderr as a failure.
-        let mut out = io::stdout().lock();
-        for line in sources {
-            let _ = writeln!(out, "{line}");
-        }
-    }
-    code
+        let verbose = config.as_ref().map(sources).unwrap_or_default();
+        Ended { outcome: from_stdin(args, config, &mut io::stdin().lock()), warnings, verbose }
+    })
 }
 
-pub fn run(
+fn from_stdin(
     args: &DeliverArgs,
     config: Result<Config, Outcome>,
     stdin: &mut (impl Read + IsTerminal),
@@ -127,7 +112,7 @@ fn preview(message: &Message, destination: &str, recipient: Option<&str>) {
         None => "(no reply+uuid address: an inbox is chosen by To, Cc, X-Original-To, then Bcc)".into(),
     };
     let lines = [
-        ("size", format!("{} bytes", message.len())),
+        ("size", format!("{} bytes", message.size())),
         ("Message-ID", one(&view.message_id)),
         ("From", list(&view.from)),
         ("To", list(&view.to)),
@@ -140,26 +125,7 @@ fn preview(message: &Message, destination: &str, recipient: Option<&str>) {
     ];
     let mut out = io::stdout().lock();
     for (name, value) in lines {
-        let _ = writeln!(out, "{name:>14}: {value}");
+        // The message's own text drives no terminal (a decoded Subject may hold anything).
+        let _ = writeln!(out, "{name:>14}: {}", log::escape(&value));
     }
-}
-
-/// A signal mid-delivery must not be a signal death, which callers may
-/// treat as permanent (Exim bounces a pipe killed by a signal): report a
-/// temporary outcome and exit. A retry later sends the same bytes, so a
-/// POST that did complete is deduplicated.
-fn exit_on_signal(mta: Mta) {
-    let Ok(mut signals) = sys::catch_terminating_signals() else { return };
-    std::thread::spawn(move || {
-        if let Some(signal) = signals.forever().next() {
-            let name = sys::signal_name(signal);
-            let outcome = Outcome::new(
-                Cause::Interrupted,
-                format!("interrupted by {name}; the message was not delivered"),
-            );
-            let code = outcome.exit_code(mta);
-            let _ = outcome.report(mta, false, &[]);
-            std::process::exit(code.into());
-        }
-    });
 }

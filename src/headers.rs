@@ -1,8 +1,11 @@
-//! The header section read from raw bytes: no decoding, no UTF-8
-//! assumption and no parsing of values, so an 8-bit Subject or a Date with
-//! an obsolete zone is just text. The validator, the X-Original-To rewrite
-//! and `--dry-run` all read the header section through [`fields`], so they
-//! agree on where it ends.
+//! The header section read from raw bytes: no UTF-8 assumption and no
+//! parsing of values beyond what is shown, so an 8-bit Subject or a Date
+//! with an obsolete zone is just text. The validator, the X-Original-To
+//! rewrite and `--dry-run` all read the header section through [`fields`],
+//! so they agree on where it ends.
+
+use mail_parser::parsers::MessageStream;
+use mail_parser::HeaderValue;
 
 /// The fields of the header section at the start of `message` (a message
 /// without its From_ line), in order, each with its continuation lines.
@@ -83,8 +86,15 @@ impl Field<'_> {
 
 /// What Chatwoot will route on, for `--dry-run`: the header section read the
 /// way the ingress's mail parser (Ruby's mail gem) reads it, bytes shown as
-/// lossy UTF-8 rather than hidden. One difference: the section ends where
-/// [`fields`] says, while the mail gem reads on to the first empty line.
+/// lossy UTF-8 rather than hidden, the Subject decoded as Chatwoot shows it.
+/// One difference: the section ends where [`fields`] says, while the mail
+/// gem reads on to the first empty line.
+///
+/// The addresses are read here, not by mail-parser: its address parser
+/// (0.11) splits a quoted local part into a display name and `@domain`
+/// (`"john doe"@x` gives the address `@x`), and keeps a source route
+/// (`<@relay:j@s>`) and white space (`h @ i`) in the address, none of which
+/// is the addr-spec Chatwoot looks up.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RoutingView {
     /// The addresses (addr-specs) of every field of that name.
@@ -94,7 +104,8 @@ pub struct RoutingView {
     pub bcc: Vec<String>,
     /// Every value: with more than one, Chatwoot reads none of them.
     pub x_original_to: Vec<String>,
-    /// The first non-empty value of each.
+    /// The first non-empty value of each; the Subject with its RFC 2047
+    /// encoded words decoded.
     pub subject: Option<String>,
     pub message_id: Option<String>,
     pub date: Option<String>,
@@ -119,7 +130,7 @@ impl RoutingView {
                 b"cc" => view.cc.extend(addresses(&value)),
                 b"bcc" => view.bcc.extend(addresses(&value)),
                 b"x-original-to" => view.x_original_to.push(String::from_utf8_lossy(&value).into_owned()),
-                b"subject" => first(&mut view.subject),
+                b"subject" if view.subject.is_none() => view.subject = unstructured(&value),
                 b"message-id" => first(&mut view.message_id),
                 b"date" => first(&mut view.date),
                 _ => {}
@@ -127,6 +138,18 @@ impl RoutingView {
         }
         view.reply_to_conversation = view.to.iter().find_map(|addr| reply_uuid(addr)).map(String::from);
         view
+    }
+}
+
+/// An unstructured value (a Subject) as a mail reader shows it: RFC 2047
+/// encoded words decoded by mail-parser, other bytes as lossy UTF-8; None
+/// when nothing is left.
+fn unstructured(value: &[u8]) -> Option<String> {
+    // mail-parser reads a value to the end of its line.
+    let line = [value, b"\n"].concat();
+    match MessageStream::new(&line).parse_unstructured() {
+        HeaderValue::Text(text) if !text.trim().is_empty() => Some(text.into_owned()),
+        _ => None,
     }
 }
 
@@ -338,6 +361,19 @@ mod tests {
         assert_eq!(view.from, strings(&["j@example.de"]));
         assert_eq!(view.subject.as_deref(), Some("\u{fffd}t\u{fffd}"));
         assert_eq!(view.to, strings(&["a@b"]));
+    }
+
+    #[test]
+    fn the_subject_is_decoded_as_a_mail_reader_shows_it() {
+        let subject = |value: &[u8]| RoutingView::of(&[b"Subject: ", value, b"\n\n"].concat()).subject;
+        assert_eq!(subject(b"=?UTF-8?Q?caf=C3=A9?= ok").as_deref(), Some("caf\u{e9} ok"));
+        // White space between encoded words is dropped (RFC 2047, 6.2); folding is unfolded.
+        assert_eq!(subject(b"=?utf-8?b?SsO8?=\r\n =?utf-8?b?cmdlbg==?=").as_deref(), Some("J\u{fc}rgen"));
+        assert_eq!(subject(b"=?iso-8859-1?q?=E9t=E9?=").as_deref(), Some("\u{e9}t\u{e9}"));
+        // What is not an encoded word is left as it is.
+        assert_eq!(subject(b"=?not encoded").as_deref(), Some("=?not encoded"));
+        let view = RoutingView::of(b"Subject: =?utf-8?q??=\nSubject: second\n\n");
+        assert_eq!(view.subject.as_deref(), Some("second"));
     }
 
     #[test]

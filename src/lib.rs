@@ -2,10 +2,12 @@
 //! Mailbox relay ingress, and tell the mail server what happened in its own
 //! language.
 //!
-//! The commands ([`deliver`], [`import`], [`check`]) decide where messages
-//! come from and what happens after; each message goes through the one
-//! [`pipeline`]: [`message`] reads and validates it, [`relay`] POSTs it, and
-//! [`outcome`] turns the result into a status line and an exit code.
+//! The commands ([`deliver`], [`import`], [`check`], [`watch`]) decide where
+//! messages come from and what happens after, each under the one command
+//! lifecycle ([`run`]: signals, panics, the end reported); each message
+//! goes through the one [`pipeline`]: [`message`] reads and validates it,
+//! [`relay`] POSTs it, and [`outcome`] turns the result into a status line
+//! and an exit code.
 //! [`cli`] and [`config`] say what to do; [`sys`], [`tls`], [`secret`],
 //! [`http`] and [`backoff`] are the plumbing they share. The protocol
 //! clients ([`imap`], [`oauth2`]) are leaves; [`mailbox`] builds them from
@@ -36,6 +38,7 @@ pub mod outcome;
 pub mod pipeline;
 pub mod reject;
 pub mod relay;
+pub mod run;
 pub mod secret;
 pub mod sys;
 pub mod tls;

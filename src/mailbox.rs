@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::config::{self, Auth, Grant, Mailbox, OAuth2, Provider, Sasl, Tls};
 use crate::http::{Kind, SetupError};
-use crate::imap::{Endpoint, ImapError, Login, Security};
+use crate::imap::{Endpoint, ImapError, Login, Security, Session};
 use crate::oauth2::{self, Error, ReadSecret, Refusal, Request, Token, TokenSource};
 use crate::outcome::{Cause, Outcome};
 
@@ -77,6 +77,68 @@ impl Tokens {
             _ => "the IMAP server refused the token: user must be the mailbox the token is for, and the token must be for IMAP (its scope)",
         }
     }
+}
+
+/// What to do when the server refuses a mailbox's password.
+const PASSWORD_REFUSED: &str = "check user and the password (password_file) of the [[mailbox]]; some servers want the whole address as user, or an app password";
+
+/// Why a login did not happen.
+#[derive(Debug)]
+pub enum LoginError {
+    /// Nothing to present: the password file could not be read, or no token came.
+    Credentials(Outcome),
+    /// The server refused what was presented ([LIMIT] aside); the fix is
+    /// for this kind of login.
+    Refused(Outcome),
+    /// The session failed otherwise; `usable` when the server answered NO
+    /// or BAD and the session goes on.
+    Failed { outcome: Outcome, usable: bool },
+}
+
+/// Log `session` in as `mailbox`: with its password, read now (a fixed
+/// file takes effect without a restart), or with a token from `tokens`, got
+/// by `token` (from the cache, or a new one). A token from the cache that
+/// the server refuses (revoked, or expired before its time) is forgotten and
+/// a new one tried, once.
+pub fn log_in(
+    session: &mut Session,
+    mailbox: &Mailbox,
+    tokens: Option<&Tokens>,
+    mut token: impl FnMut(&Tokens) -> Result<Token, Outcome>,
+) -> Result<(), LoginError> {
+    let refused = |fix: &str, e: ImapError| match e {
+        ImapError::LoginRefused { .. } if e.code() != Some("LIMIT") => {
+            LoginError::Refused(imap_failure(&e).with_fix(fix))
+        }
+        ImapError::No { .. } | ImapError::Bad { .. } => {
+            LoginError::Failed { outcome: imap_failure(&e), usable: true }
+        }
+        e => LoginError::Failed { outcome: imap_failure(&e), usable: false },
+    };
+    let tokens = match (&mailbox.auth, tokens) {
+        (Auth::Password(secret), _) => {
+            let password = secret.read().map_err(|e| LoginError::Credentials(e.into()))?;
+            let login = Login::Password { user: mailbox.user.clone(), password };
+            return session.login(&login).map_err(|e| refused(PASSWORD_REFUSED, e));
+        }
+        (Auth::OAuth2(..), Some(tokens)) => tokens,
+        (Auth::OAuth2(..), None) => {
+            return Err(LoginError::Credentials(Outcome::new(
+                Cause::Bug,
+                "an OAuth2 mailbox without its tokens",
+            )))
+        }
+    };
+    let first = token(tokens).map_err(LoginError::Credentials)?;
+    let result = match session.login(&tokens.login(&first)) {
+        Err(ImapError::LoginRefused { .. }) if !first.fresh => {
+            tokens.forget(&first);
+            let again = token(tokens).map_err(LoginError::Credentials)?;
+            session.login(&tokens.login(&again))
+        }
+        result => result,
+    };
+    result.map_err(|e| refused(tokens.refused_fix(), e))
 }
 
 /// The token library's settings for a mailbox's `[mailbox.oauth2]` table.
@@ -209,9 +271,9 @@ pub fn token_failure(mailbox: &Mailbox, e: &Error) -> Outcome {
         Error::NotSignedIn(NotSignedIn::NoSignIn(_)) => {
             (Cause::Timeout, Some("run chatwoot-ingress oauth2 authorize again".into()))
         }
-        Error::Browser(_) => (Cause::Bug, Some("please report it".into())),
+        Error::Browser(_) => (Cause::Bug, None),
         Error::Setup(SetupError::CaFile(_)) => (Cause::Config, None),
-        Error::Setup(_) => (Cause::Bug, Some("please report it".into())),
+        Error::Setup(_) => (Cause::Bug, None),
     };
     let outcome = Outcome::new(cause, e.to_string());
     match fix {

@@ -4,7 +4,8 @@
 //! about it, and whether it concerns one message or everything a run would
 //! send. The code's class (2, 4 or 5) decides the exit code for each caller,
 //! and [`exit_table`] renders the whole mapping for the README, the man page
-//! and the tests, so none of them restates it by hand.
+//! and the tests, and [`advice_table`] the advice for the README, so none of
+//! them restates it by hand.
 
 use std::fmt;
 use std::io::{self, Write};

@@ -53,18 +53,16 @@ pub enum Prepared {
 
 pub struct Ready {
     pub message: Message,
-    pub recipient: Option<String>,
     route: Option<usize>,
 }
 
 impl Pipeline {
     pub fn new(config: &Config, mode: Mode) -> Result<Pipeline, Outcome> {
-        let config_error = |e: crate::config::ConfigError| Outcome::new(Cause::Config, e.to_string());
         // Routes may stand in for a top-level url, which is then only needed
         // for recipients no route covers.
         let default = match (config.target(), config.url.is_some() || config.routes.is_empty()) {
             (Ok(target), _) => Some(target),
-            (Err(e), true) if mode == Mode::Send => return Err(config_error(e)),
+            (Err(e), true) if mode == Mode::Send => return Err(e.into()),
             _ => None,
         };
         let routes = config.routes.clone();
@@ -138,11 +136,6 @@ impl Pipeline {
 
     pub fn mode(&self) -> Mode {
         self.mode
-    }
-
-    /// The top-level ingress, if there is one.
-    pub fn target(&self) -> Option<&Target> {
-        self.default.as_ref()
     }
 
     /// Every ingress mail may go to: the top-level one, then each route's.
@@ -226,9 +219,7 @@ impl Pipeline {
             Err(_) => None,
         };
         match Message::prepare(raw, recipient) {
-            Ok(message) => {
-                Prepared::Ready(Ready { message, recipient: recipient.map(str::to_string), route })
-            }
+            Ok(message) => Prepared::Ready(Ready { message, route }),
             Err((invalid, raw)) => Prepared::Stopped(Outcome::new(Cause::Invalid, invalid.to_string()), raw),
         }
     }

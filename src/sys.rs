@@ -66,6 +66,14 @@ pub fn is_loopback(host: &str) -> bool {
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// `host:port` for messages, an IPv6 address in brackets as in a URL.
+pub fn host_port(host: &str, port: u16) -> String {
+    match host.parse::<std::net::Ipv6Addr>() {
+        Ok(_) => format!("[{host}]:{port}"),
+        Err(_) => format!("{host}:{port}"),
+    }
+}
+
 /// A user as the kernel sees it for file access.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Account {
@@ -148,30 +156,33 @@ pub fn whoami() -> String {
 }
 
 /// The signals whose default action ends the process and that a process
-/// may catch: each must end a run as a temporary outcome, never as a signal
-/// death (Exim bounces a pipe killed by a signal). Faults (SIGSEGV, SIGBUS,
-/// SIGILL, SIGFPE) and SIGTRAP (debuggers) are left alone; SIGPIPE is
-/// already ignored by Rust's runtime and SIGXFSZ by [`ignore_file_size_signal`].
+/// may catch, with their names as `kill -l` spells them; the real-time
+/// signals (SIGRTMIN..=SIGRTMAX) come on top. Each must end a run as a
+/// temporary outcome, never as a signal death (Exim bounces a pipe killed
+/// by a signal). Faults (SIGSEGV, SIGBUS, SIGILL, SIGFPE) and SIGTRAP
+/// (debuggers) are left alone; SIGPIPE is already ignored by Rust's
+/// runtime and SIGXFSZ by [`ignore_file_size_signal`].
+const TERMINATING: [(libc::c_int, &str); 15] = [
+    (libc::SIGHUP, "SIGHUP"),
+    (libc::SIGINT, "SIGINT"),
+    (libc::SIGQUIT, "SIGQUIT"),
+    (libc::SIGABRT, "SIGABRT"),
+    (libc::SIGUSR1, "SIGUSR1"),
+    (libc::SIGUSR2, "SIGUSR2"),
+    (libc::SIGALRM, "SIGALRM"),
+    (libc::SIGTERM, "SIGTERM"),
+    (libc::SIGSTKFLT, "SIGSTKFLT"),
+    (libc::SIGXCPU, "SIGXCPU"),
+    (libc::SIGVTALRM, "SIGVTALRM"),
+    (libc::SIGPROF, "SIGPROF"),
+    (libc::SIGIO, "SIGIO"),
+    (libc::SIGPWR, "SIGPWR"),
+    (libc::SIGSYS, "SIGSYS"),
+];
+
+/// Every terminating signal a process may catch: [`TERMINATING`] and the real-time ones.
 pub fn terminating_signals() -> Vec<libc::c_int> {
-    let mut signals = vec![
-        libc::SIGHUP,
-        libc::SIGINT,
-        libc::SIGQUIT,
-        libc::SIGABRT,
-        libc::SIGUSR1,
-        libc::SIGUSR2,
-        libc::SIGALRM,
-        libc::SIGTERM,
-        libc::SIGSTKFLT,
-        libc::SIGXCPU,
-        libc::SIGVTALRM,
-        libc::SIGPROF,
-        libc::SIGIO,
-        libc::SIGPWR,
-        libc::SIGSYS,
-    ];
-    signals.extend(libc::SIGRTMIN()..=libc::SIGRTMAX());
-    signals
+    TERMINATING.iter().map(|&(signal, _)| signal).chain(libc::SIGRTMIN()..=libc::SIGRTMAX()).collect()
 }
 
 /// Wait for terminating signals on a thread of their own.
@@ -181,24 +192,7 @@ pub fn catch_terminating_signals() -> io::Result<signal_hook::iterator::Signals>
 
 /// A signal's name, as `kill -l` spells it.
 pub fn signal_name(signal: libc::c_int) -> String {
-    let known = [
-        (libc::SIGHUP, "SIGHUP"),
-        (libc::SIGINT, "SIGINT"),
-        (libc::SIGQUIT, "SIGQUIT"),
-        (libc::SIGABRT, "SIGABRT"),
-        (libc::SIGUSR1, "SIGUSR1"),
-        (libc::SIGUSR2, "SIGUSR2"),
-        (libc::SIGALRM, "SIGALRM"),
-        (libc::SIGTERM, "SIGTERM"),
-        (libc::SIGSTKFLT, "SIGSTKFLT"),
-        (libc::SIGXCPU, "SIGXCPU"),
-        (libc::SIGVTALRM, "SIGVTALRM"),
-        (libc::SIGPROF, "SIGPROF"),
-        (libc::SIGIO, "SIGIO"),
-        (libc::SIGPWR, "SIGPWR"),
-        (libc::SIGSYS, "SIGSYS"),
-    ];
-    match known.iter().find(|(n, _)| *n == signal) {
+    match TERMINATING.iter().find(|&&(n, _)| n == signal) {
         Some((_, name)) => name.to_string(),
         None if (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&signal) => {
             format!("SIGRTMIN+{}", signal - libc::SIGRTMIN())
@@ -244,9 +238,6 @@ pub fn kill_process_group(leader: u32) {
     unsafe { libc::kill(-(leader as libc::pid_t), libc::SIGKILL) };
 }
 
-/// Run `f`; a panic comes back as its message (with its place), not as
-/// Rust's default output on stderr (which would come before our status
-/// line) nor as exit 101.
 /// Whether `fd` becomes readable within `wait`; false as well when `wake`
 /// (if given) becomes readable first. An error (EINTR) is an error.
 pub fn readable(fd: BorrowedFd<'_>, wake: Option<BorrowedFd<'_>>, wait: Duration) -> io::Result<bool> {
@@ -262,8 +253,10 @@ pub fn readable(fd: BorrowedFd<'_>, wake: Option<BorrowedFd<'_>>, wait: Duration
     Ok(fds[0].revents != 0)
 }
 
-/// Run `f`; a panic becomes its message and place. Each thread keeps its
-/// own message, so the folder threads of `watch` each report their own.
+/// Run `f`; a panic comes back as its message and place, not as Rust's
+/// default output on stderr (which would come before our status line) nor
+/// as exit 101. Each thread keeps its own message, so the worker threads of
+/// `watch` each report their own.
 pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     thread_local! {
         static MESSAGE: RefCell<String> = const { RefCell::new(String::new()) };
@@ -345,6 +338,14 @@ mod tests {
         }
         assert_eq!(signal_name(libc::SIGTERM), "SIGTERM");
         assert_eq!(signal_name(libc::SIGRTMIN() + 2), "SIGRTMIN+2");
+        assert!(signals.iter().all(|&s| signal_name(s).starts_with("SIG")));
+    }
+
+    #[test]
+    fn host_and_port_read_as_in_a_url() {
+        assert_eq!(host_port("imap.example.com", 993), "imap.example.com:993");
+        assert_eq!(host_port("127.0.0.1", 143), "127.0.0.1:143");
+        assert_eq!(host_port("::1", 993), "[::1]:993");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::network;
 use super::report::{from, Report, Status, Steps};
 use crate::config::{Config, Overrides, Source, SYSTEM_CONFIG};
 use crate::http::{without_credentials, Proxies};
-use crate::outcome::Mta;
+use crate::outcome::{Mta, Outcome};
 use crate::sys::{io_reason, Account};
 
 /// Postfix's default command_time_limit: pipe(8) kills a command still
@@ -20,12 +20,12 @@ const POSTFIX_TIME_LIMIT: Duration = Duration::from_secs(1000);
 
 /// Each value and where it came from, and what is wrong with them.
 pub fn configuration(overrides: &Overrides, r: &mut Report) -> Option<Config> {
-    let config = match Config::load(overrides) {
+    let config = match Config::load(overrides).map_err(Outcome::from) {
         Ok(config) => config,
-        Err(e) => {
+        Err(outcome) => {
             r.fail(
                 "configuration",
-                e.to_string(),
+                outcome.reason(),
                 "correct what is named; --help lists every setting's sources",
             );
             return None;
@@ -247,12 +247,21 @@ pub fn access(config: &Config, user: &str, r: &mut Report) {
         );
     };
     let exe = std::env::current_exe().ok();
-    let files: [(&str, Option<&PathBuf>, u32); 4] = [
-        ("read the configuration file", config.file.as_ref(), 4),
-        ("read the password file", config.password_file.as_ref(), 4),
-        ("read ca_file", config.ca_file.as_ref().map(|c| &c.value), 4),
-        ("run this program", exe.as_ref(), 1),
-    ];
+    let routes = config
+        .routes
+        .iter()
+        .map(|route| (format!("read the password file of {}", route.name), route.password_file.as_ref(), 4));
+    let files: Vec<(String, Option<&PathBuf>, u32)> = [
+        ("read the configuration file".to_string(), config.file.as_ref(), 4),
+        ("read the password file".to_string(), config.password_file.as_ref(), 4),
+    ]
+    .into_iter()
+    .chain(routes)
+    .chain([
+        ("read ca_file".to_string(), config.ca_file.as_ref().map(|c| &c.value), 4),
+        ("run this program".to_string(), exe.as_ref(), 1),
+    ])
+    .collect();
     for (what, path, want) in files {
         let Some(path) = path else { continue };
         match account.denied(path, want) {

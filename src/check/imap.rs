@@ -3,14 +3,14 @@
 //! on the server is changed: no folder is created, no flag is set.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::network::{self, Fixes};
 use super::report::{FolderFigures, MailboxSteps, Report, Steps};
 use crate::config::{After, Auth, Config, Grant, Mailbox, Tls};
-use crate::imap::{Capabilities, ImapError, Login, Session};
-use crate::mailbox::{self, endpoint, imap_fix};
+use crate::imap::{Capabilities, ImapError, Session};
+use crate::mailbox::{self, endpoint, imap_fix, LoginError, Tokens};
 use crate::sys::io_reason;
 use crate::watch::{
     self,
@@ -46,37 +46,13 @@ pub fn mailbox(mailbox: &Mailbox, config: &Config, r: &mut Report) {
 /// DNS, TCP, then the session (TLS, the greeting), each its own step.
 fn connect(m: &Mailbox, timeout: Duration, s: &mut MailboxSteps) -> Option<Session> {
     let host = m.host.as_str();
-    let started = Instant::now();
-    let resolved = (host, m.port).to_socket_addrs().map(Iterator::collect::<Vec<SocketAddr>>);
-    let addresses = match resolved {
-        Ok(addresses) if !addresses.is_empty() => addresses,
-        Ok(_) => return fail(s, "dns", ImapError::Dns(format!("cannot resolve {host}: no address"))),
-        Err(e) => return fail(s, "dns", ImapError::Dns(format!("cannot resolve {host}: {}", io_reason(&e)))),
+    // The fixes for those kinds of failure, in the [[mailbox]]'s words.
+    let fixes = Fixes {
+        dns: imap_fix(&ImapError::Dns(String::new())),
+        tcp: imap_fix(&ImapError::Refused(String::new())),
     };
-    if host.parse::<IpAddr>().is_ok() {
-        s.ok("dns", format!("{host} is an address, nothing to resolve"));
-    } else {
-        let list = addresses.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>().join(", ");
-        s.ok("dns", format!("{host} is {list} ({} ms)", started.elapsed().as_millis()));
-    }
-
-    let mut errors = Vec::new();
-    let connected = addresses.iter().find_map(|address| {
-        let started = Instant::now();
-        match TcpStream::connect_timeout(address, timeout) {
-            Ok(_) => Some((address, started.elapsed())),
-            Err(e) => {
-                errors.push(format!("{address}: {}", io_reason(&e)));
-                None
-            }
-        }
-    });
-    match connected {
-        Some((address, took)) => s.ok("tcp", format!("connected to {address} in {} ms", took.as_millis())),
-        None => {
-            let e = ImapError::Refused(format!("cannot connect to port {}: {}", m.port, errors.join("; ")));
-            return fail(s, "tcp", e);
-        }
+    if !network::reach(s, (host, m.port), "", timeout, fixes) {
+        return None;
     }
 
     match Session::connect(&endpoint(m, timeout)) {
@@ -115,72 +91,58 @@ fn fail<T>(s: &mut MailboxSteps, step: &'static str, e: ImapError) -> Option<T> 
     None
 }
 
-/// Log in as watch does: with the password, read again, or with an OAuth2
-/// token, whose request is a step of its own (the provider's answer when it
-/// fails); whether it worked.
+/// Log in as watch does, with a new token (its request a step of its
+/// own: the provider's answer when it fails); whether it worked.
 fn login(m: &Mailbox, session: &mut Session, s: &mut MailboxSteps) -> bool {
-    let (login, how, refused_fix) = match &m.auth {
-        Auth::Password(secret) => match secret.read() {
-            Ok(password) => {
-                let file = secret.path().map(|path| format!(" (password from {})", path.display()));
-                let fix = "check user and the password (password_file) of the [[mailbox]]; some servers want the whole address as user, or an app password";
-                (Login::Password { user: m.user.clone(), password }, file.unwrap_or_default(), fix)
-            }
-            Err(e) => {
-                s.fail("login", e.to_string(), "correct password_file of the [[mailbox]]");
-                return false;
-            }
-        },
-        Auth::OAuth2(_, oauth2) => {
-            let token = mailbox::tokens(m).and_then(|source| {
-                let source = source.expect("an OAuth2 mailbox has a token source");
-                source.fetch_now().map(|token| (source.login(&token), token, source))
-            });
-            match token {
-                Ok((login, token, source)) => {
-                    let expires = token
-                        .expires
-                        .map(|at| {
-                            format!(
-                                ", valid for {}s",
-                                at.saturating_duration_since(std::time::Instant::now()).as_secs()
-                            )
-                        })
-                        .unwrap_or_default();
-                    let from = match &oauth2.grant {
-                        Grant::Command(argv) => {
-                            format!("token_command {}", argv.first().map_or("", String::as_str))
-                        }
-                        Grant::ClientCredentials(client) => {
-                            format!("{} (client credentials)", client.token_url)
-                        }
-                        Grant::RefreshToken { client, file, .. } => {
-                            format!("{} (the refresh token in {})", client.token_url, file.display())
-                        }
-                    };
-                    s.ok("token", format!("an access token from {from}{expires}"));
-                    (login, " with an OAuth2 token".to_string(), source.refused_fix())
-                }
-                Err(e) => {
-                    s.fail("token", e.reason(), e.fix().unwrap_or_default());
-                    return false;
-                }
-            }
+    let tokens = match mailbox::tokens(m) {
+        Ok(tokens) => tokens,
+        Err(e) => {
+            s.fail("token", e.reason(), e.fix().unwrap_or_default());
+            return false;
         }
     };
-    match session.login(&login) {
-        Ok(()) => {
-            s.ok("login", format!("logged in as {}{how}", m.user));
-            true
+    let how = match &m.auth {
+        Auth::OAuth2(..) => " with an OAuth2 token".to_string(),
+        Auth::Password(secret) => {
+            secret.path().map(|path| format!(" (password from {})", path.display())).unwrap_or_default()
         }
+    };
+    let mut token_failed = false;
+    let token = |tokens: &Tokens| {
+        let token = tokens.fetch_now().inspect_err(|_| token_failed = true)?;
+        let expires = token
+            .expires
+            .map(|at| format!(", valid for {}s", at.saturating_duration_since(Instant::now()).as_secs()))
+            .unwrap_or_default();
+        s.ok("token", format!("an access token from {}{expires}", token_from(m)));
+        Ok(token)
+    };
+    let Err(e) = mailbox::log_in(session, m, tokens.as_ref(), token) else {
+        s.ok("login", format!("logged in as {}{how}", m.user));
+        return true;
+    };
+    match e {
+        LoginError::Credentials(e) if token_failed => {
+            s.fail("token", e.reason(), e.fix().unwrap_or_default())
+        }
+        LoginError::Credentials(e) => s.fail("login", e.reason(), "correct password_file of the [[mailbox]]"),
         // The server's text, without the secret (the client removes it).
-        Err(e @ ImapError::LoginRefused { .. }) if e.code() != Some("LIMIT") => {
-            s.fail("login", format!("{e} (as {})", m.user), refused_fix);
-            false
+        LoginError::Refused(e) => {
+            s.fail("login", format!("{} (as {})", e.reason(), m.user), e.fix().unwrap_or_default())
         }
-        Err(e) => {
-            s.fail("login", e.to_string(), imap_fix(&e));
-            false
+        LoginError::Failed { outcome: e, .. } => s.fail("login", e.reason(), e.fix().unwrap_or_default()),
+    }
+    false
+}
+
+/// Where a mailbox's tokens come from, for the token step.
+fn token_from(m: &Mailbox) -> String {
+    let Auth::OAuth2(_, oauth2) = &m.auth else { return String::new() };
+    match &oauth2.grant {
+        Grant::Command(argv) => format!("token_command {}", argv.first().map_or("", String::as_str)),
+        Grant::ClientCredentials(client) => format!("{} (client credentials)", client.token_url),
+        Grant::RefreshToken { client, file, .. } => {
+            format!("{} (the refresh token in {})", client.token_url, file.display())
         }
     }
 }

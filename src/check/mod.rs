@@ -26,13 +26,15 @@ use crate::config::{Config, Overrides};
 use crate::message::{Input, Raw};
 use crate::outcome::{Cause, Mta};
 use crate::pipeline::{Mode, Pipeline};
-use crate::sys;
+use crate::run;
 use report::{Report, Steps};
 
 pub fn main(args: &CheckArgs, overrides: &Overrides, mta: Mta) -> ExitCode {
     let mut report = Report::default();
-    if let Err(panic) = sys::catch_panic(|| check(args, overrides, mta, &mut report)) {
-        report.fail("internal error", format!("please report it: {panic}"), "please report it");
+    // Signals keep their defaults: check changes nothing a signal could
+    // leave half done. A panic is a failed step, in the report it ends.
+    if let Err(bug) = run::catch(|| check(args, overrides, mta, &mut report)) {
+        report.fail("internal error", bug.reason(), bug.fix().unwrap_or_default());
     }
     report.ok = !report.failed();
     report.print(args.json);

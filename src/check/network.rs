@@ -59,49 +59,18 @@ pub fn probe(pipeline: &Pipeline, target: &Target, timeout: Duration, r: &mut Re
         None => (host, url.port_or_known_default().unwrap_or(443), ""),
     };
 
-    let started = Instant::now();
-    let addresses: Vec<SocketAddr> = match (peer, port).to_socket_addrs() {
-        Ok(addresses) => addresses.collect(),
-        Err(e) => {
-            let fix = match proxy {
-                Some(_) => "check the proxy's host name in HTTPS_PROXY or ALL_PROXY, and this machine's DNS (/etc/resolv.conf, /etc/hosts)",
-                None => "check the host name in url, and this machine's DNS (/etc/resolv.conf, /etc/hosts)",
-            };
-            r.fail("dns", format!("cannot resolve {peer}{role}: {}", io_reason(&e)), fix);
-            return None;
-        }
+    let fixes = match proxy {
+        Some(_) => Fixes {
+            dns: "check the proxy's host name in HTTPS_PROXY or ALL_PROXY, and this machine's DNS (/etc/resolv.conf, /etc/hosts)",
+            tcp: &format!("make sure the proxy listens on port {port} and no firewall is in between"),
+        },
+        None => Fixes {
+            dns: "check the host name in url, and this machine's DNS (/etc/resolv.conf, /etc/hosts)",
+            tcp: &format!("make sure Chatwoot or its proxy listens on port {port} and no firewall is in between"),
+        },
     };
-    let list = addresses.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>().join(", ");
-    if peer.parse::<IpAddr>().is_ok() {
-        r.ok("dns", format!("{peer}{role} is an address, nothing to resolve"));
-    } else {
-        r.ok("dns", format!("{peer}{role} is {list} ({} ms)", started.elapsed().as_millis()));
-    }
-
-    let mut errors = Vec::new();
-    let connected = addresses.iter().find_map(|address| {
-        let started = Instant::now();
-        match TcpStream::connect_timeout(address, timeout.min(Duration::from_secs(10))) {
-            Ok(_) => Some((address, started.elapsed())),
-            Err(e) => {
-                errors.push(format!("{address}: {}", io_reason(&e)));
-                None
-            }
-        }
-    });
-    match connected {
-        Some((address, took)) => {
-            r.ok("tcp", format!("connected to {address}{role} in {} ms", took.as_millis()))
-        }
-        None => {
-            let who = if proxy.is_some() { "the proxy" } else { "Chatwoot or its proxy" };
-            r.fail(
-                "tcp",
-                format!("cannot connect{role}: {}", errors.join("; ")),
-                format!("make sure {who} listens on port {port} and no firewall is in between"),
-            );
-            return None;
-        }
+    if !reach(r, (peer, port), role, timeout.min(Duration::from_secs(10)), fixes) {
+        return None;
     }
 
     let probe = pipeline.probe(target, Bytes::new())?;
@@ -128,6 +97,55 @@ pub fn probe(pipeline: &Pipeline, target: &Target, timeout: Duration, r: &mut Re
             Some(status)
         }
     }
+}
+
+/// What to do when a step of [`reach`] fails.
+pub struct Fixes<'a> {
+    pub dns: &'a str,
+    pub tcp: &'a str,
+}
+
+/// DNS, then TCP to each address in turn until one connects, each a step
+/// of its own; `role` says what the host is (" (the proxy)"). Whether a
+/// connection was made (and closed: it only proves the way).
+pub fn reach(
+    s: &mut impl Steps,
+    (host, port): (&str, u16),
+    role: &str,
+    timeout: Duration,
+    fixes: Fixes,
+) -> bool {
+    let started = Instant::now();
+    let addresses: Vec<SocketAddr> = match (host, port).to_socket_addrs() {
+        Ok(addresses) => addresses.collect(),
+        Err(e) => {
+            s.fail("dns", format!("cannot resolve {host}{role}: {}", io_reason(&e)), fixes.dns);
+            return false;
+        }
+    };
+    if addresses.is_empty() {
+        s.fail("dns", format!("cannot resolve {host}{role}: no address"), fixes.dns);
+        return false;
+    }
+    if host.parse::<IpAddr>().is_ok() {
+        s.ok("dns", format!("{host}{role} is an address, nothing to resolve"));
+    } else {
+        let list = addresses.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>().join(", ");
+        s.ok("dns", format!("{host}{role} is {list} ({} ms)", started.elapsed().as_millis()));
+    }
+    let mut errors = Vec::new();
+    for address in &addresses {
+        let started = Instant::now();
+        match TcpStream::connect_timeout(address, timeout) {
+            Ok(_) => {
+                s.ok("tcp", format!("connected to {address}{role} in {} ms", started.elapsed().as_millis()));
+                return true;
+            }
+            Err(e) => errors.push(format!("{address}: {}", io_reason(&e))),
+        }
+    }
+    s.fail("tcp", format!("cannot connect to port {port}{role}: {}", errors.join("; ")), fixes.tcp);
+    false
 }
 
 /// What an answer to a probe says is wrong (reason, fix), read through

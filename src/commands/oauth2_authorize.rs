@@ -19,17 +19,18 @@ use crate::config::{Auth, Config, Grant, Overrides};
 use crate::mailbox::{oauth2_client, token_failure};
 use crate::oauth2::{self, Issued, SignIn};
 use crate::outcome::{Cause, Mta, Outcome};
-use crate::sys::{self, io_reason, whoami, Account};
+use crate::run::{self, Signals};
+use crate::sys::{io_reason, whoami, Account};
 
 pub fn main(args: &Oauth2Args, overrides: &Overrides) -> ExitCode {
     let Oauth2Command::Authorize(args) = &args.command;
-    let ran = sys::catch_panic(|| authorize(args, overrides, &mut io::stdout(), io::stdin()));
-    let outcome = match ran {
-        Ok(Ok(())) => return ExitCode::SUCCESS,
-        Ok(Err(outcome)) => outcome,
-        Err(panic) => Outcome::new(Cause::Bug, format!("internal error, please report it: {panic}")),
-    };
-    outcome.report(Mta::Sysexits, false, &[])
+    // Success says so on stdout; the status line is for a failure.
+    run::command(Mta::Sysexits, false, Signals::Default, |_| {
+        match authorize(args, overrides, &mut io::stdout(), io::stdin()) {
+            Ok(()) => Outcome::new(Cause::Delivered, "signed in").into(),
+            Err(outcome) => outcome.into(),
+        }
+    })
 }
 
 fn authorize(
@@ -38,14 +39,8 @@ fn authorize(
     out: &mut dyn Write,
     pasted: impl Read + Send + 'static,
 ) -> Result<(), Outcome> {
-    let config = Config::load(overrides).map_err(|e| Outcome::new(Cause::Config, e.to_string()))?;
-    let mailbox = config.mailboxes.iter().find(|m| m.name == args.mailbox).ok_or_else(|| {
-        let known: Vec<&str> = config.mailboxes.iter().map(|m| m.name.as_str()).collect();
-        Outcome::new(
-            Cause::Usage,
-            format!("no mailbox named {:?} (there are: {})", args.mailbox, known.join(", ")),
-        )
-    })?;
+    let config = Config::load(overrides)?;
+    let mailbox = config.mailbox(&args.mailbox)?;
     let nothing = |why: &str| Outcome::new(Cause::Usage, format!("mailbox {}: {why}", mailbox.name));
     let (client, file, device_url, authorization_url) = match &mailbox.auth {
         Auth::OAuth2(_, oauth2) => match &oauth2.grant {

@@ -16,6 +16,7 @@ use std::time::Duration;
 use reqwest::Url;
 use toml::Spanned;
 
+use crate::outcome::{Cause, Outcome};
 use crate::sys::{io_reason, whoami};
 
 mod cluster;
@@ -66,6 +67,14 @@ pub struct Overrides {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(String);
+
+/// The one mapping of a configuration fault to an outcome: temporary
+/// (4.3.5), so that mail waits while the configuration is fixed.
+impl From<ConfigError> for Outcome {
+    fn from(e: ConfigError) -> Outcome {
+        Outcome::new(Cause::Config, e.0)
+    }
+}
 
 fn error(message: impl Into<String>) -> ConfigError {
     ConfigError(message.into())
@@ -423,6 +432,18 @@ impl Config {
             ))
         })?;
         Ok(Target { url: url.value.clone(), password: password.value.clone() })
+    }
+
+    /// The `[[mailbox]]` named `name`, or a usage error that lists them.
+    pub fn mailbox(&self, name: &str) -> Result<&Mailbox, Outcome> {
+        self.mailboxes.iter().find(|m| m.name == name).ok_or_else(|| {
+            let known: Vec<&str> = self.mailboxes.iter().map(|m| m.name.as_str()).collect();
+            let known = match known.is_empty() {
+                true => format!("there is no [[mailbox]] in {}", self.file_hint()),
+                false => format!("there are: {}", known.join(", ")),
+            };
+            Outcome::new(Cause::Usage, format!("no mailbox named {name:?} ({known})"))
+        })
     }
 
     fn file_hint(&self) -> String {

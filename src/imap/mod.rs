@@ -29,7 +29,7 @@ use base64::Engine as _;
 use rustls::pki_types::ServerName;
 
 use crate::secret::Password;
-use crate::sys::io_reason;
+use crate::sys::{self, io_reason};
 use crate::tls;
 use conn::{Conn, Failure};
 use parse::{Body, Condition, Fetch, ParseError, Response, State, Text, Untagged};
@@ -79,6 +79,13 @@ pub struct Endpoint {
     /// For connecting, and for each command's answer (the wait for a
     /// server that has stopped sending).
     pub timeout: Duration,
+}
+
+impl Endpoint {
+    /// host:port, for messages.
+    pub fn place(&self) -> String {
+        sys::host_port(&self.host, self.port)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -246,7 +253,7 @@ impl Session {
     /// the greeting, and the capabilities.
     pub fn connect(endpoint: &Endpoint) -> Result<Session, ImapError> {
         let host = endpoint.host.as_str();
-        let place = format!("{host}:{}", endpoint.port);
+        let place = endpoint.place();
         let addrs: Vec<SocketAddr> = (host, endpoint.port)
             .to_socket_addrs()
             .map_err(|e| ImapError::Dns(format!("cannot resolve {host}: {}", io_reason(&e))))?
@@ -392,7 +399,8 @@ impl Session {
     }
 
     /// How long the server may say nothing during IDLE before the
-    /// connection counts as lost (31 minutes unless set).
+    /// connection counts as lost (31 minutes unless a test sets it).
+    #[cfg(test)]
     pub fn set_idle_silence(&mut self, silence: Duration) {
         self.silence = silence;
     }
@@ -931,7 +939,7 @@ impl Session {
     }
 
     fn place(&self) -> String {
-        format!("{}:{}", self.endpoint.host, self.endpoint.port)
+        self.endpoint.place()
     }
 
     fn next_tag(&mut self) -> String {

@@ -5,7 +5,8 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
-use crate::message::{is_from_line, Input, Raw};
+use super::from_line::is_from_line;
+use crate::message::{Input, Raw};
 
 /// How `From ` lines inside messages were quoted when the mbox was written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

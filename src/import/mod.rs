@@ -7,6 +7,7 @@
 //! goes through the same steps as deliver mode and ends in an [`Outcome`];
 //! the journal, the progress and what is skipped are import's.
 
+mod from_line;
 mod journal;
 mod maildir;
 pub mod mbox;
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,8 @@ use crate::config::{Config, Overrides};
 use crate::message::Input;
 use crate::outcome::{Cause, Class, Mta, Outcome, Scope};
 use crate::pipeline::{Mode, Pipeline, Prepared};
-use crate::sys::{self, io_reason};
+use crate::run::{self, Ended, Signals, Stopping};
+use crate::sys::io_reason;
 use journal::{Entry, Journal};
 use maildir::{Listing, Skip};
 use mbox::Flavour;
@@ -46,49 +48,18 @@ const RESUME: &str = "run the same command again to resume";
 /// when anything failed or the run was interrupted, permanent when messages
 /// were refused and nothing failed.
 pub fn main(args: &ImportArgs, overrides: &Overrides, mta: Mta) -> ExitCode {
-    let ran = sys::catch_panic(|| {
-        let interrupted = on_signals(mta);
-        match Config::load(overrides) {
-            Ok(config) => (import(args, &config, interrupted), config.warnings),
-            Err(e) => (Outcome::new(Cause::Config, e.to_string()), Vec::new()),
+    // A signal lets the requests in flight finish and be recorded in the
+    // journal, and the run ends as interrupted; a second ends it at once.
+    let signals = Signals::Finish { left: RESUME, reload: false };
+    run::command(mta, false, signals, |stopping| match Config::load(overrides) {
+        Ok(config) => {
+            Ended { outcome: import(args, &config, stopping), warnings: config.warnings, verbose: Vec::new() }
         }
-    });
-    let (outcome, warnings) = ran.unwrap_or_else(|panic| {
-        (Outcome::new(Cause::Bug, format!("internal error, please report it: {panic}")), Vec::new())
-    });
-    outcome.report(mta, false, &warnings)
+        Err(e) => Outcome::from(e).into(),
+    })
 }
 
-/// Catch every terminating signal from the start: the first one sets the
-/// flag returned, so that the requests in flight finish and are recorded in
-/// the journal, and the run ends as interrupted; a second one ends the
-/// process at once, with a status line and the temporary exit code.
-fn on_signals(mta: Mta) -> Arc<AtomicBool> {
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let again = Outcome::new(Cause::Interrupted, format!("interrupted again: stopped at once; {RESUME}"));
-    let code = again.exit_code(mta).into();
-    // Over the progress line on a terminal, as `say` writes.
-    let clear = if io::stderr().is_terminal() { "\r\x1b[K" } else { "" };
-    let line: Arc<[u8]> = format!("{clear}{again}\n").into_bytes().into();
-    for signal in sys::terminating_signals() {
-        let (flag, line) = (interrupted.clone(), line.clone());
-        // Registered first, so it sees the flag set only from the second signal on.
-        // SAFETY: the action only loads an atomic and calls write(2) and
-        // _exit(2), all async-signal-safe; it allocates nothing.
-        let _ = unsafe {
-            signal_hook::low_level::register(signal, move || {
-                if flag.load(Relaxed) {
-                    libc::write(libc::STDERR_FILENO, line.as_ptr().cast(), line.len());
-                    signal_hook::low_level::exit(code);
-                }
-            })
-        };
-        let _ = signal_hook::flag::register(signal, interrupted.clone());
-    }
-    interrupted
-}
-
-fn import(args: &ImportArgs, config: &Config, interrupted: Arc<AtomicBool>) -> Outcome {
+fn import(args: &ImportArgs, config: &Config, stopping: &Stopping) -> Outcome {
     let recipient = match Pipeline::recipient(args.recipient.as_deref()) {
         Ok(recipient) => recipient,
         Err(outcome) => return outcome,
@@ -128,7 +99,7 @@ fn import(args: &ImportArgs, config: &Config, interrupted: Arc<AtomicBool>) -> O
         subfolders: args.subfolders,
         flavour: if args.mboxo { Flavour::Mboxo } else { Flavour::Mboxrd },
         journal: Mutex::new(journal),
-        interrupted,
+        stopping,
         halted: AtomicBool::new(false),
         tally: Mutex::new(Tally::default()),
         read: AtomicU64::new(0),
@@ -143,7 +114,7 @@ fn import(args: &ImportArgs, config: &Config, interrupted: Arc<AtomicBool>) -> O
             batch.say(&format!("warning: cannot sync the journal {}: {}", path.display(), io_reason(&e)));
         }
     }
-    let interrupted = batch.interrupted.load(Relaxed);
+    let interrupted = batch.stopping.requested();
     let tally = batch.tally.into_inner().unwrap_or_else(|e| e.into_inner());
     let journal = match mode {
         Mode::Send => path.as_deref(),
@@ -311,7 +282,7 @@ struct Batch<'a> {
     flavour: Flavour,
     /// Only read in a dry run.
     journal: Mutex<Journal>,
-    interrupted: Arc<AtomicBool>,
+    stopping: &'a Stopping,
     halted: AtomicBool,
     tally: Mutex<Tally>,
     /// Input bytes read so far, and in all when known.
@@ -349,7 +320,7 @@ impl Batch<'_> {
 
     /// Stop reading: on a signal, or on a failure every message would have.
     fn stopping(&self) -> bool {
-        self.interrupted.load(Relaxed) || self.halted.load(Relaxed)
+        self.stopping.requested() || self.halted.load(Relaxed)
     }
 
     fn read_all(&self, sources: &[Source], queue: &SyncSender<Job>) {
@@ -522,7 +493,7 @@ impl Batch<'_> {
             return Done::AlreadyDelivered;
         }
         if self.dry_run() {
-            let (size, route) = (ready.message.len(), self.pipeline.route_of(&ready));
+            let (size, route) = (ready.message.size(), self.pipeline.route_of(&ready));
             self.say(&format!("would deliver: {}: {size} bytes, to {route}", place.origin));
             return Done::Delivered;
         }
@@ -632,7 +603,7 @@ impl Batch<'_> {
                 self.say(&format!("failed: {origin}: {outcome}"));
                 tally.failed += 1;
                 tally.failures_in_a_row += u32::from(sent);
-                if !self.interrupted.load(Relaxed)
+                if !self.stopping.requested()
                     && (outcome.cause.scope() == Scope::Run || tally.failures_in_a_row >= FAILURES_TO_HALT)
                 {
                     self.halt(&mut tally, outcome.clone());
@@ -662,7 +633,7 @@ impl Batch<'_> {
         let mut last = Instant::now();
         let mut told = false;
         while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(TICK) {
-            if !told && self.interrupted.load(Relaxed) {
+            if !told && self.stopping.requested() {
                 told = true;
                 self.say("interrupted: finishing the requests in flight (again to quit at once)");
             }

@@ -46,7 +46,7 @@ use crate::config::{Cluster, Password};
 use crate::log;
 use crate::metrics::{self, Metrics};
 use crate::outcome::{Cause, Outcome};
-use crate::{secret, sys};
+use crate::{run, secret, sys};
 
 /// Every delay of cluster mode, from the lease.
 #[derive(Clone, Copy, Debug)]
@@ -695,7 +695,7 @@ impl Keeping {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
             }
-            let ran = sys::catch_panic(|| self.tick(first));
+            let ran = run::catch(|| self.tick(first));
             first = false;
             let pause = match ran {
                 Ok(true) => {
@@ -706,8 +706,8 @@ impl Keeping {
                 // without any, Redis is asked less and less often.
                 Ok(false) if self.holdings.values().any(|h| h.lease.held()) => self.timing.tick,
                 Ok(false) => again.next_pause(),
-                Err(panic) => {
-                    log::error("cluster", format!("internal error, please report it: {panic}")).emit();
+                Err(bug) => {
+                    log::error("cluster", bug.reason()).emit();
                     self.timing.tick
                 }
             };

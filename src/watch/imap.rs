@@ -9,12 +9,11 @@ use std::time::{Duration, Instant, SystemTime};
 use super::source::{Body, Item, Source, SourceError, Woken};
 use super::state::{Answered, ImapCursor};
 use super::Stop;
-use crate::config::{After, Auth, Mailbox};
-use crate::imap::{ImapError, Login, Session};
-use crate::mailbox::Tokens;
-use crate::mailbox::{endpoint, imap_failure};
-use crate::oauth2::Token;
+use crate::config::{After, Mailbox};
+use crate::imap::{ImapError, Session};
+use crate::mailbox::{self, endpoint, imap_failure, LoginError, Tokens};
 use crate::outcome::{Cause, Outcome};
+use crate::sys;
 
 /// An IMAP command's round trip.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -51,53 +50,25 @@ impl ImapSource {
         self.session.as_mut().ok_or_else(|| SourceError::broken(Outcome::new(Cause::Bug, "no IMAP session")))
     }
 
-    /// A token for the next login: the mailbox's cached one while it has a
-    /// while to live, else a new one (never one about to expire).
-    fn token(&mut self, tokens: &Tokens, note: &mut dyn FnMut(String)) -> Result<Token, SourceError> {
-        let token = tokens.token().map_err(SourceError::broken)?;
-        self.token_expiry =
-            token.expires.map(|at| SystemTime::now() + at.saturating_duration_since(Instant::now()));
-        if let Some(warning) = &token.warning {
-            note(format!("warning: {warning}"));
-        }
-        Ok(token)
-    }
-
-    /// Log in with the password, read now, or with a token. A token from
-    /// the cache that the server refuses (revoked, or expired before its
-    /// time) is forgotten and a new one tried, once.
+    /// Log in with the password or a token: the mailbox's cached one while
+    /// it has a while to live, else a new one (never one about to expire).
     fn log_in(&mut self, session: &mut Session, note: &mut dyn FnMut(String)) -> Result<(), SourceError> {
-        let tokens = match (&self.mailbox.auth, &self.tokens) {
-            (Auth::Password(secret), _) => {
-                let password = secret
-                    .read()
-                    .map_err(|e| SourceError::broken(Outcome::new(Cause::Config, e.to_string())))?;
-                let login = Login::Password { user: self.mailbox.user.clone(), password };
-                return session.login(&login).map_err(|e| failure(&e));
+        let expiry = &mut self.token_expiry;
+        let token = |tokens: &Tokens| {
+            let token = tokens.token()?;
+            *expiry =
+                token.expires.map(|at| SystemTime::now() + at.saturating_duration_since(Instant::now()));
+            if let Some(warning) = &token.warning {
+                note(format!("warning: {warning}"));
             }
-            (Auth::OAuth2(..), Some(tokens)) => tokens.clone(),
-            (Auth::OAuth2(..), None) => {
-                return Err(SourceError::broken(Outcome::new(
-                    Cause::Bug,
-                    "an OAuth2 mailbox without its tokens",
-                )))
-            }
+            Ok(token)
         };
-        let refused = |e: ImapError| match e {
-            ImapError::LoginRefused { .. } if e.code() != Some("LIMIT") => {
-                SourceError::broken(imap_failure(&e).with_fix(tokens.refused_fix()))
-            }
-            e => failure(&e),
-        };
-        let token = self.token(&tokens, note)?;
-        match session.login(&tokens.login(&token)) {
-            Err(ImapError::LoginRefused { .. }) if !token.fresh => {
-                tokens.forget(&token);
-                let token = self.token(&tokens, note)?;
-                session.login(&tokens.login(&token)).map_err(refused)
-            }
-            result => result.map_err(refused),
-        }
+        mailbox::log_in(session, &self.mailbox, self.tokens.as_deref(), token).map_err(|e| match e {
+            LoginError::Failed { outcome, usable: true } => SourceError::refused(outcome),
+            LoginError::Credentials(outcome)
+            | LoginError::Refused(outcome)
+            | LoginError::Failed { outcome, usable: false } => SourceError::broken(outcome),
+        })
     }
 
     /// Move `uid` to `folder`: MOVE, or a copy (remembered by the engine
@@ -173,9 +144,8 @@ impl Source for ImapSource {
         }
         let caps = session.capabilities().clone();
         note(format!(
-            "connected to {}:{} as {} ({})",
-            self.mailbox.host,
-            self.mailbox.port,
+            "connected to {} as {} ({})",
+            sys::host_port(&self.mailbox.host, self.mailbox.port),
             self.mailbox.user,
             if caps.idle { "IDLE" } else { "no IDLE: polling" }
         ));
@@ -250,7 +220,8 @@ impl Source for ImapSource {
         // in silence.
         let mut items: Vec<Item<u32>> = pending
             .iter()
-            .filter(|&&uid| !meta.iter().any(|m| m.uid == uid))
+            // fetch_meta answers in UID order.
+            .filter(|&&uid| meta.binary_search_by_key(&uid, |m| m.uid).is_err())
             .map(|&uid| Item { key: uid, size: None })
             .collect();
         // What another client is deleting is not ours to take; it holds

@@ -11,9 +11,10 @@
 //! runtime is what must never happen): one worker thread per connection,
 //! at most `max_connections` per mailbox, each serving one folder in IDLE
 //! or several in turn. A broken mailbox only ever stalls its own workers.
-//! The main thread handles signals (SIGTERM and the like: finish what is in
-//! flight, log out, exit 0; a second one: exit at once; SIGHUP: reload the
-//! configuration) and tells systemd how things stand.
+//! The main thread acts on the signals the command lifecycle ([`crate::run`])
+//! hears (SIGTERM and the like: finish what is in flight, log out, exit 0;
+//! a second one: exit at once; SIGHUP: reload the configuration) and tells
+//! systemd how things stand.
 
 mod cluster;
 mod imap;
@@ -39,6 +40,7 @@ use crate::log;
 use crate::metrics::{self, Metrics};
 use crate::outcome::{Cause, Class, Mta, Outcome};
 use crate::pipeline::{Mode, Pipeline};
+use crate::run::{self, Heard, Signals, Stopping};
 use crate::sys;
 use worker::{Context, Left, Worker};
 
@@ -153,7 +155,7 @@ impl Shared {
 
 /// What reaches the main thread.
 enum Event {
-    Signal(libc::c_int),
+    Signal(Heard),
     /// A worker ended (with --once: it did what it could).
     Ended,
 }
@@ -166,12 +168,16 @@ pub fn main(args: &WatchArgs, overrides: &Overrides) -> ExitCode {
     if let Some(format) = args.log_format {
         log::set_format(format);
     }
-    let ran = sys::catch_panic(|| watch(args, overrides));
-    let outcome = ran.unwrap_or_else(|panic| {
-        Outcome::new(Cause::Bug, format!("internal error, please report it: {panic}"))
-    });
+    // SIGTERM and the like: finish what is in flight, log out, exit; a
+    // second one: exit at once. Nothing is lost then: what was answered and
+    // not settled is in the state files, the rest is still on the server.
+    // SIGHUP reloads a service; it stops --once like the others.
+    let signals = Signals::Finish {
+        left: "what the ingress answered is settled at the next start, the rest stays on the server",
+        reload: !args.once,
+    };
     // A clean stop after SIGTERM is a success; --once reports what is left.
-    outcome.report(Mta::Sysexits, false, &[])
+    run::command(Mta::Sysexits, false, signals, |stopping| watch(args, overrides, stopping).into())
 }
 
 /// `watch --status`: the replicas and the mailboxes each holds, from
@@ -201,41 +207,19 @@ fn status(args: &WatchArgs, overrides: &Overrides) -> ExitCode {
     }
 }
 
-fn watch(args: &WatchArgs, overrides: &Overrides) -> Outcome {
-    let signals = match sys::catch_terminating_signals() {
-        Ok(signals) => signals,
-        Err(e) => return Outcome::new(Cause::Bug, format!("cannot catch signals: {}", sys::io_reason(&e))),
-    };
+fn watch(args: &WatchArgs, overrides: &Overrides, stopping: &Stopping) -> Outcome {
     let (events, heard) = mpsc::channel();
-    let handle = signals.handle();
-    let to_main = events.clone();
-    thread::spawn(move || {
-        let mut signals = signals;
-        let mut stops = 0;
-        for signal in signals.forever() {
-            if signal != libc::SIGHUP {
-                stops += 1;
+    if let Some(signals) = stopping.heard() {
+        let to_main = events.clone();
+        thread::spawn(move || {
+            for signal in signals {
+                if to_main.send(Event::Signal(signal)).is_err() {
+                    return;
+                }
             }
-            if stops > 1 {
-                // A second request: stop now, whatever the main thread is
-                // waiting for. Nothing is lost: what was answered and not
-                // settled is in the state files, the rest is still on the
-                // server.
-                let outcome = Outcome::new(
-                    Cause::Interrupted,
-                    format!("stopped at once by a second {}", sys::signal_name(signal)),
-                );
-                let _ = outcome.report(Mta::Sysexits, false, &[]);
-                std::process::exit(outcome.exit_code(Mta::Sysexits).into());
-            }
-            if to_main.send(Event::Signal(signal)).is_err() {
-                return;
-            }
-        }
-    });
-    let result = supervise(args, overrides, &events, &heard);
-    handle.close();
-    result
+        });
+    }
+    supervise(args, overrides, &events, &heard)
 }
 
 fn supervise(
@@ -302,8 +286,8 @@ fn supervise(
                         return run.finish(false);
                     }
                 }
-                Ok(Event::Signal(libc::SIGHUP)) if !args.once => break true,
-                Ok(Event::Signal(signal)) => {
+                Ok(Event::Signal(Heard::Reload)) => break true,
+                Ok(Event::Signal(Heard::Stop(signal))) => {
                     log::info(
                         "stopping",
                         format!("stopping on {}: finishing the messages in flight", sys::signal_name(signal)),
@@ -410,23 +394,14 @@ type Loaded = (Config, Vec<Mailbox>);
 
 /// The configuration and the mailboxes to watch (all, or those --mailbox names).
 fn load(args: &WatchArgs, overrides: &Overrides) -> Result<Loaded, Outcome> {
-    let config = Config::load(overrides).map_err(|e| Outcome::new(Cause::Config, e.to_string()))?;
+    let config = Config::load(overrides)?;
     if config.mailboxes.is_empty() {
         let file = config.file.as_ref().map_or("the configuration file".into(), |f| f.display().to_string());
         return Err(Outcome::new(Cause::Config, format!("no [[mailbox]] in {file}: nothing to watch")));
     }
     let mut chosen = Vec::new();
     for name in &args.mailbox {
-        match config.mailboxes.iter().find(|m| &m.name == name) {
-            Some(mailbox) => chosen.push(mailbox.clone()),
-            None => {
-                let known: Vec<&str> = config.mailboxes.iter().map(|m| m.name.as_str()).collect();
-                return Err(Outcome::new(
-                    Cause::Usage,
-                    format!("no mailbox named {name:?} (there are: {})", known.join(", ")),
-                ));
-            }
-        }
+        chosen.push(config.mailbox(name)?.clone());
     }
     if chosen.is_empty() {
         chosen = config.mailboxes.clone();
@@ -638,7 +613,7 @@ impl Run {
             match worker.join() {
                 Ok(Left::Nothing) => {}
                 Ok(Left::Something(outcome)) => left.push(outcome),
-                Err(_) => left.push(Outcome::new(Cause::Bug, "a worker thread panicked, please report it")),
+                Err(_) => left.push(run::bug("a worker thread panicked")),
             }
         }
         match left.into_iter().max_by_key(|o| o.class() == Class::Temporary) {

@@ -22,7 +22,8 @@ use crate::message::{self, Input, Raw};
 use crate::metrics::{self, Heartbeat, MessageOutcome, Metrics};
 use crate::outcome::{Cause, Class, Outcome, Scope};
 use crate::pipeline::{Pipeline, Prepared};
-use crate::sys::{self, io_reason, NamedLock};
+use crate::run;
+use crate::sys::{io_reason, NamedLock};
 
 /// IDLE is re-issued well before the 29 minutes after which RFC 2177 lets
 /// a server end it, and before NAT gateways forget a quiet connection; a
@@ -86,7 +87,9 @@ struct Folder<S: Source> {
     settling: Backoff,
     /// The last write of the state failed: nothing more is fetched before
     /// one succeeds, or what is sent meanwhile could not be remembered.
-    unsaved: std::cell::Cell<bool>,
+    unsaved: bool,
+    /// Changed since the state was last written.
+    dirty: bool,
 }
 
 pub struct Worker<S: Source> {
@@ -122,7 +125,8 @@ impl<S: Source> Worker<S> {
                 later: HashMap::new(),
                 blocked: None,
                 settling: Backoff::new(Duration::from_secs(30), Duration::from_secs(1800)),
-                unsaved: std::cell::Cell::new(false),
+                unsaved: false,
+                dirty: false,
             })
             .collect::<Vec<Folder<S>>>();
         let names: Vec<&str> = folders.iter().map(|f| f.name.as_str()).collect();
@@ -234,14 +238,14 @@ impl<S: Source> Worker<S> {
             }
             self.doing("connecting", false);
             let mut progress = false;
-            let ran = sys::catch_panic(|| self.session(&mut progress));
+            let ran = run::catch(|| self.session(&mut progress));
             let outcome = match ran {
                 Ok(Ok(left)) => return left,
                 Ok(Err(e)) => e.outcome,
-                Err(panic) => {
+                Err(bug) => {
                     self.source.close();
                     self.up(false);
-                    Outcome::new(Cause::Bug, format!("internal error, please report it: {panic}"))
+                    bug
                 }
             };
             self.source.close();
@@ -345,7 +349,9 @@ impl<S: Source> Worker<S> {
                 if first || !alone {
                     self.select(i)?;
                 }
-                if let Some(outcome) = self.pass(i, progress)? {
+                let passed = self.pass(i, progress);
+                self.flush(i);
+                if let Some(outcome) = passed? {
                     left.get_or_insert(outcome);
                 }
             }
@@ -430,12 +436,23 @@ impl<S: Source> Worker<S> {
         Ok(())
     }
 
-    fn save(&self, i: usize) -> Result<(), Outcome> {
-        let folder = &self.folders[i];
+    fn save(&mut self, i: usize) -> Result<(), Outcome> {
+        let folder = &mut self.folders[i];
+        folder.dirty = false;
         let Some(state) = &folder.state else { return Ok(()) };
         let saved = folder.store.save(state).map_err(|e| state_failure("write", &folder.store, &e).outcome);
-        folder.unsaved.set(saved.is_err());
+        folder.unsaved = saved.is_err();
         saved
+    }
+
+    /// Write what settling changed and is not yet written. Not writing
+    /// loses nothing (see [`Worker::settle`]): a failure is only logged.
+    fn flush(&mut self, i: usize) {
+        if self.folders[i].dirty {
+            if let Err(outcome) = self.save(i) {
+                self.fail(Some(i), "state-failed", &outcome);
+            }
+        }
     }
 
     fn state(&mut self, i: usize) -> &mut FolderState<S::Cursor, S::Key> {
@@ -462,7 +479,7 @@ impl<S: Source> Worker<S> {
                 "the ingress is failing; waiting before trying again",
             )));
         }
-        if self.folders[i].unsaved.get() {
+        if self.folders[i].unsaved {
             if let Err(outcome) = self.save(i) {
                 let pause = self.ingress.next_pause();
                 self.ingress_until = Some(Instant::now() + pause);
@@ -573,11 +590,10 @@ impl<S: Source> Worker<S> {
         self.source.finished(&mut state.cursor, &unsettled.key);
         self.folders[i].settling.reset();
         self.folders[i].later.remove(&unsettled.key);
-        // Not saving loses nothing: the message is settled, and a cursor a
-        // step behind only means it is searched again.
-        if let Err(outcome) = self.save(i) {
-            self.fail(Some(i), "state-failed", &outcome);
-        }
+        // Saved with the next message's answer, or at the end of the pass:
+        // until then a crash leaves it unsettled in the file, and settling
+        // it again (a flag set twice, a move of what is gone) posts nothing.
+        self.folders[i].dirty = true;
         Ok(())
     }
 

@@ -253,6 +253,27 @@ fn mta_checks_what_its_user_can_read() {
     // Postfix would not see a password from the environment.
     assert!(line(&run, "!", "environment").contains("CHATWOOT_INGRESS_PASSWORD"), "{run:#?}");
 
+    // A route's password file is read by the same user.
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (config, secret) = (dir.path().join("config.toml"), dir.path().join("route-password"));
+    fs::write(&secret, "route-secret\n").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let route = format!(
+        "[[route]]\ndomains = [\"b.test\"]\nurl = \"{}\"\npassword_file = \"route-password\"\n",
+        server.url()
+    );
+    fs::write(&config, format!("url = \"{}\"\n{route}", server.url())).unwrap();
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o644)).unwrap();
+    let run = ingress(&["check", "--user", "nobody", "--config", config.to_str().unwrap()])
+        .env("CHATWOOT_INGRESS_PASSWORD", PASSWORD)
+        .run();
+    assert!(
+        line(&run, "✗", "access").contains("nobody cannot read the password file of route 1"),
+        "{run:#?}"
+    );
+    assert!(!run.stdout.contains("route-secret"), "{run:#?}");
+
     // Readable by all (the harness's empty config in the temp dir): fine.
     let run = check(&server, &["--user", "nobody"]);
     assert_eq!(run.code, 0, "{run:#?}");

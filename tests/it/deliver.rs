@@ -234,6 +234,11 @@ fn dry_run_shows_and_sends_nothing() {
     ] {
         assert!(run.stdout.contains(expected), "{expected}: {run:#?}");
     }
+    // The Subject as Chatwoot shows it, decoded; nothing in it drives a terminal.
+    let encoded =
+        "From: a@example.org\nSubject: =?UTF-8?Q?caf=C3=A9_=1B[2J?= =?ISO-8859-1?B?6Q==?=\n\nbody\n";
+    let run = ingress(&["--dry-run"]).stdin(encoded).run();
+    assert!(run.stdout.contains("Subject: caf\u{e9} \\u{1b}[2J\u{e9}\n"), "{run:#?}");
     // No URL or password is needed, and invalid input still fails.
     let run = ingress(&["--dry-run"]).stdin(corpus("lf.eml")).run();
     assert_eq!(run.code, 0, "{run:#?}");

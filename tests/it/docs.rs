@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use chatwoot_ingress::config::keys::{keys, Key, Table};
 use chatwoot_ingress::config::{Config, Overrides};
-use chatwoot_ingress::outcome::exit_table;
+use chatwoot_ingress::outcome::{advice_table, exit_table};
 
 use crate::render;
 use render as docs;
@@ -129,6 +129,11 @@ fn readme_block_is_current(name: &str, expected: &str) {
 #[test]
 fn readme_exit_table_is_current() {
     readme_block_is_current("exit-table", &format!("\n{}", exit_table()));
+}
+
+#[test]
+fn readme_advice_table_is_current() {
+    readme_block_is_current("advice-table", &format!("\n{}", advice_table()));
 }
 
 #[test]
