@@ -162,7 +162,10 @@ enum Event {
 
 pub fn main(args: &WatchArgs, overrides: &Overrides) -> ExitCode {
     if args.status {
-        return status(args, overrides);
+        // Asks Redis and prints; no signal policy needed, but a panic is
+        // still the one internal-error outcome.
+        return run::catch(|| status(args, overrides))
+            .unwrap_or_else(|bug| bug.report(Mta::Sysexits, false, &[]));
     }
     // The flag's format at once; the file's once it is read.
     if let Some(format) = args.log_format {
