@@ -572,7 +572,7 @@ _chatwoot__ingress() {
             return 0
             ;;
         chatwoot__subcmd__ingress__subcmd__watch)
-            opts="-h --once --mailbox --log-format --metrics-listen --config --url --password-file --timeout --max-size --ca-file --reject-dir --recipient-header --mta --help"
+            opts="-h --once --mailbox --status --log-format --metrics-listen --config --url --password-file --timeout --max-size --ca-file --reject-dir --recipient-header --mta --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

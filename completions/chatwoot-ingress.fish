@@ -114,6 +114,7 @@ opensmtpd\t''
 getmail\t''
 fetchmail\t''"
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l once -d 'Deliver what is waiting now, then exit: 0 when nothing is left for later, 75 when something is (for cron)'
+complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -l status -d 'Cluster mode ([cluster]): print the replicas and the mailboxes each holds, from Redis, and exit: 0 when every mailbox is held, 1 when some is not, 75 when Redis cannot be asked'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand watch" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand oauth2; and not __fish_seen_subcommand_from authorize help" -l config -d 'Configuration file (TOML) [default: $CHATWOOT_INGRESS_CONFIG, then the user config dir, then /etc/chatwoot-ingress/config.toml]' -r -F
 complete -c chatwoot-ingress -n "__fish_chatwoot_ingress_using_subcommand oauth2; and not __fish_seen_subcommand_from authorize help" -l url -d 'Chatwoot\'s base URL, or the full relay ingress URL [env: CHATWOOT_INGRESS_URL above the file; URL, the rake task\'s name, below it]' -r

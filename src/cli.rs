@@ -269,6 +269,12 @@ pub struct WatchArgs {
     #[arg(long, value_name = "NAME")]
     pub mailbox: Vec<String>,
 
+    /// Cluster mode ([cluster]): print the replicas and the mailboxes each
+    /// holds, from Redis, and exit: 0 when every mailbox is held, 1 when
+    /// some is not, 75 when Redis cannot be asked
+    #[arg(long, conflicts_with = "once")]
+    pub status: bool,
+
     /// How each line of the log is written: text, or one JSON object per
     /// line (time, level, event, mailbox, folder, uid, message_id, bytes,
     /// status, ms, error, fix, message) for container log pipelines

@@ -81,6 +81,26 @@ pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, CaFileE
     Ok(certificates)
 }
 
+/// The system's bundle of trusted certificates and `ca_file`'s, as PEM, for
+/// a client that takes its trust only as PEM (the redis crate, for
+/// rediss://): the same authorities as [`client_config`] trusts.
+pub fn trusted_pem(ca_file: &Path) -> Result<Vec<u8>, CaFileError> {
+    read_ca_file(ca_file)?;
+    let mut pem = std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(BUNDLES.iter().map(PathBuf::from))
+        .find_map(|path| fs::read(path).ok())
+        .unwrap_or_default();
+    pem.push(b'\n');
+    pem.extend(
+        fs::read(ca_file).map_err(|e| {
+            CaFileError(format!("cannot read ca_file {}: {}", ca_file.display(), io_reason(&e)))
+        })?,
+    );
+    Ok(pem)
+}
+
 /// A client configuration trusting the system's store and `ca_file`'s
 /// certificates, as authorities and, when a server presents one of them
 /// as its own certificate (a self-signed one, as `openssl req -x509` makes

@@ -15,7 +15,8 @@ use crate::graph::{self, Client, FolderPath, Options};
 use crate::mailbox::{self, graph_failure};
 use crate::secret::Password;
 use crate::sys::io_reason;
-use crate::watch::{self, state::StateFile, GraphState};
+use crate::watch::state::{StateFile, Store};
+use crate::watch::{self, GraphState};
 
 /// The longest wait for an answer: a dead service must not keep `check`
 /// for minutes.
@@ -213,8 +214,8 @@ fn messages(
         FolderFigures { folder: name.to_string(), messages: total, unseen: unread, waiting: None };
     let counted = format!("{name:?}: {total} message(s), {unread} unread");
     let file = StateFile::new(state_dir, &m.name, name);
-    let path = file.path().display();
-    match file.load::<GraphState>() {
+    let path = file.path().display().to_string();
+    match Store::new(Box::new(file)).load::<GraphState>() {
         Ok(Some(state)) if state.cursor.folder_id == folder.id => {
             let waiting = u32::try_from(state.cursor.waiting.len()).unwrap_or(u32::MAX);
             figures.waiting = Some(waiting);

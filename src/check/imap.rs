@@ -14,7 +14,7 @@ use crate::mailbox::{self, endpoint, imap_fix, LoginError, Tokens};
 use crate::sys::io_reason;
 use crate::watch::{
     self,
-    state::{ImapState, StateFile},
+    state::{ImapState, StateFile, Store},
 };
 
 /// The longest wait for a connection or an answer: a dead server must not
@@ -195,8 +195,8 @@ fn inspect(
         let mut figures = FolderFigures { folder: folder.clone(), messages, unseen, waiting: None };
         let counted = format!("{folder:?}: {messages} message(s), {unseen} unseen");
         let file = StateFile::new(state_dir, &m.name, folder);
-        let path = file.path().display();
-        match file.load::<ImapState>() {
+        let path = file.path().display().to_string();
+        match Store::new(Box::new(file)).load::<ImapState>() {
             Ok(saved) => {
                 // SELECT (the client has no EXAMINE) changes nothing but
                 // \Recent, which watch does without.

@@ -38,6 +38,19 @@ pub(super) struct FileConfig {
     pub mailbox: Vec<Spanned<MailboxFile>>,
     pub log_format: Option<Spanned<crate::log::Format>>,
     pub metrics: Option<Spanned<MetricsFile>>,
+    pub cluster: Option<Spanned<ClusterFile>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ClusterFile {
+    pub redis_url: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<PathBuf>>,
+    pub sentinels: Option<Spanned<Vec<String>>>,
+    pub sentinel_master: Option<Spanned<String>>,
+    pub lease: Option<Spanned<u64>>,
+    pub node: Option<Spanned<String>>,
+    pub key_prefix: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

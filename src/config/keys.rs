@@ -7,6 +7,10 @@ use std::sync::LazyLock;
 
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 
+use super::cluster::{
+    CHATWOOT_REDIS_PASSWORD, CHATWOOT_REDIS_SENTINELS, CHATWOOT_REDIS_URL, CHATWOOT_SENTINEL_MASTER,
+    DEFAULT_KEY_PREFIX, DEFAULT_LEASE, DEFAULT_REDIS_URL, DEFAULT_SENTINEL_MASTER, ENV_REDIS_URL,
+};
 use super::file::Login;
 use super::mailbox::{
     After, MailSource, Provider, Tls, DEFAULT_FOLDER, DEFAULT_GRAPH_FOLDER, DEFAULT_GRAPH_POLL_INTERVAL,
@@ -54,6 +58,13 @@ pub const TOKEN_URL: &str = "token_url";
 pub const SCOPE: &str = "scope";
 pub const DEVICE_AUTHORIZATION_URL: &str = "device_authorization_url";
 pub const AUTHORIZATION_URL: &str = "authorization_url";
+pub const CLUSTER: &str = "cluster";
+pub const REDIS_URL: &str = "redis_url";
+pub const SENTINELS: &str = "sentinels";
+pub const SENTINEL_MASTER: &str = "sentinel_master";
+pub const LEASE: &str = "lease";
+pub const NODE: &str = "node";
+pub const KEY_PREFIX: &str = "key_prefix";
 pub const LOG_FORMAT: &str = "log_format";
 pub const METRICS: &str = "metrics";
 pub const LISTEN: &str = "listen";
@@ -67,10 +78,12 @@ pub enum Table {
     Mailbox,
     OAuth2,
     Metrics,
+    Cluster,
 }
 
 impl Table {
-    pub const ALL: [Table; 5] = [Table::Top, Table::Route, Table::Mailbox, Table::OAuth2, Table::Metrics];
+    pub const ALL: [Table; 6] =
+        [Table::Top, Table::Route, Table::Mailbox, Table::OAuth2, Table::Metrics, Table::Cluster];
 
     /// The keys that lead to it: `mailbox`, `oauth2` for `[mailbox.oauth2]`.
     pub fn names(self) -> &'static [&'static str] {
@@ -79,6 +92,7 @@ impl Table {
             Table::Route => &[ROUTE],
             Table::Mailbox => &[MAILBOX],
             Table::OAuth2 => &[MAILBOX, OAUTH2],
+            Table::Cluster => &[CLUSTER],
             Table::Metrics => &[METRICS],
         }
     }
@@ -88,7 +102,7 @@ impl Table {
         match self {
             Table::Top => "the top level".into(),
             Table::Route | Table::Mailbox => format!("[[{}]]", self.names().join(".")),
-            Table::OAuth2 | Table::Metrics => format!("[{}]", self.names().join(".")),
+            Table::OAuth2 | Table::Metrics | Table::Cluster => format!("[{}]", self.names().join(".")),
         }
     }
 }
@@ -227,7 +241,7 @@ impl Key {
 
 fn table() -> Vec<Key> {
     use Kind::{Address, Bool, Choice, Integer, List, Path, Secret, Size, Tables, Text, Url};
-    use Table::{Mailbox, Metrics, OAuth2, Route, Top};
+    use Table::{Cluster, Mailbox, Metrics, OAuth2, Route, Top};
     let seconds = |min, max| Integer { min, max: Some(max), unit: "seconds" };
     vec![
         key(
@@ -619,6 +633,82 @@ fn table() -> Vec<Key> {
              endpoint of a browser's sign-in, sent back to this machine.",
         )
         .or("Google's"),
+        key(
+            Top,
+            CLUSTER,
+            Kind::Table(Cluster),
+            "[cluster]",
+            "Cluster mode: several watch replicas (on other hosts, pods or containers, with the same \
+             configuration) share the mailboxes through Redis — Chatwoot's own. Each mailbox is \
+             watched by one replica at a time, under a lease that replica renews; the replicas \
+             divide the mailboxes evenly, and take over those of a replica that stops or dies within \
+             the lease and a few seconds. The place in each folder is kept in Redis (written only by \
+             the holder), so a takeover goes on where the other replica stopped. Without the table, \
+             watch runs alone and keeps its place in state_dir. Needs Redis 5 or later, which must \
+             not evict keys (maxmemory-policy noeviction, as Sidekiq wants too).",
+        ),
+        key(
+            Cluster,
+            REDIS_URL,
+            Url,
+            "\"redis://redis:6379/0\"",
+            format!(
+                "Where Redis is: redis://, or rediss:// for TLS (certificates verified; ca_file is \
+                 trusted too); /N picks the database. {ENV_REDIS_URL} overrides it; without either, \
+                 Chatwoot's {CHATWOOT_REDIS_URL} is used. A password written in it is used, never shown."
+            ),
+        )
+        .or(format!("Chatwoot's {CHATWOOT_REDIS_URL}, else {DEFAULT_REDIS_URL}")),
+        key(
+            Cluster,
+            PASSWORD_FILE,
+            Path,
+            "\"/etc/chatwoot-ingress/redis-password\"",
+            "A file whose first line is the Redis password (also sent to the sentinels), read again at \
+             each connection.",
+        )
+        .or(format!("Chatwoot's {CHATWOOT_REDIS_PASSWORD}, else the password in the URL")),
+        key(
+            Cluster,
+            SENTINELS,
+            List,
+            "[\"sentinel-1:26379\", \"sentinel-2:26379\"]",
+            "Redis Sentinels (host:port) that name the master: the master is asked of them at each \
+             connection, so a failover is followed. The URL's host is then not used; its scheme and \
+             database are.",
+        )
+        .or(format!("Chatwoot's {CHATWOOT_REDIS_SENTINELS} (\"host:port,host:port\"), else none")),
+        key(Cluster, SENTINEL_MASTER, Text, "\"mymaster\"", "The master's name at the sentinels.")
+            .or(format!("Chatwoot's {CHATWOOT_SENTINEL_MASTER}, else {DEFAULT_SENTINEL_MASTER}")),
+        key(
+            Cluster,
+            LEASE,
+            seconds(3, 600),
+            "30",
+            "How long a replica's hold on a mailbox lasts without renewal (it renews every 2 seconds \
+             or more often). A replica that cannot renew stops fetching and settling before its lease \
+             can have ended, by its own clock; a dead replica's mailboxes are taken over after at most \
+             this and a few seconds.",
+        )
+        .or(DEFAULT_LEASE.as_secs().to_string()),
+        key(
+            Cluster,
+            NODE,
+            Text,
+            "\"host-a\"",
+            "This replica's name in leases, logs and watch --status: letters, digits, '.', '_', '-', \
+             ':' and '@'. Two running replicas should not share one.",
+        )
+        .or("the host name and the process id (host:pid)"),
+        key(
+            Cluster,
+            KEY_PREFIX,
+            Text,
+            "\"chatwoot-ingress\"",
+            "What the names of our keys in Redis begin with (then ':'): a Redis shared by several \
+             installations needs one for each.",
+        )
+        .or(format!("\"{DEFAULT_KEY_PREFIX}\"")),
     ]
 }
 
@@ -687,7 +777,9 @@ impl<'de> Deserializer<'de> for Names<'_> {
 mod tests {
     use std::path::Path;
 
-    use super::super::file::{File, FileConfig, MailboxFile, MetricsFile, OAuth2File, RouteFile};
+    use super::super::file::{
+        ClusterFile, File, FileConfig, MailboxFile, MetricsFile, OAuth2File, RouteFile,
+    };
     use super::*;
 
     #[test]
@@ -698,6 +790,7 @@ mod tests {
                 Table::Route => names::<RouteFile>(),
                 Table::Mailbox => names::<MailboxFile>(),
                 Table::OAuth2 => names::<OAuth2File>(),
+                Table::Cluster => names::<ClusterFile>(),
                 Table::Metrics => names::<MetricsFile>(),
             };
             let mut parsed = parsed.to_vec();
@@ -726,7 +819,9 @@ mod tests {
         for key in keys() {
             let header = match key.table {
                 Table::Top => String::new(),
-                Table::Route | Table::Mailbox | Table::Metrics => format!("{}\n", key.table.header()),
+                Table::Route | Table::Mailbox | Table::Metrics | Table::Cluster => {
+                    format!("{}\n", key.table.header())
+                }
                 Table::OAuth2 => format!("{}\n{}\n", Table::Mailbox.header(), key.table.header()),
             };
             let text = format!("{header}{}\n", key.example());

@@ -19,9 +19,11 @@ use toml::Spanned;
 use crate::outcome::{Cause, Outcome};
 use crate::sys::{io_reason, whoami};
 
+mod cluster;
 mod file;
 pub mod keys;
 mod mailbox;
+pub use cluster::{Cluster, ENV_REDIS_URL};
 use file::{read_password_file, File, FileConfig, RouteFile, Size};
 use keys::Table;
 pub use mailbox::{
@@ -156,6 +158,8 @@ pub struct Config {
     pub mailboxes: Vec<Mailbox>,
     /// Where `watch` keeps its place in each folder.
     pub state_dir: Option<Sourced<PathBuf>>,
+    /// `[cluster]`: replicas of `watch` sharing the mailboxes through Redis.
+    pub cluster: Option<Cluster>,
     /// How watch writes its log (the file's; --log-format wins).
     pub log_format: Option<Sourced<crate::log::Format>>,
     /// Where watch serves its metrics and health (the file's; --metrics-listen wins).
@@ -395,6 +399,8 @@ impl Config {
             _ => Metrics::default(),
         };
 
+        let cluster = cluster::cluster(file.as_ref(), content.cluster.as_ref(), &env, &mut warnings)?;
+
         Ok(Config {
             file: path,
             log_format,
@@ -410,6 +416,7 @@ impl Config {
             routes,
             mailboxes,
             state_dir,
+            cluster,
             warnings,
         })
     }
@@ -741,6 +748,7 @@ mod tests {
                     &[("name", "\"m\""), ("host", "\"h\""), ("user", "\"u\""), ("password", "\"p\"")]
                 }
                 Table::OAuth2 => &[("client_id", "\"c\""), ("token_url", "\"https://t/x\"")],
+                Table::Cluster => &[],
                 Table::Metrics => &[],
             }
         };
@@ -754,7 +762,7 @@ mod tests {
                 table.push(format!("{} = {value}", key.name));
                 let text = match key.table {
                     Table::Top => table.join("\n"),
-                    Table::Route | Table::Mailbox | Table::Metrics => {
+                    Table::Route | Table::Mailbox | Table::Metrics | Table::Cluster => {
                         format!("{}\n{}", key.table.header(), table.join("\n"))
                     }
                     Table::OAuth2 => format!(

@@ -16,6 +16,7 @@
 //! a second one: exit at once; SIGHUP: reload the configuration) and tells
 //! systemd how things stand.
 
+mod cluster;
 mod graph;
 mod imap;
 mod source;
@@ -25,8 +26,7 @@ mod worker;
 pub use graph::{GraphCursor, GraphState};
 
 use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::net::UnixStream;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -47,6 +47,9 @@ use crate::run::{self, Heard, Signals, Stopping};
 use crate::sys;
 use worker::{Context, Left, Worker};
 
+/// What a connection of a mailbox another replica holds is doing.
+const NOT_HELD: &str = "not held by this replica";
+
 /// How often the main thread looks at its workers (status, watchdog).
 const TICK: Duration = Duration::from_secs(1);
 
@@ -56,9 +59,10 @@ pub struct Stop {
     flag: AtomicBool,
     lock: Mutex<()>,
     woken: Condvar,
-    /// A socket pair: one byte written to the second end makes the first
-    /// readable. Without one (no descriptors left), IDLE asks every 250 ms.
-    wake: Option<(UnixStream, UnixStream)>,
+    /// An eventfd, readable once written to (and never read): one
+    /// descriptor per stop, and cluster mode has one per mailbox. Without
+    /// one (no descriptors left), IDLE asks every 250 ms.
+    wake: Option<OwnedFd>,
 }
 
 impl Default for Stop {
@@ -67,7 +71,11 @@ impl Default for Stop {
             flag: AtomicBool::new(false),
             lock: Mutex::new(()),
             woken: Condvar::new(),
-            wake: UnixStream::pair().ok(),
+            // SAFETY: eventfd has no preconditions; a descriptor it returns is ours.
+            wake: match unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) } {
+                -1 => None,
+                fd => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+            },
         }
     }
 }
@@ -79,8 +87,10 @@ impl Stop {
 
     pub fn request(&self) {
         self.flag.store(true, SeqCst);
-        if let Some((_, sender)) = &self.wake {
-            let _ = (&*sender).write_all(b"!");
+        if let Some(fd) = &self.wake {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: eight bytes from a live buffer to a descriptor we own.
+            let _ = unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
         }
         let _guard = self.lock.lock();
         self.woken.notify_all();
@@ -88,7 +98,7 @@ impl Stop {
 
     /// Readable once a stop is requested.
     pub fn wake(&self) -> Option<BorrowedFd<'_>> {
-        self.wake.as_ref().map(|(receiver, _)| receiver.as_fd())
+        self.wake.as_ref().map(|fd| fd.as_fd())
     }
 
     /// Sleep for `pause`, or less if a stop is requested; true if it was.
@@ -118,13 +128,13 @@ pub struct Health {
 
 /// What the main thread and the workers share.
 pub struct Shared {
-    pub stop: Stop,
+    pub stop: Arc<Stop>,
     health: Mutex<Vec<Health>>,
 }
 
 impl Shared {
     fn new() -> Shared {
-        Shared { stop: Stop::default(), health: Mutex::new(Vec::new()) }
+        Shared { stop: Arc::new(Stop::default()), health: Mutex::new(Vec::new()) }
     }
 
     fn join(&self, name: String) -> usize {
@@ -154,6 +164,12 @@ enum Event {
 }
 
 pub fn main(args: &WatchArgs, overrides: &Overrides) -> ExitCode {
+    if args.status {
+        // Asks Redis and prints; no signal policy needed, but a panic is
+        // still the one internal-error outcome.
+        return run::catch(|| status(args, overrides))
+            .unwrap_or_else(|bug| bug.report(Mta::Sysexits, false, &[]));
+    }
     // The flag's format at once; the file's once it is read.
     if let Some(format) = args.log_format {
         log::set_format(format);
@@ -168,6 +184,33 @@ pub fn main(args: &WatchArgs, overrides: &Overrides) -> ExitCode {
     };
     // A clean stop after SIGTERM is a success; --once reports what is left.
     run::command(Mta::Sysexits, false, signals, |stopping| watch(args, overrides, stopping).into())
+}
+
+/// `watch --status`: the replicas and the mailboxes each holds, from
+/// Redis. 0: every mailbox is held; 1: some is not; 75: Redis cannot be
+/// asked (or the configuration is wrong).
+fn status(args: &WatchArgs, overrides: &Overrides) -> ExitCode {
+    let (config, mailboxes) = match load(args, overrides) {
+        Ok(loaded) => loaded,
+        Err(outcome) => return outcome.report(Mta::Sysexits, false, &[]),
+    };
+    let Some(cluster) = &config.cluster else {
+        let file = config.file.as_ref().map_or("the configuration file".into(), |f| f.display().to_string());
+        return Outcome::new(
+            Cause::Config,
+            format!("no [cluster] in {file}: watch runs alone, without replicas"),
+        )
+        .report(Mta::Sysexits, false, &[]);
+    };
+    let names: Vec<String> = mailboxes.iter().map(|m| m.name.clone()).collect();
+    let ca_file = config.ca_file.as_ref().map(|c| c.value.as_path());
+    match cluster::status(cluster, ca_file, &names) {
+        Ok(report) => {
+            let _ = std::io::stdout().write_all(report.text.as_bytes());
+            ExitCode::from(u8::from(!report.unheld.is_empty()))
+        }
+        Err(outcome) => outcome.report(Mta::Sysexits, false, &[]),
+    }
 }
 
 fn watch(args: &WatchArgs, overrides: &Overrides, stopping: &Stopping) -> Outcome {
@@ -195,6 +238,15 @@ fn supervise(
         Ok(loaded) => loaded,
         Err(outcome) => return outcome,
     };
+    if args.once && config.0.cluster.is_some() {
+        return Outcome::new(
+            Cause::Usage,
+            "watch --once does not take part in a cluster: the replicas deliver what waits",
+        )
+        .with_fix(
+            "leave --once out, or run it with a configuration without [cluster] where no replica runs",
+        );
+    }
     let state = state_dir(&config.0);
     // Kept across reloads: the counters go on, the server keeps its port.
     log::set_format(config.0.log_format.as_ref().map(|f| f.value).unwrap_or_default());
@@ -385,28 +437,94 @@ fn shares(folders: &[String], max: usize) -> Vec<Vec<String>> {
     shares
 }
 
-/// A worker on a thread of its own, which says when it ends.
-fn spawn<S: source::Source + 'static>(
-    worker: Worker<S>,
-    name: String,
-    events: &Sender<Event>,
-) -> Result<thread::JoinHandle<Left>, Outcome> {
-    let done = events.clone();
-    thread::Builder::new()
-        .name(name)
-        .spawn(move || {
-            let left = worker.run();
-            let _ = done.send(Event::Ended);
-            left
-        })
-        .map_err(|e| Outcome::new(Cause::Bug, format!("cannot start a thread: {}", sys::io_reason(&e))))
-}
-
-/// The workers of one configuration.
+/// The workers of one configuration; in cluster mode, the keeper that
+/// starts a mailbox's workers when it takes its lease.
 struct Run {
     shared: Arc<Shared>,
     workers: Vec<thread::JoinHandle<Left>>,
+    keeper: Option<cluster::Keeper>,
     folders: usize,
+}
+
+/// One mailbox, ready to be watched: its token cache (shared by its
+/// connections and kept across leases) and its folders dealt to
+/// connections, each with its line in the status.
+struct Watched {
+    mailbox: Mailbox,
+    tokens: Option<Arc<crate::mailbox::Tokens>>,
+    /// Graph: the client of its service, shared with the other mailboxes
+    /// there.
+    client: Option<Arc<crate::graph::Client>>,
+    shares: Vec<(Vec<String>, usize)>,
+}
+
+/// What starting a mailbox's workers takes.
+struct Starter {
+    pipeline: Arc<Pipeline>,
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    health: Arc<metrics::Health>,
+    once: bool,
+    recipient_header: Option<String>,
+    watched: Vec<Watched>,
+}
+
+impl Starter {
+    /// A thread per connection of `watched`, each running `then` on what
+    /// its worker left.
+    fn start<T: Send + 'static>(
+        &self,
+        watched: &Watched,
+        stop: Arc<Stop>,
+        lease: Option<cluster::Lease>,
+        places: Arc<dyn state::Places>,
+        then: impl Fn(Left, usize) -> T + Clone + Send + 'static,
+    ) -> Result<Vec<thread::JoinHandle<T>>, Outcome> {
+        let mailbox = &watched.mailbox;
+        let ctx = Arc::new(Context {
+            pipeline: self.pipeline.clone(),
+            shared: self.shared.clone(),
+            metrics: self.metrics.clone(),
+            health: self.health.clone(),
+            places,
+            stop,
+            lease,
+            once: self.once,
+            recipient_header: mailbox.recipient_header.clone().or_else(|| self.recipient_header.clone()),
+            poll_interval: mailbox.poll_interval,
+        });
+        let mut threads = Vec::new();
+        for (share, id) in &watched.shares {
+            let name = format!("{}/{}", mailbox.name, share.join(","));
+            let (then, id) = (then.clone(), *id);
+            let thread = match (&mailbox.server, &watched.client, &watched.tokens) {
+                (Server::Graph(_), Some(client), Some(tokens)) => {
+                    let source = graph::GraphSource::new(mailbox.clone(), client.clone(), tokens.clone());
+                    spawn(Worker::new(source, &mailbox.name, share, ctx.clone(), id), name, id, then)?
+                }
+                (Server::Imap(imap), _, _) => {
+                    let source = imap::ImapSource::new(mailbox.clone(), imap.clone(), watched.tokens.clone());
+                    spawn(Worker::new(source, &mailbox.name, share, ctx.clone(), id), name, id, then)?
+                }
+                _ => return Err(run::bug("a Graph mailbox without its client or tokens")),
+            };
+            threads.push(thread);
+        }
+        Ok(threads)
+    }
+}
+
+/// A worker on a thread of its own, which runs `then` on what it left.
+fn spawn<S: source::Source + 'static, T: Send + 'static>(
+    worker: Worker<S>,
+    name: String,
+    id: usize,
+    then: impl FnOnce(Left, usize) -> T + Send + 'static,
+) -> Result<thread::JoinHandle<T>, Outcome> {
+    thread::Builder::new()
+        .name(name)
+        .spawn(move || then(worker.run(), id))
+        .map_err(|e| Outcome::new(Cause::Bug, format!("cannot start a thread: {}", sys::io_reason(&e))))
 }
 
 impl Run {
@@ -428,29 +546,15 @@ impl Run {
             let (pipeline, health, shared) = (pipeline.clone(), health.clone(), shared.clone());
             thread::spawn(move || probe(&pipeline, &health, &shared.stop));
         }
-        let mut workers = Vec::new();
+        let mut watched = Vec::new();
         let mut folders = 0;
         // One Graph client per service: its limits (4 requests in flight,
         // a Retry-After) hold for each mailbox, however many tables name it.
         let mut clients: Vec<(&crate::config::Graph, &Option<PathBuf>, Arc<crate::graph::Client>)> =
             Vec::new();
         for mailbox in mailboxes {
-            // One token cache for the connections of a mailbox.
             let tokens = crate::mailbox::tokens(mailbox)?.map(Arc::new);
-            let ctx = Arc::new(Context {
-                pipeline: pipeline.clone(),
-                shared: shared.clone(),
-                metrics: metrics.clone(),
-                health: health.clone(),
-                state_dir: state_dir.to_path_buf(),
-                once,
-                recipient_header: mailbox
-                    .recipient_header
-                    .clone()
-                    .or_else(|| config.recipient_header.as_ref().map(|h| h.value.clone())),
-                poll_interval: mailbox.poll_interval,
-            });
-            // Graph: as many workers as requests may be in flight.
+            // Graph: as many connections as requests may be in flight.
             let (connections, client) = match &mailbox.server {
                 Server::Imap(imap) => (imap.max_connections.get(), None),
                 Server::Graph(graph) => {
@@ -468,37 +572,80 @@ impl Run {
                     (crate::graph::MAX_IN_FLIGHT, Some(client))
                 }
             };
-            for share in shares(&mailbox.folders, connections) {
-                folders += share.len();
-                let name = format!("{}/{}", mailbox.name, share.join(","));
-                let id = shared.join(name.clone());
-                let thread = match (&mailbox.server, &client, &tokens) {
-                    (Server::Graph(_), Some(client), Some(tokens)) => {
-                        let source = graph::GraphSource::new(mailbox.clone(), client.clone(), tokens.clone());
-                        spawn(Worker::new(source, &mailbox.name, &share, ctx.clone(), id), name, events)?
-                    }
-                    (Server::Imap(imap), _, _) => {
-                        let source = imap::ImapSource::new(mailbox.clone(), imap.clone(), tokens.clone());
-                        spawn(Worker::new(source, &mailbox.name, &share, ctx.clone(), id), name, events)?
-                    }
-                    _ => {
-                        return Err(Outcome::new(Cause::Bug, "a Graph mailbox without its client or tokens"))
-                    }
+            let shares = shares(&mailbox.folders, connections)
+                .into_iter()
+                .map(|share| {
+                    folders += share.len();
+                    let id = shared.join(format!("{}/{}", mailbox.name, share.join(",")));
+                    (share, id)
+                })
+                .collect();
+            watched.push(Watched { mailbox: mailbox.clone(), tokens, client, shares });
+        }
+        let connections: usize = watched.iter().map(|w| w.shares.len()).sum();
+        let starter = Starter {
+            pipeline,
+            shared: shared.clone(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+            once,
+            recipient_header: config.recipient_header.as_ref().map(|h| h.value.clone()),
+            watched,
+        };
+        let Some(cluster) = &config.cluster else {
+            let places: Arc<dyn state::Places> = Arc::new(state::Dir(state_dir.to_path_buf()));
+            let mut workers = Vec::new();
+            for watched in &starter.watched {
+                let done = events.clone();
+                let then = move |left, _| {
+                    let _ = done.send(Event::Ended);
+                    left
                 };
-                workers.push(thread);
+                workers.extend(starter.start(watched, shared.stop.clone(), None, places.clone(), then)?);
+            }
+            log::info(
+                "started",
+                format!(
+                    "watching {folders} folder(s) of {} mailbox(es) over {connections} connection(s); state in {}",
+                    mailboxes.len(),
+                    state_dir.display()
+                ),
+            )
+            .emit();
+            return Ok(Run { shared, workers, keeper: None, folders });
+        };
+        for w in &starter.watched {
+            for (_, id) in &w.shares {
+                shared.update(*id, |h| h.doing = NOT_HELD.into());
             }
         }
+        let names: Vec<String> = mailboxes.iter().map(|m| m.name.clone()).collect();
+        let start: cluster::Start = Box::new(move |name, lease, places| {
+            let watched = starter.watched.iter().find(|w| w.mailbox.name == name).expect("a mailbox of ours");
+            let (ending, shared) = (lease.clone(), starter.shared.clone());
+            let then = move |_, id| {
+                shared.update(id, |h| {
+                    h.doing = NOT_HELD.into();
+                    h.failing = false;
+                });
+                ending.ended();
+            };
+            starter.start(watched, lease.stop(), Some(lease.clone()), places, then)
+        });
+        let ca_file = config.ca_file.as_ref().map(|c| c.value.as_path());
+        let keeper = cluster::Keeper::start(cluster, ca_file, names, start, metrics.clone(), health)?;
         log::info(
             "started",
             format!(
-                "watching {folders} folder(s) of {} mailbox(es) over {} connection(s); state in {}",
+                "cluster mode as {}: sharing {} mailbox(es) ({folders} folder(s)) with the other replicas through Redis at {}, lease {} s; their state is kept there",
+                cluster.node,
                 mailboxes.len(),
-                workers.len(),
-                state_dir.display()
+                cluster.describe(),
+                cluster.lease.as_secs()
             ),
         )
         .emit();
-        Ok(Run { shared, workers, folders })
+        Ok(Run { shared, workers: Vec::new(), keeper: Some(keeper), folders })
     }
 
     /// Wait for every worker, after asking them to stop (each finishes its
@@ -508,6 +655,8 @@ impl Run {
         if stop {
             self.shared.stop.request();
         }
+        // In cluster mode: its workers stop, its leases are let go.
+        drop(self.keeper);
         let mut left = Vec::new();
         for worker in self.workers {
             match worker.join() {
@@ -534,6 +683,16 @@ impl Run {
             self.folders,
             health.len()
         );
+        if let Some(keeper) = &self.keeper {
+            let standing = keeper.standing();
+            line.push_str(&format!(
+                "; cluster: holding {} mailbox(es) (at most {} each, {} replica(s))",
+                standing.held, standing.share, standing.replicas
+            ));
+            if standing.redis_failing {
+                line.push_str("; Redis is failing");
+            }
+        }
         if !failing.is_empty() {
             line.push_str(&format!("; failing: {}", failing.join("; ")));
         }

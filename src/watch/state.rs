@@ -5,10 +5,13 @@
 //! reject_dir) that are not yet settled on the source, messages that could
 //! not be fetched, and since when a message has had no route.
 //!
-//! Written atomically (a new file, fsync'd, renamed over the old one)
-//! before each step on the source, so a crash leaves the old state or the
-//! new, never half of one: a message is posted again only if the process
-//! died between the ingress's answer and this write.
+//! Written atomically before each step on the source, so a crash leaves
+//! the old state or the new, never half of one: a message is posted again
+//! only if the process died between the ingress's answer and this write.
+//! Where it is written is a [`Place`]: a file in the state directory (a new
+//! file, fsync'd, renamed over the old one), or in cluster mode a field in
+//! Redis that only the mailbox's lease holder may write (`super::cluster`),
+//! so that another replica taking the mailbox over goes on from there.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -114,6 +117,70 @@ impl ImapCursor {
 
 pub type ImapState = FolderState<ImapCursor, u32>;
 
+/// Where the state of one folder is kept, as bytes.
+pub trait Place: Send {
+    /// For messages: a file's path, or where in Redis.
+    fn describe(&self) -> String;
+    /// The saved bytes; None on the first start.
+    fn read(&self) -> io::Result<Option<Vec<u8>>>;
+    /// Replace them, atomically and durably.
+    fn write(&self, bytes: &[u8]) -> io::Result<()>;
+    /// What to do when reading or writing fails, if more is known than
+    /// that a file must be writable.
+    fn fix(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Where the states of every folder are kept.
+pub trait Places: Send + Sync {
+    fn place(&self, mailbox: &str, folder: &str) -> Box<dyn Place>;
+}
+
+/// The state directory: a file per folder.
+pub struct Dir(pub PathBuf);
+
+impl Places for Dir {
+    fn place(&self, mailbox: &str, folder: &str) -> Box<dyn Place> {
+        Box::new(StateFile::new(&self.0, mailbox, folder))
+    }
+}
+
+/// One folder's state where it is kept, read and written as JSON.
+pub struct Store {
+    place: Box<dyn Place>,
+}
+
+impl Store {
+    pub fn new(place: Box<dyn Place>) -> Store {
+        Store { place }
+    }
+
+    pub fn describe(&self) -> String {
+        self.place.describe()
+    }
+
+    pub fn fix(&self) -> Option<String> {
+        self.place.fix()
+    }
+
+    /// The saved state; None on the first start. A state that cannot be
+    /// parsed is an error: guessing could skip mail.
+    pub fn load<S: DeserializeOwned>(&self) -> io::Result<Option<S>> {
+        match self.place.read()? {
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", self.place.describe()))
+            }),
+            None => Ok(None),
+        }
+    }
+
+    pub fn save<S: Serialize>(&self, state: &S) -> io::Result<()> {
+        let bytes = serde_json::to_vec(state).map_err(io::Error::other)?;
+        self.place.write(&bytes)
+    }
+}
+
 /// The state file of one folder of one mailbox.
 pub struct StateFile {
     path: PathBuf,
@@ -139,25 +206,25 @@ impl StateFile {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
 
-    /// The saved state; None on the first start. A file that cannot be
-    /// parsed is an error: guessing could skip mail.
-    pub fn load<S: DeserializeOwned>(&self) -> io::Result<Option<S>> {
+impl Place for StateFile {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn read(&self) -> io::Result<Option<Vec<u8>>> {
         match fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", self.path.display()))
-            }),
+            Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// Replace the saved state, atomically and durably.
-    pub fn save<S: Serialize>(&self, state: &S) -> io::Result<()> {
+    fn write(&self, bytes: &[u8]) -> io::Result<()> {
         let dir = self.path.parent().expect("a state file is in a folder");
         fs::create_dir_all(dir)?;
-        let bytes = serde_json::to_vec(state).map_err(io::Error::other)?;
-        crate::sys::replace_file(&self.path, &bytes, |_| Ok(()))
+        crate::sys::replace_file(&self.path, bytes, |_| Ok(()))
     }
 }
 
@@ -216,8 +283,10 @@ mod tests {
     #[test]
     fn saved_atomically_and_read_back_and_garbage_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let file = StateFile::new(dir.path(), "support", "Archive/Été");
-        assert!(file.path().starts_with(dir.path().join("support")));
+        let path = StateFile::new(dir.path(), "support", "Archive/Été").path().to_path_buf();
+        let file = Store::new(Dir(dir.path().into()).place("support", "Archive/Été"));
+        assert!(path.starts_with(dir.path().join("support")));
+        assert_eq!(file.describe(), path.display().to_string());
         assert!(file.load::<ImapState>().unwrap().is_none());
         let state = ImapState {
             folder: "Archive/Été".into(),
@@ -229,9 +298,9 @@ mod tests {
         file.save(&state).unwrap();
         assert_eq!(file.load::<ImapState>().unwrap(), Some(state));
         let beside: Vec<_> =
-            fs::read_dir(file.path().parent().unwrap()).unwrap().map(|e| e.unwrap().path()).collect();
-        assert_eq!(beside, [file.path().to_path_buf()], "no temporary file is left");
-        fs::write(file.path(), b"{not json").unwrap();
+            fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(beside, std::slice::from_ref(&path), "no temporary file is left");
+        fs::write(&path, b"{not json").unwrap();
         assert!(file.load::<ImapState>().is_err());
         assert_ne!(
             StateFile::new(dir.path(), "s", "a/b").path(),
@@ -245,7 +314,7 @@ mod tests {
         let file = StateFile::new(dir.path(), "support", "INBOX");
         fs::create_dir_all(file.path().parent().unwrap()).unwrap();
         fs::write(file.path(), br#"{"folder":"INBOX","uidvalidity":7,"cursor":3,"done":[5,6]}"#).unwrap();
-        let state = file.load::<ImapState>().unwrap().unwrap();
+        let state = Store::new(Box::new(file)).load::<ImapState>().unwrap().unwrap();
         assert_eq!(state.cursor, ImapCursor { uidvalidity: 7, cursor: 3, done: [5, 6].into() });
         assert!(state.unsettled.is_empty() && state.unfetchable.is_empty());
     }

@@ -8,13 +8,13 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::cluster::Lease;
 use super::source::{Body, Item, Source, SourceError, Woken};
-use super::state::{Answered, FolderState, StateFile, Unsettled};
-use super::Shared;
+use super::state::{Answered, FolderState, Places, Store, Unsettled};
+use super::{Shared, Stop};
 use crate::backoff::Backoff;
 use crate::headers::RoutingView;
 use crate::log;
@@ -55,7 +55,14 @@ pub struct Context {
     pub shared: Arc<Shared>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<metrics::Health>,
-    pub state_dir: std::path::PathBuf,
+    /// Where each folder's state is kept.
+    pub places: Arc<dyn Places>,
+    /// What stops these workers: the run's stop, or in cluster mode the
+    /// mailbox's own (the run's stop asks it too).
+    pub stop: Arc<Stop>,
+    /// Cluster mode: the mailbox's lease. Nothing is fetched or settled
+    /// without it.
+    pub lease: Option<Lease>,
     pub once: bool,
     /// The header that names the envelope recipient: the mailbox's, else
     /// the configuration's.
@@ -71,14 +78,17 @@ struct Later {
 
 struct Folder<S: Source> {
     name: String,
-    file: StateFile,
+    store: Store,
     /// Read at each select, so a session always starts from what is on disk.
     state: Option<FolderState<S::Cursor, S::Key>>,
     later: HashMap<S::Key, Later>,
     /// Settling fails here: nothing is done in the folder before this.
     blocked: Option<Instant>,
     settling: Backoff,
-    /// Changed since the state file was last written.
+    /// The last write of the state failed: nothing more is fetched before
+    /// one succeeds, or what is sent meanwhile could not be remembered.
+    unsaved: bool,
+    /// Changed since the state was last written.
     dirty: bool,
 }
 
@@ -110,11 +120,12 @@ impl<S: Source> Worker<S> {
             .iter()
             .map(|name| Folder {
                 name: name.clone(),
-                file: StateFile::new(&ctx.state_dir, mailbox, name),
+                store: Store::new(ctx.places.place(mailbox, name)),
                 state: None,
                 later: HashMap::new(),
                 blocked: None,
                 settling: Backoff::new(Duration::from_secs(30), Duration::from_secs(1800)),
+                unsaved: false,
                 dirty: false,
             })
             .collect::<Vec<Folder<S>>>();
@@ -186,15 +197,42 @@ impl<S: Source> Worker<S> {
         }
     }
 
-    /// Until stopped (or, with --once, until what was waiting is handled).
-    /// A panic is logged with its text and the worker starts again.
+    /// Cluster mode: whether this replica surely holds the mailbox now.
+    fn holding(&self) -> bool {
+        self.ctx.lease.as_ref().is_none_or(Lease::held)
+    }
+
+    /// Asked before each fetch and each settle: a worker without the lease
+    /// does nothing on the source.
+    fn hold(&self) -> Result<(), SourceError> {
+        match self.holding() {
+            true => Ok(()),
+            false => Err(SourceError::broken(Outcome::new(
+                Cause::Interrupted,
+                "this replica no longer surely holds the mailbox's lease",
+            ))),
+        }
+    }
+
+    /// Until stopped (or, with --once, until what was waiting is handled;
+    /// in cluster mode, until the lease ends or is to be let go).
     pub fn run(mut self) -> Left {
+        let left = self.serve();
+        if self.ctx.lease.is_some() {
+            // Another replica may hold it now: the series is its to show.
+            self.up(false);
+        }
+        left
+    }
+
+    /// A panic is logged with its text and the worker starts again.
+    fn serve(&mut self) -> Left {
         if let Some(left) = self.lock() {
             return left;
         }
         let mut reconnect = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
         loop {
-            if self.ctx.shared.stop.requested() {
+            if self.ctx.stop.requested() || !self.holding() {
                 self.source.close();
                 return self.stopped();
             }
@@ -216,6 +254,9 @@ impl<S: Source> Worker<S> {
             };
             self.source.close();
             self.up(false);
+            if !self.holding() {
+                return self.stopped();
+            }
             self.fail(None, "session-failed", &outcome);
             self.doing(outcome.to_string(), true);
             if progress {
@@ -228,7 +269,7 @@ impl<S: Source> Worker<S> {
             let pause = reconnect.next_pause().max(asked.unwrap_or_default());
             self.note(None, "reconnecting", &format!("connecting again in {}s", pause.as_secs().max(1)));
             self.beat(pause);
-            if self.ctx.shared.stop.sleep(pause) {
+            if self.ctx.stop.sleep(pause) {
                 return self.stopped();
             }
         }
@@ -283,7 +324,7 @@ impl<S: Source> Worker<S> {
             }
             let pause = waiting.next_pause();
             self.beat(pause);
-            if self.ctx.shared.stop.sleep(pause) {
+            if self.ctx.stop.sleep(pause) {
                 return Some(Left::Nothing);
             }
         }
@@ -307,7 +348,7 @@ impl<S: Source> Worker<S> {
         loop {
             let mut left = None;
             for i in 0..self.folders.len() {
-                if self.ctx.shared.stop.requested() {
+                if self.ctx.stop.requested() {
                     left.get_or_insert_with(interrupted);
                     break;
                 }
@@ -325,7 +366,7 @@ impl<S: Source> Worker<S> {
             }
             first = false;
             let failing = left.is_some();
-            if self.ctx.once || self.ctx.shared.stop.requested() {
+            if self.ctx.once || self.ctx.stop.requested() {
                 self.source.close();
                 return Ok(left.map_or(Left::Nothing, Left::Something));
             }
@@ -337,7 +378,7 @@ impl<S: Source> Worker<S> {
             let within = self.source.longest_step(0) + Duration::from_secs(60) + SLACK;
             let heartbeat = &self.heartbeat;
             let beat = || heartbeat.beat(within);
-            match self.source.wait(until, alone, &self.ctx.shared.stop, &beat)? {
+            match self.source.wait(until, alone, &self.ctx.stop, &beat)? {
                 Woken::Stopped => {
                     self.source.close();
                     return Ok(Left::Nothing);
@@ -366,9 +407,9 @@ impl<S: Source> Worker<S> {
     /// Make folder `i` current, with its state as saved.
     fn select(&mut self, i: usize) -> Result<(), SourceError> {
         self.folders[i].state = None;
-        let file = &self.folders[i].file;
+        let store = &self.folders[i].store;
         let saved: Option<FolderState<S::Cursor, S::Key>> =
-            file.load().map_err(|e| state_failure("read", file.path(), &e))?;
+            store.load().map_err(|e| state_failure("read", store, &e))?;
         let mut cursor = saved.as_ref().map(|state| state.cursor.clone());
         let mut state = saved.unwrap_or_else(|| FolderState {
             folder: self.folders[i].name.clone(),
@@ -395,8 +436,8 @@ impl<S: Source> Worker<S> {
             self.folders[i].later.clear();
         }
         state.cursor = cursor;
-        let file = &self.folders[i].file;
-        file.save(&state).map_err(|e| state_failure("write", file.path(), &e))?;
+        let store = &self.folders[i].store;
+        store.save(&state).map_err(|e| state_failure("write", store, &e))?;
         self.folders[i].state = Some(state);
         Ok(())
     }
@@ -404,12 +445,10 @@ impl<S: Source> Worker<S> {
     fn save(&mut self, i: usize) -> Result<(), Outcome> {
         let folder = &mut self.folders[i];
         folder.dirty = false;
-        match &folder.state {
-            Some(state) => {
-                folder.file.save(state).map_err(|e| state_failure("write", folder.file.path(), &e).outcome)
-            }
-            None => Ok(()),
-        }
+        let Some(state) = &folder.state else { return Ok(()) };
+        let saved = folder.store.save(state).map_err(|e| state_failure("write", &folder.store, &e).outcome);
+        folder.unsaved = saved.is_err();
+        saved
     }
 
     /// Write what settling changed and is not yet written. Not writing
@@ -446,6 +485,13 @@ impl<S: Source> Worker<S> {
                 "the ingress is failing; waiting before trying again",
             )));
         }
+        if self.folders[i].unsaved {
+            if let Err(outcome) = self.save(i) {
+                let pause = self.ingress.next_pause();
+                self.ingress_until = Some(Instant::now() + pause);
+                return Ok(Some(outcome));
+            }
+        }
         self.beat(self.source.longest_step(0));
         let mut cursor = self.state(i).cursor.clone();
         let items = self.source.list(&mut cursor)?;
@@ -467,7 +513,7 @@ impl<S: Source> Worker<S> {
             self.doing(format!("delivering {waiting} message(s)"), false);
         }
         for item in items {
-            if self.ctx.shared.stop.requested() {
+            if self.ctx.stop.requested() {
                 left.get_or_insert_with(interrupted);
                 break;
             }
@@ -536,14 +582,15 @@ impl<S: Source> Worker<S> {
     /// Settle one answered message, and forget it.
     fn settle(&mut self, i: usize, unsettled: &Unsettled<S::Key>) -> Result<(), SourceError> {
         self.beat(self.source.longest_step(0) * 3);
+        self.hold()?;
         let key = unsettled.key.clone();
-        let Folder { file, state, .. } = &mut self.folders[i];
+        let Folder { store, state, .. } = &mut self.folders[i];
         let mut copied = || {
             let state = state.as_mut().expect("selected");
             if let Some(u) = state.unsettled.iter_mut().find(|u| u.key == key) {
                 u.copied = true;
             }
-            file.save(state).map_err(|e| state_failure("write", file.path(), &e).outcome)
+            store.save(state).map_err(|e| state_failure("write", store, &e).outcome)
         };
         self.source.settle(&unsettled.key, unsettled.answered, unsettled.copied, &mut copied)?;
         let state = self.folders[i].state.as_mut().expect("selected");
@@ -564,6 +611,7 @@ impl<S: Source> Worker<S> {
         crate::hooks::point("watch-message");
         let max_size = self.ctx.pipeline.max_size();
         self.beat(self.source.longest_step(item.size.unwrap_or(max_size).min(max_size)));
+        self.hold()?;
         let body = match self.source.fetch(item, max_size) {
             Ok(Some(body)) => body,
             Ok(None) => {
@@ -633,7 +681,7 @@ impl<S: Source> Worker<S> {
         }
         let unsettled = self.state(i).unsettled.last().cloned().expect("just pushed");
         let mut settled = self.settle(i, &unsettled);
-        if settled.as_ref().is_err_and(|e| e.broken) {
+        if settled.as_ref().is_err_and(|e| e.broken) && self.holding() {
             // A server closes a connection left quiet while the ingress
             // took its time: that is no failure of either, open it again.
             settled = self.reopen(i, started.elapsed()).and_then(|()| self.settle(i, &unsettled));
@@ -809,11 +857,13 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
-fn state_failure(what: &str, path: &Path, e: &io::Error) -> SourceError {
-    SourceError::refused(Outcome::new(
-        Cause::StateFailed,
-        format!("cannot {what} {}: {}", path.display(), io_reason(e)),
-    ))
+fn state_failure(what: &str, store: &Store, e: &io::Error) -> SourceError {
+    let outcome =
+        Outcome::new(Cause::StateFailed, format!("cannot {what} {}: {}", store.describe(), io_reason(e)));
+    SourceError::refused(match store.fix() {
+        Some(fix) => outcome.with_fix(fix),
+        None => outcome,
+    })
 }
 
 use sha2::Digest as _;

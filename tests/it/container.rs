@@ -412,7 +412,7 @@ fn the_compose_file_is_valid_against_the_compose_specification() {
 
 #[test]
 #[ignore = "needs python3-yaml"]
-fn the_compose_service_reads_chatwoots_environment_and_keeps_its_state_in_a_volume() {
+fn the_compose_service_reads_chatwoots_environment_and_runs_two_replicas_sharing_the_mailboxes() {
     require_python();
     let compose = yaml(&repo().join("packaging/compose/compose.yaml"));
     let service = &compose["services"]["chatwoot-ingress"];
@@ -422,22 +422,26 @@ fn the_compose_service_reads_chatwoots_environment_and_keeps_its_state_in_a_volu
         json!({"CHATWOOT_INGRESS_URL": "http://rails:3000"}),
         "no second password"
     );
-    assert_eq!(service["depends_on"], json!(["rails"]));
+    assert_eq!(service["depends_on"], json!(["rails", "redis"]));
+    assert_eq!(service["deploy"]["replicas"], 2, "replicas sharing the mailboxes through Redis");
     assert_eq!(service["restart"], "unless-stopped");
     assert_eq!(service["healthcheck"]["test"], json!(["CMD", "chatwoot-ingress", "health"]));
     assert_eq!((&service["pull_policy"], &service["read_only"]), (&json!("never"), &json!(true)));
     let volumes: Vec<&str> =
         service["volumes"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert!(volumes.contains(&format!("./chatwoot-ingress.toml:{CONFIG}:ro").as_str()), "{volumes:?}");
-    let state = volumes.iter().find(|v| v.ends_with(&format!(":{STATE}"))).unwrap();
-    let named = state.split(':').next().unwrap();
-    assert!(compose["volumes"].as_object().unwrap().contains_key(named), "{named} is a named volume");
+    // The place in each folder is in Redis: each replica's state directory
+    // is its own (a shared one would be locked by the first).
+    assert!(!volumes.iter().any(|v| v.contains(STATE)), "{volumes:?}");
+    let tmpfs = service["tmpfs"].as_array().unwrap();
+    assert!(tmpfs.iter().any(|t| t.as_str().unwrap().starts_with(&format!("{STATE}:"))), "{tmpfs:?}");
 
     // Its configuration: metrics reachable for the health check, and each
     // mailbox's password one of the service's secrets.
     let config: toml::Value = toml::from_str(&read("packaging/compose/config.toml")).unwrap();
     assert_eq!(config["metrics"]["listen"].as_str(), Some("0.0.0.0:9898"));
     assert_eq!(config["metrics"]["allow_remote"].as_bool(), Some(true));
+    assert!(config["cluster"].is_table(), "cluster mode, Redis from Chatwoot's .env");
     for mailbox in config["mailbox"].as_array().unwrap() {
         let file = mailbox["password_file"].as_str().unwrap();
         let secret = file.strip_prefix("/run/secrets/").expect(file);
@@ -522,9 +526,11 @@ fn the_deployment_reads_the_charts_secret_probes_health_and_runs_locked_down() {
     let dir = repo().join("packaging/kubernetes");
     let deployment = yaml(&dir.join("deployment.yaml"));
     let spec = &deployment["spec"];
-    assert_eq!(spec["replicas"], 1, "one watcher per mailbox until replicas share them");
-    assert_eq!(spec["strategy"]["type"], "Recreate", "never two at once");
+    assert_eq!(spec["replicas"], 2, "replicas sharing the mailboxes through Redis");
+    assert_eq!(spec["strategy"]["rollingUpdate"]["maxUnavailable"], 0, "one joins before one leaves");
     let pod = &spec["template"]["spec"];
+    let spread = &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(spread["podAffinityTerm"]["topologyKey"], "kubernetes.io/hostname", "on different nodes");
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(pod["securityContext"]["runAsUser"], UID, "the image's user");
     assert_eq!(pod["securityContext"]["fsGroup"], UID, "the volume is the user's");
@@ -560,7 +566,8 @@ fn the_deployment_reads_the_charts_secret_probes_health_and_runs_locked_down() {
         assert_eq!(port(&container[probe]["httpGet"]["port"]), 9898, "{probe}");
     }
     // The mounts: configuration read-only from the generated ConfigMap,
-    // state on the claim, passwords from a Secret the config names.
+    // state in the pod's own emptyDir (the place in each folder is in
+    // Redis), passwords from a Secret the config names.
     let volume = |mount: &str| -> &Value {
         let found = container["volumeMounts"].as_array().unwrap().iter().find(|m| m["mountPath"] == mount);
         let name = &found.unwrap_or_else(|| panic!("nothing mounted at {mount}"))["name"];
@@ -571,12 +578,12 @@ fn the_deployment_reads_the_charts_secret_probes_health_and_runs_locked_down() {
         volume("/etc/chatwoot-ingress")["configMap"]["name"],
         kustomization["configMapGenerator"][0]["name"]
     );
-    let claim = &volume(STATE)["persistentVolumeClaim"]["claimName"];
-    assert_eq!(&yaml(&dir.join("pvc.yaml"))["metadata"]["name"], claim);
+    assert!(volume(STATE)["emptyDir"].is_object());
     assert_eq!(container["image"], kustomization["images"][0]["name"]);
     let config: toml::Value = toml::from_str(&read("packaging/kubernetes/config.toml")).unwrap();
     assert_eq!(config["metrics"]["listen"].as_str(), Some("0.0.0.0:9898"));
     assert_eq!(config["metrics"]["allow_remote"].as_bool(), Some(true));
+    assert!(config["cluster"].is_table(), "cluster mode, Redis from the chart's Secret");
     for mailbox in config["mailbox"].as_array().unwrap() {
         let file = Path::new(mailbox["password_file"].as_str().unwrap());
         assert!(volume(file.parent().unwrap().to_str().unwrap())["secret"].is_object(), "{file:?}");

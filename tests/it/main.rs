@@ -11,6 +11,7 @@ mod check;
 mod check_chatwoot_env;
 mod check_graph;
 mod check_imap;
+mod cluster;
 mod container;
 mod deliver;
 mod docs;

@@ -6,6 +6,7 @@ pub mod graph;
 pub mod imap;
 pub mod process;
 pub mod rails;
+pub mod redis;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -122,6 +122,13 @@ impl Rails {
             .join("\n")
     }
 
+    /// How many POSTs reached the relay ingress (WEBrick's access log),
+    /// duplicates that Rails dropped included.
+    pub fn posts(&self) -> usize {
+        let log = fs::read_to_string(self.data.path().join("webrick.log")).unwrap_or_default();
+        log.lines().filter(|l| l.contains("\"POST /rails/action_mailbox/relay/inbound_emails ")).count()
+    }
+
     /// The JSON line recorded for each message the app processed, in order.
     pub fn records(&self) -> Vec<serde_json::Value> {
         let journal = fs::read_to_string(self.data.path().join("received.jsonl")).unwrap_or_default();
