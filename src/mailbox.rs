@@ -195,13 +195,7 @@ pub fn token_failure(mailbox: &Mailbox, e: &Error) -> Outcome {
     let (cause, fix): (Cause, Option<String>) = match e {
         Error::Refused(refusal) => (Cause::TokenRefused, Some(advice(refusal, mailbox))),
         Error::Unreachable { failure, .. } => {
-            let cause = match failure.kind {
-                Kind::Dns => Cause::Dns,
-                Kind::Refused => Cause::Refused,
-                Kind::Tls | Kind::HandshakeEnded => Cause::Tls,
-                Kind::Timeout => Cause::Timeout,
-                Kind::Lost => Cause::ConnectionLost,
-            };
+            let cause = transport_cause(failure.kind);
             let fix = match cause {
                 Cause::Tls => "its certificate must be valid and issued by a CA in this machine's store (a TLS-inspecting proxy's CA too)",
                 _ => reach,
@@ -455,7 +449,6 @@ pub fn access_denied_fix(mailbox: &Mailbox, granted: Option<bool>) -> String {
 /// (Graph's status, error code and message, never its request ids) and the
 /// fix for that kind of failure.
 pub fn graph_failure(mailbox: &Mailbox, e: &graph::Error) -> Outcome {
-    use crate::http::Kind;
     use graph::Error as E;
     let code = |name: &str| e.has_code(name);
     let (cause, fix): (Cause, String) = match e {
@@ -494,13 +487,7 @@ pub fn graph_failure(mailbox: &Mailbox, e: &graph::Error) -> Outcome {
             "Graph or Exchange Online is failing; it is tried again with backoff (Microsoft 365 service health shows incidents)".into(),
         ),
         E::Transport { kind, .. } => {
-            let cause = match kind {
-                Kind::Dns => Cause::Dns,
-                Kind::Refused => Cause::Refused,
-                Kind::Tls | Kind::HandshakeEnded => Cause::Tls,
-                Kind::Timeout => Cause::Timeout,
-                Kind::Lost => Cause::ConnectionLost,
-            };
+            let cause = transport_cause(*kind);
             let fix = match cause {
                 Cause::Dns => "check graph_url and this machine's DNS",
                 Cause::Refused => "check that this machine reaches graph_url (a firewall, HTTPS_PROXY)",
@@ -516,6 +503,17 @@ pub fn graph_failure(mailbox: &Mailbox, e: &graph::Error) -> Outcome {
         E::TooLarge { .. } => (Cause::TooLarge, "raise max_size if Chatwoot and its proxy accept larger messages".into()),
     };
     Outcome::new(cause, e.to_string()).with_fix(fix)
+}
+
+/// What a transport failure of a protocol client's HTTP request is.
+fn transport_cause(kind: Kind) -> Cause {
+    match kind {
+        Kind::Dns => Cause::Dns,
+        Kind::Refused => Cause::Refused,
+        Kind::Tls | Kind::HandshakeEnded => Cause::Tls,
+        Kind::Timeout => Cause::Timeout,
+        Kind::Lost => Cause::ConnectionLost,
+    }
 }
 
 #[cfg(test)]

@@ -6,20 +6,13 @@
 
 use crate::common;
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::graph::{Service, APP_SECRET, TENANT};
-use common::{ingress, status, Run, Server, PASSWORD};
+use common::{check_config as config, ingress, private, status, Run, Server, PASSWORD};
 use serde_json::{json, Value};
 
 const UPN: &str = "support@contoso.com";
-
-fn private(path: &Path, text: &str) {
-    fs::write(path, text).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
-}
 
 /// A Graph [[mailbox]] for `user`, with the application `app` and `secret`.
 fn mailbox(
@@ -39,17 +32,6 @@ fn mailbox(
         secret_file.display(),
         service.token_url()
     )
-}
-
-fn config(dir: &Path, server: &Server, mailboxes: &str) -> PathBuf {
-    let path = dir.join("config.toml");
-    let text = format!(
-        "url = \"{}\"\npassword = \"{PASSWORD}\"\nstate_dir = \"{}\"\n{mailboxes}",
-        server.url(),
-        dir.join("state").display()
-    );
-    private(&path, &text);
-    path
 }
 
 fn check(config: &Path, args: &[&str]) -> Run {
@@ -107,7 +89,7 @@ fn a_good_graph_mailbox_is_all_ticks_and_nothing_changes_in_it() {
         ),
     ]
     .concat();
-    let config = config(dir.path(), &server, &boxes);
+    let config = config(dir.path(), &server, "", &boxes);
     let run = check(&config, &[]);
     assert_eq!(run.code, 0, "{run:#?}");
     assert!(!run.stdout.contains('✗'), "{}", run.stdout);
@@ -163,7 +145,7 @@ fn each_fault_of_a_graph_mailbox_is_named_with_its_fix() {
         ),
     ]
     .concat();
-    let config = config(dir.path(), &server, &boxes);
+    let config = config(dir.path(), &server, "", &boxes);
     let run = check(&config, &[]);
     assert_eq!(run.code, 1, "{run:#?}");
     let secret = line(&run, "✗", "secret", "token", "AADSTS7000215");

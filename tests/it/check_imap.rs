@@ -8,13 +8,12 @@ use crate::common;
 
 use std::fs;
 use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::imap::{free_port, Dovecot};
-use common::{ingress, status, Run, Server, PASSWORD};
+use common::{check_config as config, ingress, private, status, Run, Server, PASSWORD};
 use serde_json::Value;
 
 const USER: &str = "catchall";
@@ -26,11 +25,6 @@ fn dovecot() -> Dovecot {
     let dovecot = Dovecot::start(None);
     dovecot.user(USER, IMAP_PASSWORD);
     dovecot
-}
-
-fn private(path: &Path, text: &str) {
-    fs::write(path, text).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// STARTTLS on the plain port, verified with the harness's CA.
@@ -46,18 +40,6 @@ fn mailbox(name: &str, dir: &Path, password: &str, connection: &str, extra: &str
         "\n[[mailbox]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\n{connection}\nuser = \"{USER}\"\npassword_file = \"{}\"\n{extra}\n",
         password_file.display()
     )
-}
-
-/// The configuration: the ingress at `server`, the state under `dir`.
-fn config(dir: &Path, server: &Server, extra: &str, mailboxes: &str) -> PathBuf {
-    let path = dir.join("config.toml");
-    let text = format!(
-        "url = \"{}\"\npassword = \"{PASSWORD}\"\nstate_dir = \"{}\"\n{extra}\n{mailboxes}",
-        server.url(),
-        dir.join("state").display()
-    );
-    private(&path, &text);
-    path
 }
 
 fn check(config: &Path, args: &[&str]) -> Run {

@@ -99,16 +99,7 @@ impl World {
 
     /// `watch --status` with replica `node`'s configuration: (exit code, output).
     fn status_of(&self, node: &str) -> (i32, String) {
-        let config = self.dir.path().join(node).join("config.toml");
-        let output = Command::new(BIN)
-            .args(["watch", "--config", config.to_str().unwrap(), "--status"])
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .output()
-            .unwrap();
-        let text =
-            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-        (output.status.code().unwrap_or(-1), text)
+        watch_status(&self.dir.path().join(node).join("config.toml"))
     }
 
     fn status(&self) -> (i32, String) {
@@ -669,17 +660,7 @@ fn rediss_verifies_the_certificate_with_ca_file_and_a_replica_holds_its_mailbox_
         );
         fs::write(&config, text).unwrap();
     };
-    let status = || {
-        let output = Command::new(BIN)
-            .args(["watch", "--config", config.to_str().unwrap(), "--status"])
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .output()
-            .unwrap();
-        let text =
-            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-        (output.status.code().unwrap_or(-1), text)
-    };
+    let status = || watch_status(&config);
     // A private authority no one told us of: refused, with what to do.
     write("");
     let (code, text) = status();
@@ -708,4 +689,18 @@ fn rediss_verifies_the_certificate_with_ca_file_and_a_replica_holds_its_mailbox_
     assert!(metrics().contains("\nchatwoot_ingress_lease_held{mailbox=\"support\"} 1\n"), "{}", metrics());
     assert_eq!(watcher.stop("TERM").0, 0, "{}", watcher.output());
     assert!(watcher.output().contains("support: lease released (stopping)"), "{}", watcher.output());
+}
+
+/// `watch --status` with the configuration `config`, in an empty
+/// environment: (exit code, output).
+fn watch_status(config: &Path) -> (i32, String) {
+    let output = Command::new(BIN)
+        .args(["watch", "--config", config.to_str().unwrap(), "--status"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code().unwrap_or(-1), text)
 }

@@ -9,8 +9,10 @@ pub mod rails;
 pub mod redis;
 
 use std::collections::{HashMap, VecDeque};
+use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -446,4 +448,24 @@ pub fn run_script(script: &Path, args: &[&str], stdin: &[u8]) -> std::process::O
         bytes
     };
     std::process::Output { status, stdout: read(out), stderr: read(err) }
+}
+
+/// Write `text` to `path`, readable by its owner only (as a secret's file
+/// must be).
+pub fn private(path: &Path, text: &str) {
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// A configuration for `check`: the ingress at `server`, the state under
+/// `dir`, then `extra` and `mailboxes`.
+pub fn check_config(dir: &Path, server: &Server, extra: &str, mailboxes: &str) -> PathBuf {
+    let path = dir.join("config.toml");
+    let text = format!(
+        "url = \"{}\"\npassword = \"{PASSWORD}\"\nstate_dir = \"{}\"\n{extra}\n{mailboxes}",
+        server.url(),
+        dir.join("state").display()
+    );
+    private(&path, &text);
+    path
 }
