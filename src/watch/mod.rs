@@ -5,16 +5,19 @@
 //! step failed.
 //!
 //! The engine ([`worker`]) is written against a small [`source::Source`]
-//! trait, which IMAP ([`imap`]) and Microsoft Graph ([`graph`]) implement. Its concurrency model is OS
-//! threads and blocking I/O with deadlines, like the rest of the program
-//! (the relay is blocking to its callers; a blocking call inside an async
-//! runtime is what must never happen): one worker thread per connection,
-//! at most `max_connections` per mailbox, each serving one folder in IDLE
+//! trait, which IMAP ([`imap`]) and Microsoft Graph ([`graph`]) implement.
+//! Its concurrency model is OS threads and blocking I/O with deadlines,
+//! like the rest of the program (the relay is blocking to its callers; a
+//! blocking call inside an async runtime is what must never happen): one
+//! worker thread per connection, at most `max_connections` per mailbox
+//! (Graph: 4, its requests in flight), each serving one folder in IDLE
 //! or several in turn. A broken mailbox only ever stalls its own workers.
 //! The main thread acts on the signals the command lifecycle ([`crate::run`])
 //! hears (SIGTERM and the like: finish what is in flight, log out, exit 0;
 //! a second one: exit at once; SIGHUP: reload the configuration) and tells
-//! systemd how things stand.
+//! systemd how things stand. In cluster mode ([`cluster`]) a keeper thread
+//! starts a mailbox's workers only while this replica holds its lease in
+//! Redis, where the folders' state is kept too.
 
 mod cluster;
 mod graph;
