@@ -24,14 +24,16 @@ pub fn io_reason(e: &io::Error) -> String {
     }
 }
 
-/// Replace `path` with `contents`, atomically and durably: a new file
-/// beside it, mode 0600 (handed to `prepare` first, to change its owner
-/// say), fsync'd, renamed over it, then the directory fsync'd. A crash
-/// leaves the old contents or the new, never half; a failure leaves no
-/// temporary file behind.
+/// Replace `path` with `contents`, atomically: a new file beside it, mode
+/// 0600 (handed to `prepare` first, to change its owner say), renamed over
+/// it. A crash of the process leaves the old contents or the new, never
+/// half; a failure leaves no temporary file behind. `durable`: the file is
+/// fsync'd before the rename and the directory after it, so a power loss
+/// cannot undo it either.
 pub fn replace_file(
     path: &Path,
     contents: &[u8],
+    durable: bool,
     prepare: impl FnOnce(&File) -> io::Result<()>,
 ) -> io::Result<()> {
     let dir = match path.parent() {
@@ -47,14 +49,19 @@ pub fn replace_file(
         let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         prepare(&file)?;
         file.write_all(contents)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         fs::rename(&tmp, path)
     })();
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     written?;
-    File::open(dir)?.sync_all()
+    if durable {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Whether `host` (a name or an address, IPv6 with or without brackets)

@@ -29,7 +29,7 @@ pub fn write_secret(path: &Path, secret: &str) -> io::Result<()> {
         Err(e) => return Err(e),
     }
     .filter(|_| root);
-    crate::sys::replace_file(&path, format!("{secret}\n").as_bytes(), |file| {
+    crate::sys::replace_file(&path, format!("{secret}\n").as_bytes(), true, |file| {
         let made = file.metadata()?;
         match owner.filter(|&owner| owner != (made.uid(), made.gid())) {
             Some((uid, gid)) => fchown(file, Some(uid), Some(gid)),

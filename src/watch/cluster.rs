@@ -992,7 +992,8 @@ impl Place for RedisPlace {
         Some(REDIS_FIX.into())
     }
 
-    fn write(&self, bytes: &[u8]) -> io::Result<()> {
+    // Redis keeps it as its own persistence settings say.
+    fn write(&self, bytes: &[u8], _durable: bool) -> io::Result<()> {
         let written = self.link.with(|connection| {
             scripts()
                 .write_state

@@ -9,7 +9,9 @@
 //! the old state or the new, never half of one: a message is posted again
 //! only if the process died between the ingress's answer and this write.
 //! Where it is written is a [`Place`]: a file in the state directory (a new
-//! file, fsync'd, renamed over the old one), or in cluster mode a field in
+//! file renamed over the old one; fsync'd at least once a second and at the
+//! end of each pass, so a power loss undoes at most a second of answers,
+//! posted again and dropped by the ingress), or in cluster mode a field in
 //! Redis that only the mailbox's lease holder may write (`super::cluster`),
 //! so that another replica taking the mailbox over goes on from there.
 
@@ -123,8 +125,9 @@ pub trait Place: Send {
     fn describe(&self) -> String;
     /// The saved bytes; None on the first start.
     fn read(&self) -> io::Result<Option<Vec<u8>>>;
-    /// Replace them, atomically and durably.
-    fn write(&self, bytes: &[u8]) -> io::Result<()>;
+    /// Replace them, atomically; `durable`: so that a power loss cannot
+    /// undo it either.
+    fn write(&self, bytes: &[u8], durable: bool) -> io::Result<()>;
     /// What to do when reading or writing fails, if more is known than
     /// that a file must be writable.
     fn fix(&self) -> Option<String> {
@@ -175,9 +178,9 @@ impl Store {
         }
     }
 
-    pub fn save<S: Serialize>(&self, state: &S) -> io::Result<()> {
+    pub fn save<S: Serialize>(&self, state: &S, durable: bool) -> io::Result<()> {
         let bytes = serde_json::to_vec(state).map_err(io::Error::other)?;
-        self.place.write(&bytes)
+        self.place.write(&bytes, durable)
     }
 }
 
@@ -221,10 +224,10 @@ impl Place for StateFile {
         }
     }
 
-    fn write(&self, bytes: &[u8]) -> io::Result<()> {
+    fn write(&self, bytes: &[u8], durable: bool) -> io::Result<()> {
         let dir = self.path.parent().expect("a state file is in a folder");
         fs::create_dir_all(dir)?;
-        crate::sys::replace_file(&self.path, bytes, |_| Ok(()))
+        crate::sys::replace_file(&self.path, bytes, durable, |_| Ok(()))
     }
 }
 
@@ -295,8 +298,10 @@ mod tests {
             unfetchable: [(9, Unfetchable { tries: 3, retry_at: 100 })].into(),
             unroutable: [(6, 1000)].into(),
         };
-        file.save(&state).unwrap();
-        assert_eq!(file.load::<ImapState>().unwrap(), Some(state));
+        for durable in [true, false] {
+            file.save(&state, durable).unwrap();
+            assert_eq!(file.load::<ImapState>().unwrap(), Some(state.clone()));
+        }
         let beside: Vec<_> =
             fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().path()).collect();
         assert_eq!(beside, std::slice::from_ref(&path), "no temporary file is left");

@@ -41,6 +41,10 @@ const UNFETCHABLE_RETRY_MAX: Duration = Duration::from_secs(24 * 3600);
 pub const NO_ROUTE_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// More time than a step promises before liveness gives up on it.
 const SLACK: Duration = Duration::from_secs(30);
+/// While messages flow, a folder's state is fsync'd at most this often; a
+/// power loss undoes at most this much (posted again, dropped by the
+/// ingress as copies).
+const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// What a worker leaves behind when it ends.
 pub enum Left {
@@ -90,6 +94,9 @@ struct Folder<S: Source> {
     unsaved: bool,
     /// Changed since the state was last written.
     dirty: bool,
+    /// Written since it was last made durable (fsync'd), and when that was.
+    unsynced: bool,
+    synced: Instant,
 }
 
 pub struct Worker<S: Source> {
@@ -127,6 +134,8 @@ impl<S: Source> Worker<S> {
                 settling: Backoff::new(Duration::from_secs(30), Duration::from_secs(1800)),
                 unsaved: false,
                 dirty: false,
+                unsynced: false,
+                synced: Instant::now(),
             })
             .collect::<Vec<Folder<S>>>();
         let names: Vec<&str> = folders.iter().map(|f| f.name.as_str()).collect();
@@ -437,25 +446,41 @@ impl<S: Source> Worker<S> {
         }
         state.cursor = cursor;
         let store = &self.folders[i].store;
-        store.save(&state).map_err(|e| state_failure("write", store, &e))?;
+        store.save(&state, true).map_err(|e| state_failure("write", store, &e))?;
         self.folders[i].state = Some(state);
         Ok(())
     }
 
+    /// Write folder `i`'s state: at once (what a killed process leaves),
+    /// and made durable at most every [`SYNC_EVERY`] while messages flow
+    /// (an fsync per message would bound a drain by the disk's flushes).
     fn save(&mut self, i: usize) -> Result<(), Outcome> {
+        let durable = self.folders[i].synced.elapsed() >= SYNC_EVERY;
+        self.write(i, durable)
+    }
+
+    fn write(&mut self, i: usize, durable: bool) -> Result<(), Outcome> {
         let folder = &mut self.folders[i];
         folder.dirty = false;
         let Some(state) = &folder.state else { return Ok(()) };
-        let saved = folder.store.save(state).map_err(|e| state_failure("write", &folder.store, &e).outcome);
+        let saved =
+            folder.store.save(state, durable).map_err(|e| state_failure("write", &folder.store, &e).outcome);
         folder.unsaved = saved.is_err();
+        if saved.is_ok() {
+            folder.unsynced = !durable;
+            if durable {
+                folder.synced = Instant::now();
+            }
+        }
         saved
     }
 
-    /// Write what settling changed and is not yet written. Not writing
-    /// loses nothing (see [`Worker::settle`]): a failure is only logged.
+    /// At the end of a pass: write what settling changed and is not yet
+    /// written, and make the state durable. Not writing loses nothing (see
+    /// [`Worker::settle`]): a failure is only logged.
     fn flush(&mut self, i: usize) {
-        if self.folders[i].dirty {
-            if let Err(outcome) = self.save(i) {
+        if self.folders[i].dirty || self.folders[i].unsynced {
+            if let Err(outcome) = self.write(i, true) {
                 self.fail(Some(i), "state-failed", &outcome);
             }
         }
@@ -590,7 +615,7 @@ impl<S: Source> Worker<S> {
             if let Some(u) = state.unsettled.iter_mut().find(|u| u.key == key) {
                 u.copied = true;
             }
-            store.save(state).map_err(|e| state_failure("write", store, &e).outcome)
+            store.save(state, true).map_err(|e| state_failure("write", store, &e).outcome)
         };
         self.source.settle(&unsettled.key, unsettled.answered, unsettled.copied, &mut copied)?;
         let state = self.folders[i].state.as_mut().expect("selected");
