@@ -7,7 +7,7 @@ use std::ffi::{CStr, CString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
@@ -263,6 +263,24 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usi
     // and its length is what we pass.
     let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
     usize::try_from(ready).map_err(|_| io::Error::last_os_error())
+}
+
+/// A new eventfd (close-on-exec, non-blocking), or None when no descriptor
+/// is left.
+pub fn eventfd() -> Option<OwnedFd> {
+    // SAFETY: eventfd has no preconditions; a descriptor it returns is ours.
+    match unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) } {
+        -1 => None,
+        // SAFETY: a descriptor just made, owned by nothing else.
+        fd => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+    }
+}
+
+/// Make eventfd `fd` readable (for good: it is never read).
+pub fn signal_eventfd(fd: BorrowedFd<'_>) {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: eight bytes from a live buffer to a descriptor that is open.
+    let _ = unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
 }
 
 /// Whether this process runs as root (its effective user).

@@ -29,7 +29,7 @@ mod worker;
 pub use graph::{GraphCursor, GraphState};
 
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -74,11 +74,7 @@ impl Default for Stop {
             flag: AtomicBool::new(false),
             lock: Mutex::new(()),
             woken: Condvar::new(),
-            // SAFETY: eventfd has no preconditions; a descriptor it returns is ours.
-            wake: match unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) } {
-                -1 => None,
-                fd => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
-            },
+            wake: sys::eventfd(),
         }
     }
 }
@@ -91,9 +87,7 @@ impl Stop {
     pub fn request(&self) {
         self.flag.store(true, SeqCst);
         if let Some(fd) = &self.wake {
-            let one = 1u64.to_ne_bytes();
-            // SAFETY: eight bytes from a live buffer to a descriptor we own.
-            let _ = unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+            sys::signal_eventfd(fd.as_fd());
         }
         let _guard = self.lock.lock();
         self.woken.notify_all();
