@@ -17,16 +17,6 @@ fn check(server: &Server, args: &[&str]) -> Run {
     to(server, &[&["check"], args].concat()).run()
 }
 
-/// The line of `step` whose mark is `mark`, or a failure showing the run.
-#[track_caller]
-fn line<'a>(run: &'a Run, mark: &str, step: &str) -> &'a str {
-    let prefix = format!("{mark} {step}: ");
-    run.stdout
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no `{prefix}` line: {run:#?}"))
-}
-
 /// Every request was the probe: credentials, text/plain, an empty body.
 #[track_caller]
 fn only_probes(server: &Server, count: usize) {

@@ -64,16 +64,6 @@ fn check(server: &Server, env: &Env, args: &[&str]) -> Run {
     run
 }
 
-/// The line of `step` whose mark is `mark`, or a failure showing the run.
-#[track_caller]
-fn line<'a>(run: &'a Run, mark: &str, step: &str) -> &'a str {
-    let prefix = format!("{mark} {step}: ");
-    run.stdout
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no `{prefix}` line: {run:#?}"))
-}
-
 #[test]
 fn chatwoots_right_settings_are_ticks_and_the_check_passes() {
     let server = Server::start(vec![status(415)]);

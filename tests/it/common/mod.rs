@@ -469,3 +469,13 @@ pub fn check_config(dir: &Path, server: &Server, extra: &str, mailboxes: &str) -
     private(&path, &text);
     path
 }
+
+/// The line of `step` whose mark is `mark`, or a failure showing the run.
+#[track_caller]
+pub fn line<'a>(run: &'a Run, mark: &str, step: &str) -> &'a str {
+    let prefix = format!("{mark} {step}: ");
+    run.stdout
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}` line: {run:#?}"))
+}
