@@ -463,7 +463,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             time.sleep(seconds)
             body = body[cut:]
+        # The client may send its next request as soon as this one's last
+        # bytes arrive: from here it no longer counts as in flight.
+        self.release()
         self.wfile.write(body)
+
+    def release(self):
+        """Ends this request's count in flight, once."""
+        key, self.inflight_key = getattr(self, "inflight_key", None), None
+        if key is not None:
+            with self.st.lock:
+                self.st.inflight[key] -= 1
 
     def reset(self):
         """Drops the connection with a TCP RST (SO_LINGER 0)."""
@@ -636,7 +646,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
                  "immutable": prefer.get("idtype", "").lower() == "immutableid"}
         if "odata.maxpagesize" in prefer:
             entry["maxpagesize"] = prefer["odata.maxpagesize"]
-        key = None
         try:
             try:
                 route = self.route(method, path)
@@ -656,6 +665,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     key = (tok["client_id"],) if self.st.cfg["concurrency_scope"] == "app" else (tok["client_id"], mb.upn.lower())
                     n = self.st.inflight.get(key, 0) + 1
                     self.st.inflight[key] = n
+                    self.inflight_key = key
                     self.st.max_inflight[key] = max(n, self.st.max_inflight.get(key, 0))
                     entry["concurrency"] = n
                     self.limits(key, n)
@@ -670,9 +680,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             ctx["status"] = ctx["status"] or "aborted"
             entry["error"] = type(exc).__name__
         finally:
-            if key is not None:
-                with self.st.lock:
-                    self.st.inflight[key] -= 1
+            self.release()
             entry.update({"status": ctx["status"], "done": round(now(), 3), "bytes": ctx["bytes"]})
             if ctx["code"]:
                 entry["code"] = ctx["code"]
