@@ -342,16 +342,7 @@ impl<S: Source> Worker<S> {
     /// One connection: settle, deliver, wait, and again. Err when it
     /// breaks; `progress` says whether anything was finished meanwhile.
     fn session(&mut self, progress: &mut bool) -> Result<Left, SourceError> {
-        self.beat(self.source.longest_step(0) * 3);
-        let mut notes = Vec::new();
-        let opened = self.source.open(&mut |line| notes.push(line));
-        for line in notes {
-            self.note(None, "connected", &line);
-        }
-        opened?;
-        if let Some(at) = self.source.token_expiry() {
-            self.ctx.metrics.token_expiry(&self.mailbox, at);
-        }
+        self.open()?;
         let alone = self.folders.len() == 1;
         let mut first = true;
         loop {
@@ -733,9 +724,17 @@ impl<S: Source> Worker<S> {
         self.note(
             Some(i),
             "reconnecting",
-            &format!("the IMAP connection ended while the ingress answered ({secs} s): connecting again"),
+            &format!(
+                "the connection to the mailbox ended while the ingress answered ({secs} s): connecting again"
+            ),
         );
         self.source.close();
+        self.open()?;
+        self.select(i)
+    }
+
+    /// Connect (and log in), logging what the source tells of it.
+    fn open(&mut self) -> Result<(), SourceError> {
         self.beat(self.source.longest_step(0) * 3);
         let mut notes = Vec::new();
         let opened = self.source.open(&mut |line| notes.push(line));
@@ -743,7 +742,10 @@ impl<S: Source> Worker<S> {
             self.note(None, "connected", &line);
         }
         opened?;
-        self.select(i)
+        if let Some(at) = self.source.token_expiry() {
+            self.ctx.metrics.token_expiry(&self.mailbox, at);
+        }
+        Ok(())
     }
 
     /// The pipeline for a whole message; a message no route is for is
